@@ -1,0 +1,587 @@
+// Package capture turns a MongoDB change stream into outbox records.
+//
+// A Source opens the change stream of one deployment at its stored resume
+// token (startAfter), reads events in groups (up to BatchSize events, or
+// whatever arrived within BatchInterval), drops what the configuration
+// excludes, and appends the rest together with the resume token that covers
+// them in one outbox transaction. The stored token therefore never runs
+// ahead of what is durable.
+//
+// # Real deployments and the embedded engine
+//
+// On a real deployment, namespace and operation-type filters are pushed to
+// the server as a $match stage, the post-batch resume token of empty getMore
+// batches is persisted (so an idle or fully filtered stream does not fall off
+// the oplog), and events split by $changeStreamSplitLargeEvent are
+// reassembled. The embedded engine accepts no pipeline: the same filters run
+// client-side. Filters always run client-side too, so both paths keep exactly
+// the same events.
+//
+// # Caveats
+//
+//   - When the source's history no longer reaches the stored token
+//     (ChangeStreamHistoryLost, code 286; lungo.ErrLostOplogPosition), the
+//     source halts and stays halted across restarts until an explicit
+//     `godwit resync`. It never silently restarts from "now".
+//   - A source with no stored token starts at "now": writes before the first
+//     start are not captured (replication's initial sync copies them).
+//   - Events whose operationType godwit does not know are stored unchanged.
+package capture
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/outbox"
+)
+
+// Sentinel errors.
+var (
+	// ErrHalted is returned by Run when the source is halted: its history
+	// no longer reaches the stored token, or the token is unusable. The
+	// source's state in the outbox says why and how to resync.
+	ErrHalted = errors.New("source halted")
+)
+
+// Server error codes from MongoDB's error_codes.yml.
+const (
+	codeInvalidResumeToken      = 260
+	codeChangeStreamFatal       = 280
+	codeChangeStreamHistoryLost = 286
+)
+
+// Config configures one source.
+type Config struct {
+	// ID names the source in the outbox, logs and status.
+	ID string
+	// Database and Collection narrow the watch scope; both empty watches
+	// the whole deployment.
+	Database, Collection string
+	// Filter keeps or drops namespaces.
+	Filter change.Filter
+	// OperationTypes keeps only these known operation types (empty: all).
+	// Unknown operation types are always kept.
+	OperationTypes []string
+	// FullDocument is the fullDocument option ("updateLookup",
+	// "whenAvailable", "required", or "" for the server default).
+	FullDocument string
+	// FullDocumentBeforeChange is the pre-image option ("whenAvailable",
+	// "required", or "" for none).
+	FullDocumentBeforeChange string
+	// ShowExpandedEvents asks a real server (6.0+) for DDL events such as
+	// create, createIndexes and modify.
+	ShowExpandedEvents bool
+	// SplitLargeEvents appends $changeStreamSplitLargeEvent (7.0+, 6.0.9+)
+	// so events over 16 MiB arrive as fragments, which capture reassembles.
+	SplitLargeEvents bool
+	// MetadataDatabase is godwit's own database: always ignored.
+	MetadataDatabase string
+	// BatchSize is the most events per outbox append. Default 1000.
+	BatchSize int
+	// BatchInterval is the longest a batch stays open. Default 100ms.
+	BatchInterval time.Duration
+	// MaxAwaitTime is how long a real server holds an empty getMore.
+	// Default 1s.
+	MaxAwaitTime time.Duration
+	// MinBackoff and MaxBackoff bound reconnect waits. Defaults 100ms, 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// CheckpointInterval is how often a checkpoint without events (a token
+	// that moved past filtered events, or a post-batch token) is written.
+	// Default 1s.
+	CheckpointInterval time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.BatchInterval <= 0 {
+		c.BatchInterval = 100 * time.Millisecond
+	}
+	if c.MaxAwaitTime <= 0 {
+		c.MaxAwaitTime = time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.MetadataDatabase == "" {
+		c.MetadataDatabase = "godwit"
+	}
+}
+
+// EchoFilter recognises events written by godwit's own replicator so that
+// capture drops them. Observe is called for every event, in stream order;
+// Pending reports that a marked transaction was only partly seen, in which
+// case capture does not checkpoint inside it.
+type EchoFilter interface {
+	Observe(ev *change.Event) (drop bool)
+	Pending() bool
+}
+
+// Status is a snapshot of a source.
+type Status struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	Reason    string    `json:"reason,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	Captured  uint64    `json:"captured"`
+	Filtered  uint64    `json:"filtered"`
+	LastEvent time.Time `json:"last_event_time,omitempty"`
+}
+
+// States reported in Status besides the outbox's running and halted.
+const (
+	StateStarting     = "starting"
+	StateReconnecting = "reconnecting"
+	StateStopped      = "stopped"
+)
+
+// Source captures one deployment's change stream.
+type Source struct {
+	cfg  Config
+	conn *mongodb.Conn
+	ob   *outbox.Outbox
+	log  zerolog.Logger
+	echo EchoFilter
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New returns a source. It opens nothing until Run. echo may be nil.
+func New(cfg Config, conn *mongodb.Conn, ob *outbox.Outbox, echo EchoFilter, log zerolog.Logger) *Source {
+	cfg.defaults()
+	return &Source{cfg: cfg, conn: conn, ob: ob, echo: echo,
+		log:    log.With().Str("source", cfg.ID).Logger(),
+		ready:  make(chan struct{}),
+		status: Status{ID: cfg.ID, State: StateStarting}}
+}
+
+// Ready is closed once the change stream is open: every write after that
+// moment will be captured.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Status returns a snapshot.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+func (s *Source) set(fn func(*Status)) {
+	s.mu.Lock()
+	fn(&s.status)
+	s.mu.Unlock()
+}
+
+// Pipeline returns the change-stream pipeline sent to a real server.
+func (s *Source) Pipeline() bson.A {
+	return Pipeline(s.cfg)
+}
+
+// Fingerprint identifies the stream's shape: scope, pipeline and options.
+// It is stored with the token so a changed configuration is noticed.
+func (s *Source) Fingerprint() string {
+	b, _ := json.Marshal(struct {
+		DB, Coll, FullDoc, Pre string
+		Expanded               bool
+		Pipeline               string
+	}{s.cfg.Database, s.cfg.Collection, s.cfg.FullDocument, s.cfg.FullDocumentBeforeChange,
+		s.cfg.ShowExpandedEvents, fmt.Sprint(Pipeline(s.cfg))})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Run captures until ctx ends (nil) or the source halts (ErrHalted).
+func (s *Source) Run(ctx context.Context) error {
+	st, _, err := s.ob.Source(s.cfg.ID)
+	if err != nil {
+		return s.halt(fmt.Sprintf("stored state is unreadable: %v; run `godwit resync --config FILE --source %s`", err, s.cfg.ID))
+	}
+	if st.State == outbox.StateHalted {
+		s.set(func(x *Status) { x.State, x.Reason, x.Captured = outbox.StateHalted, st.Reason, st.Captured })
+		s.log.Error().Str("reason", st.Reason).Msg("source is halted; not capturing")
+		return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, st.Reason)
+	}
+	s.set(func(x *Status) { x.Captured = st.Captured })
+	fp := s.Fingerprint()
+	if st.Fingerprint != "" && st.Fingerprint != fp && len(st.Token) > 0 {
+		s.log.Warn().Str("stored", st.Fingerprint).Str("now", fp).
+			Msg("filters or watch scope changed since the stored token; events the old filters dropped are not captured again")
+	}
+
+	attempt := 0
+	for ctx.Err() == nil {
+		err := s.stream(ctx, fp)
+		if ctx.Err() != nil {
+			break
+		}
+		var halt haltError
+		if errors.As(err, &halt) {
+			return s.halt(halt.reason)
+		}
+		attempt++
+		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+		msg := logging.RedactText(err.Error())
+		s.set(func(x *Status) { x.State, x.LastError = StateReconnecting, msg })
+		s.log.Warn().Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg("change stream failed; reconnecting")
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		if err == errStreamHealthy {
+			attempt = 0
+		}
+	}
+	s.set(func(x *Status) { x.State = StateStopped })
+	return nil
+}
+
+// errStreamHealthy marks a stream that ran and delivered before failing, so
+// the backoff restarts from its minimum.
+var errStreamHealthy = errors.New("stream ended")
+
+type haltError struct{ reason string }
+
+func (h haltError) Error() string { return h.reason }
+
+func (s *Source) halt(reason string) error {
+	if err := s.ob.UpdateSource(s.cfg.ID, func(st *outbox.SourceState) {
+		st.State, st.Reason = outbox.StateHalted, reason
+	}); err != nil {
+		s.log.Error().Err(err).Msg("could not store halted state")
+	}
+	s.set(func(x *Status) { x.State, x.Reason = outbox.StateHalted, reason })
+	s.log.Error().Str("reason", reason).Msg("source halted")
+	return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, reason)
+}
+
+func (s *Source) resyncHint() string {
+	return fmt.Sprintf("run `godwit resync --config FILE --source %s` to capture again from now (audited); sinks that copy data need a new initial sync", s.cfg.ID)
+}
+
+// open opens the change stream at token.
+func (s *Source) open(ctx context.Context, token bson.Raw) (lungo.IChangeStream, error) {
+	opts := options.ChangeStream()
+	if len(token) > 0 {
+		opts.SetStartAfter(token)
+	}
+	var pipeline any = bson.A{}
+	if !s.conn.Embedded {
+		pipeline = Pipeline(s.cfg)
+		opts.SetMaxAwaitTime(s.cfg.MaxAwaitTime)
+		if s.cfg.FullDocument != "" {
+			opts.SetFullDocument(options.FullDocument(s.cfg.FullDocument))
+		}
+		if s.cfg.FullDocumentBeforeChange != "" {
+			opts.SetFullDocumentBeforeChange(options.FullDocument(s.cfg.FullDocumentBeforeChange))
+		}
+		if s.cfg.ShowExpandedEvents {
+			opts.SetShowExpandedEvents(true)
+		}
+	}
+	c := s.conn.Client
+	switch {
+	case s.cfg.Collection != "":
+		return c.Database(s.cfg.Database).Collection(s.cfg.Collection).Watch(ctx, pipeline, opts)
+	case s.cfg.Database != "":
+		return c.Database(s.cfg.Database).Watch(ctx, pipeline, opts)
+	default:
+		return c.Watch(ctx, pipeline, opts)
+	}
+}
+
+// classify turns a stream error into a halt (history lost, unusable token)
+// or leaves it transient.
+func (s *Source) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se mongo.ServerError
+	switch {
+	case errors.Is(err, lungo.ErrLostOplogPosition),
+		strings.Contains(err.Error(), "unable to resume change stream"),
+		errors.As(err, &se) && (se.HasErrorCode(codeChangeStreamHistoryLost) || se.HasErrorCode(codeChangeStreamFatal)):
+		return haltError{fmt.Sprintf("change stream history no longer reaches the stored resume token (%s): events in between are lost at the source; %s",
+			logging.RedactText(err.Error()), s.resyncHint())}
+	case errors.As(err, &se) && se.HasErrorCode(codeInvalidResumeToken):
+		return haltError{fmt.Sprintf("the server rejected the stored resume token as invalid (%s); %s",
+			logging.RedactText(err.Error()), s.resyncHint())}
+	}
+	return err
+}
+
+// stream runs one change stream until it fails or ctx ends.
+func (s *Source) stream(ctx context.Context, fp string) error {
+	st, _, err := s.ob.Source(s.cfg.ID)
+	if err != nil {
+		return haltError{fmt.Sprintf("stored state is unreadable: %v; %s", err, s.resyncHint())}
+	}
+	token := bson.Raw(st.Token)
+	if len(token) > 0 {
+		if err := token.Validate(); err != nil {
+			return haltError{fmt.Sprintf("stored resume token is corrupt (%v); %s", err, s.resyncHint())}
+		}
+	}
+	cs, err := s.open(ctx, token)
+	if err != nil {
+		return s.classify(err)
+	}
+	defer cs.Close(context.WithoutCancel(ctx))
+	s.set(func(x *Status) { x.State, x.LastError = outbox.StateRunning, "" })
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.log.Info().Str("uri", s.conn.Redacted).Bool("resumed", len(token) > 0).Msg("change stream open")
+
+	b := &batcher{src: s, fp: fp, stored: token, lastCheckpoint: time.Now()}
+	healthy := false
+	for {
+		var ok bool
+		if s.conn.Embedded {
+			ok = cs.Next(ctx)
+		} else {
+			ok = cs.TryNext(ctx)
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return b.flush(ctx, nil, true)
+			}
+			if err := cs.Err(); err != nil {
+				if ferr := b.flush(ctx, nil, true); ferr != nil {
+					return ferr
+				}
+				if healthy && s.classify(err) == err {
+					return fmt.Errorf("%w: %w", errStreamHealthy, err)
+				}
+				return s.classify(err)
+			}
+			if s.conn.Embedded {
+				return errors.New("embedded change stream closed")
+			}
+			// An empty getMore: persist the post-batch token.
+			if err := b.flush(ctx, cs.ResumeToken(), false); err != nil {
+				return err
+			}
+			continue
+		}
+		healthy = true
+		start := time.Now()
+		n := 0
+		for {
+			if inv, err := b.add(current(cs), cs.ResumeToken()); err != nil {
+				return err
+			} else if inv {
+				// Invalidate: the stream is over. Store it, then reopen after
+				// it (real servers accept startAfter an invalidate token).
+				return b.flush(ctx, nil, true)
+			}
+			n++
+			if n >= s.cfg.BatchSize || time.Since(start) >= s.cfg.BatchInterval {
+				break
+			}
+			if !s.conn.Embedded && cs.RemainingBatchLength() == 0 {
+				break // consumed what the server sent; don't wait on a getMore
+			}
+			if !cs.TryNext(ctx) {
+				break
+			}
+		}
+		if err := b.flush(ctx, nil, true); err != nil {
+			return err
+		}
+	}
+}
+
+// batcher accumulates one group of events and the token that covers them.
+type batcher struct {
+	src            *Source
+	fp             string
+	events         [][]byte
+	filtered       int
+	safe           bson.Raw // token covering everything added so far; nil while inside a split event or marked transaction
+	stored         bson.Raw // token last written to the outbox
+	lastCT         uint32
+	lastWall       time.Time
+	frags          fragments
+	lastGood       bson.Raw // last non-nil safe token
+	lastCheckpoint time.Time
+}
+
+// add takes one raw event with the stream's resume token after it. It
+// reports an invalidate event.
+func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
+	s := b.src
+	raw = append(bson.Raw(nil), raw...)
+	ev, err := change.Parse(raw)
+	if err != nil {
+		// Keep what we cannot read: a sink may still make sense of it, and
+		// dropping it would be silent loss.
+		s.log.Warn().Err(err).Msg("storing an unparseable change event as is")
+		b.events = append(b.events, raw)
+		b.safe = streamToken
+		return false, nil
+	}
+	if ev.Split != nil {
+		whole, done, err := b.frags.add(ev)
+		if err != nil {
+			return false, haltError{fmt.Sprintf("reassembling a split event: %v; %s", err, s.resyncHint())}
+		}
+		if !done {
+			b.safe = nil
+			return false, nil
+		}
+		if ev, err = change.Parse(whole); err != nil {
+			return false, haltError{fmt.Sprintf("reassembled event is malformed: %v; %s", err, s.resyncHint())}
+		}
+		raw = whole
+	}
+	if ev.ClusterTime.T != 0 {
+		b.lastCT = ev.ClusterTime.T
+		b.lastWall = time.Unix(int64(ev.ClusterTime.T), 0)
+	}
+	keep := s.keep(ev)
+	if keep && s.echo != nil && s.echo.Observe(ev) {
+		keep = false
+	}
+	if keep {
+		b.events = append(b.events, raw)
+	} else {
+		b.filtered++
+	}
+	switch {
+	case s.echo != nil && s.echo.Pending():
+		b.safe = nil
+	case ev.OperationType == change.OpInvalidate && s.conn.Embedded:
+		// lungo's invalidate token is not in its oplog and cannot be
+		// resumed from; the event before it (the drop) can.
+		b.safe = b.lastGood
+		if len(b.safe) == 0 {
+			b.safe = b.stored
+		}
+	case len(ev.Token) > 0:
+		b.safe = ev.Token
+	default:
+		b.safe = streamToken
+	}
+	if len(b.safe) > 0 {
+		b.lastGood = b.safe
+	}
+	return ev.OperationType == change.OpInvalidate, nil
+}
+
+// flush appends the kept events with the token that covers them. While the
+// batch ends inside a split event or a marked transaction there is no such
+// token yet and the events wait for the next flush. postBatch is a post-batch
+// resume token from an empty getMore. A flush without events (the token moved
+// past filtered events) writes at most once per CheckpointInterval, and at
+// shutdown.
+func (b *batcher) flush(ctx context.Context, postBatch bson.Raw, _ bool) error {
+	s := b.src
+	token := b.safe
+	if len(postBatch) > 0 && len(b.events) == 0 && b.frags.empty() && (s.echo == nil || !s.echo.Pending()) {
+		token = postBatch
+	}
+	if len(token) == 0 {
+		return nil
+	}
+	if len(b.events) == 0 {
+		if string(token) == string(b.stored) {
+			b.filtered = 0
+			return nil
+		}
+		if ctx.Err() == nil && time.Since(b.lastCheckpoint) < s.cfg.CheckpointInterval {
+			return nil
+		}
+	}
+	_, err := s.ob.Append(ctx, s.cfg.ID, b.events, outbox.Checkpoint{Token: token, Fingerprint: b.fp, LastClusterTime: b.lastCT})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down while capture was paused: not stored, re-read on restart
+		}
+		return haltError{fmt.Sprintf("writing to the outbox failed: %v", err)}
+	}
+	n, f := len(b.events), b.filtered
+	s.set(func(x *Status) {
+		x.Captured += uint64(n)
+		x.Filtered += uint64(f)
+		if !b.lastWall.IsZero() {
+			x.LastEvent = b.lastWall
+		}
+	})
+	b.stored = token
+	b.events = b.events[:0]
+	b.filtered = 0
+	b.lastCheckpoint = time.Now()
+	return nil
+}
+
+// keep applies the namespace and operation-type filters.
+func (s *Source) keep(ev *change.Event) bool {
+	if ev.NS.DB == s.cfg.MetadataDatabase || ev.To.DB == s.cfg.MetadataDatabase && ev.NS.DB == "" {
+		return false
+	}
+	if ev.NS.DB != "" && !s.cfg.Filter.Keep(ev.NS) {
+		// A rename into an included namespace is kept: the target changes.
+		if ev.OperationType != change.OpRename || ev.To.DB == "" || !s.cfg.Filter.Keep(ev.To) {
+			return false
+		}
+	}
+	if len(s.cfg.OperationTypes) > 0 && change.Known(ev.OperationType) &&
+		ev.OperationType != change.OpInvalidate && !slices.Contains(s.cfg.OperationTypes, ev.OperationType) {
+		return false
+	}
+	return true
+}
+
+// current returns the stream's current event. The driver's stream exposes it
+// without a copy; the embedded one decodes.
+func current(cs lungo.IChangeStream) bson.Raw {
+	if m, ok := cs.(*mongo.ChangeStream); ok {
+		return m.Current
+	}
+	var raw bson.Raw
+	if err := cs.Decode(&raw); err != nil {
+		return nil
+	}
+	return raw
+}
+
+func backoff(min, max time.Duration, attempt int) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	return time.Duration(min64(int64(d), int64(max)))
+}
+
+func min64(a, b int64) int64 {
+	if a < b {
+		return a
+	}
+	return b
+}

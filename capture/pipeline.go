@@ -1,0 +1,109 @@
+package capture
+
+import (
+	"regexp"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/godwit-dev/godwit/change"
+)
+
+// Pipeline returns the change-stream pipeline for a real server: one $match
+// that keeps what the client-side filter (Source.keep) keeps, so the server
+// does not send events godwit would drop, then optionally
+// $changeStreamSplitLargeEvent. It is empty when nothing needs filtering.
+func Pipeline(cfg Config) bson.A {
+	cfg.defaults()
+	var and bson.A
+	// godwit's own database is never captured.
+	and = append(and, bson.D{{Key: "ns.db", Value: bson.D{{Key: "$ne", Value: cfg.MetadataDatabase}}}})
+	if len(cfg.Filter.Include) > 0 {
+		var or bson.A
+		for _, g := range cfg.Filter.Include {
+			or = append(or, globMatch("ns", g))
+			or = append(or, bson.D{{Key: "operationType", Value: change.OpRename}, globMatch("to", g)[0]})
+		}
+		or = append(or, bson.D{{Key: "ns", Value: bson.D{{Key: "$exists", Value: false}}}})
+		and = append(and, bson.D{{Key: "$or", Value: or}})
+	}
+	for _, g := range cfg.Filter.Exclude {
+		and = append(and, bson.D{{Key: "$nor", Value: bson.A{excludeMatch(g)}}})
+	}
+	if len(cfg.OperationTypes) > 0 {
+		keep := append(bson.A{change.OpInvalidate}, toA(cfg.OperationTypes)...)
+		and = append(and, bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: keep}}}},
+			bson.D{{Key: "operationType", Value: bson.D{{Key: "$nin", Value: toA(change.KnownOperationTypes)}}}},
+		}}})
+	}
+	p := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: and}}}}}
+	if cfg.SplitLargeEvents {
+		p = append(p, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
+	}
+	return p
+}
+
+func toA(ss []string) bson.A {
+	a := make(bson.A, len(ss))
+	for i, s := range ss {
+		a[i] = s
+	}
+	return a
+}
+
+// globMatch matches field.db and field.coll against a glob, the way
+// change.Glob.Match does: a database-level namespace (no coll) matches when
+// the database part does.
+func globMatch(field string, g change.Glob) bson.D {
+	db, coll, hasColl := strings.Cut(g.String(), ".")
+	d := bson.D{{Key: field + ".db", Value: globRegex(db)}}
+	if hasColl {
+		d = append(d, bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: field + ".coll", Value: globRegex(coll)}},
+			bson.D{{Key: field + ".coll", Value: bson.D{{Key: "$exists", Value: false}}}},
+		}})
+	}
+	return bson.D{{Key: "$and", Value: bson.A{d}}}
+}
+
+// excludeMatch matches the events an exclude glob drops: a glob with a
+// collection part never drops a database-level event.
+func excludeMatch(g change.Glob) bson.D {
+	db, coll, hasColl := strings.Cut(g.String(), ".")
+	if !hasColl {
+		return bson.D{{Key: "ns.db", Value: globRegex(db)}}
+	}
+	return bson.D{{Key: "ns.db", Value: globRegex(db)}, {Key: "ns.coll", Value: globRegex(coll)}}
+}
+
+// globRegex translates a path.Match pattern into an anchored regular
+// expression.
+func globRegex(glob string) bson.D {
+	var sb strings.Builder
+	sb.WriteString("^")
+	for i := 0; i < len(glob); i++ {
+		c := glob[i]
+		switch c {
+		case '*':
+			sb.WriteString(".*")
+		case '?':
+			sb.WriteString(".")
+		case '[':
+			// path.Match classes ("[a-c]", "[^x]") read the same as regular
+			// expression classes; ParseGlob already rejected malformed ones.
+			j := strings.IndexByte(glob[i:], ']')
+			sb.WriteString(glob[i : i+j+1])
+			i += j
+		case '\\':
+			if i+1 < len(glob) {
+				i++
+				sb.WriteString(regexp.QuoteMeta(string(glob[i])))
+			}
+		default:
+			sb.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	sb.WriteString("$")
+	return bson.D{{Key: "$regex", Value: sb.String()}}
+}

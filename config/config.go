@@ -1,0 +1,294 @@
+// Package config reads godwit's YAML configuration. Every field, its default
+// and its meaning are documented in docs/config.md; Validate reports every
+// problem at once, each naming its field.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/sink"
+	"github.com/godwit-dev/godwit/sink/jsonl"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// DataDir holds the outbox and relative sink files. Default "./godwit-data".
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `yaml:"log_level"`
+	// Metadata is where godwit keeps its own state inside MongoDB.
+	Metadata Metadata `yaml:"metadata"`
+	// Outbox tunes the local log.
+	Outbox Outbox `yaml:"outbox"`
+	// Sources are the deployments to capture.
+	Sources []Source `yaml:"sources"`
+	// Sinks drain the outbox.
+	Sinks []Sink `yaml:"sinks"`
+
+	// dir is the config file's directory: relative paths resolve against it.
+	dir string
+}
+
+// Metadata configures godwit's own database.
+type Metadata struct {
+	// Database is godwit's database name in every deployment it touches;
+	// capture always ignores it. Default "godwit".
+	Database string `yaml:"database"`
+}
+
+// Outbox configures the bbolt outbox.
+type Outbox struct {
+	// Path of the outbox file. Default DATA_DIR/outbox.db.
+	Path string `yaml:"path"`
+	// MaxBytes bounds retained events; capture pauses at the bound.
+	// Default 1 GiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// KeepAcked turns retention off. Default false.
+	KeepAcked bool `yaml:"keep_acked"`
+}
+
+// Source is one deployment to capture.
+type Source struct {
+	// ID names the source (letters, digits, '_', '-'; at most 64).
+	ID string `yaml:"id"`
+	// URI is mongodb://, mongodb+srv:// or lungo:PATH / lungo:memory.
+	URI string `yaml:"uri"`
+	// Database narrows the watch to one database; Collection (which needs
+	// Database) to one collection. Default: the whole deployment.
+	Database   string `yaml:"database"`
+	Collection string `yaml:"collection"`
+	// Include keeps only namespaces matching one of these globs ("shop.*").
+	Include []string `yaml:"include"`
+	// Ignore drops namespaces matching any of these globs ("*.tmp_*").
+	Ignore []string `yaml:"ignore"`
+	// OperationTypes keeps only these operation types. Default: all.
+	OperationTypes []string `yaml:"operation_types"`
+	// FullDocument: updateLookup (default), whenAvailable, required or off.
+	FullDocument string `yaml:"full_document"`
+	// FullDocumentBeforeChange: off (default), whenAvailable or required.
+	FullDocumentBeforeChange string `yaml:"full_document_before_change"`
+	// ShowExpandedEvents asks for DDL events (MongoDB 6.0+). Default true;
+	// set false for older servers.
+	ShowExpandedEvents *bool `yaml:"show_expanded_events"`
+	// SplitLargeEvents adds $changeStreamSplitLargeEvent (7.0+). Default false.
+	SplitLargeEvents bool `yaml:"split_large_events"`
+	// BatchSize is the most events per outbox write. Default 1000.
+	BatchSize int `yaml:"batch_size"`
+	// BatchInterval is the longest a batch stays open. Default 100ms.
+	BatchInterval time.Duration `yaml:"batch_interval"`
+}
+
+// Sink is one consumer of the outbox.
+type Sink struct {
+	// ID names the sink's cursor (same rule as source ids).
+	ID string `yaml:"id"`
+	// Type is "jsonl" (more sink types join as they land).
+	Type string `yaml:"type"`
+	// OnFailure is "park" (default: move the event to dead letters after
+	// MaxAttempts) or "halt" (stop this sink).
+	OnFailure string `yaml:"on_failure"`
+	// MaxAttempts per event before OnFailure applies. Default 5.
+	MaxAttempts int `yaml:"max_attempts"`
+	// BatchSize is the most events per delivery. Default 1000.
+	BatchSize int `yaml:"batch_size"`
+	// JSONL configures a jsonl sink.
+	JSONL *jsonl.Config `yaml:"jsonl"`
+}
+
+// SinkTypes lists the sink types this build knows.
+var SinkTypes = []string{"jsonl"}
+
+var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data, filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML (rejecting unknown fields), applies defaults and
+// validates. dir resolves relative paths.
+func Parse(data []byte, dir string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("  %v", err)
+	}
+	c.dir = dir
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "godwit-data"
+	}
+	if !filepath.IsAbs(c.DataDir) && c.dir != "" {
+		c.DataDir = filepath.Join(c.dir, c.DataDir)
+	}
+	if c.Metadata.Database == "" {
+		c.Metadata.Database = "godwit"
+	}
+	if c.Outbox.Path == "" {
+		c.Outbox.Path = filepath.Join(c.DataDir, "outbox.db")
+	} else if !filepath.IsAbs(c.Outbox.Path) {
+		c.Outbox.Path = filepath.Join(c.DataDir, c.Outbox.Path)
+	}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		if s.FullDocument == "" {
+			s.FullDocument = "updateLookup"
+		}
+		if s.ShowExpandedEvents == nil {
+			t := true
+			s.ShowExpandedEvents = &t
+		}
+	}
+	for i := range c.Sinks {
+		if j := c.Sinks[i].JSONL; j != nil && j.Path != "" && !filepath.IsAbs(j.Path) {
+			j.Path = filepath.Join(c.DataDir, j.Path)
+		}
+	}
+}
+
+// Dir returns the directory relative paths resolve against.
+func (c *Config) Dir() string { return c.dir }
+
+// Validate reports every problem, one line each, naming the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("  %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, err := levelOK(c.LogLevel); err != nil {
+		bad("log_level", "%v", err)
+	}
+	if c.Outbox.MaxBytes < 0 {
+		bad("outbox.max_bytes", "must not be negative (0 means the default, 1 GiB)")
+	}
+	if len(c.Sources) == 0 {
+		bad("sources", "at least one source is required")
+	}
+	ids := map[string]string{}
+	checkID := func(field, id string) {
+		switch {
+		case id == "":
+			bad(field+".id", "required")
+		case !idRule.MatchString(id):
+			bad(field+".id", "%q: use 1 to 64 letters, digits, '_' or '-'", id)
+		case ids[id] != "":
+			bad(field+".id", "%q is already used by %s", id, ids[id])
+		default:
+			ids[id] = field
+		}
+	}
+	for i, s := range c.Sources {
+		f := fmt.Sprintf("sources[%d]", i)
+		checkID(f, s.ID)
+		if s.URI == "" {
+			bad(f+".uri", "required (mongodb://…, mongodb+srv://… or lungo:PATH)")
+		} else if _, _, err := mongodb.ParseURI(s.URI, c.dir); err != nil {
+			bad(f+".uri", "%v", err)
+		}
+		if s.Collection != "" && s.Database == "" {
+			bad(f+".collection", "needs database: a collection is watched within one database")
+		}
+		if s.Database == c.Metadata.Database && s.Database != "" {
+			bad(f+".database", "%q is godwit's own metadata database, which is never captured", s.Database)
+		}
+		for j, g := range s.Include {
+			if _, err := change.ParseGlob(g); err != nil {
+				bad(fmt.Sprintf("%s.include[%d]", f, j), "%v", err)
+			}
+		}
+		for j, g := range s.Ignore {
+			if _, err := change.ParseGlob(g); err != nil {
+				bad(fmt.Sprintf("%s.ignore[%d]", f, j), "%v", err)
+			}
+		}
+		for j, op := range s.OperationTypes {
+			if !change.Known(op) {
+				bad(fmt.Sprintf("%s.operation_types[%d]", f, j), "%q is not a known operation type (one of %v)", op, change.KnownOperationTypes)
+			}
+		}
+		if !slices.Contains([]string{"updateLookup", "whenAvailable", "required", "off"}, s.FullDocument) {
+			bad(f+".full_document", "%q: use updateLookup, whenAvailable, required or off", s.FullDocument)
+		}
+		if !slices.Contains([]string{"", "off", "whenAvailable", "required"}, s.FullDocumentBeforeChange) {
+			bad(f+".full_document_before_change", "%q: use off, whenAvailable or required", s.FullDocumentBeforeChange)
+		}
+		if s.BatchSize < 0 {
+			bad(f+".batch_size", "must not be negative")
+		}
+		if s.BatchInterval < 0 {
+			bad(f+".batch_interval", "must not be negative")
+		}
+	}
+	for i, s := range c.Sinks {
+		f := fmt.Sprintf("sinks[%d]", i)
+		checkID(f, s.ID)
+		rc := sink.RunnerConfig{Policy: s.OnFailure, MaxAttempts: s.MaxAttempts, BatchSize: s.BatchSize}
+		if err := rc.Validate(); err != nil {
+			bad(f, "%v", err)
+		}
+		switch s.Type {
+		case "jsonl":
+			if s.JSONL == nil {
+				bad(f+".jsonl", "required for type jsonl (jsonl: {path: events.jsonl})")
+			} else if err := s.JSONL.Validate(); err != nil {
+				bad(f+".jsonl", "%v", err)
+			}
+		case "":
+			bad(f+".type", "required (one of %v)", SinkTypes)
+		default:
+			bad(f+".type", "%q is not a sink type (one of %v)", s.Type, SinkTypes)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func levelOK(l string) (string, error) {
+	switch l {
+	case "", "debug", "info", "warn", "error", "trace":
+		return l, nil
+	}
+	return "", fmt.Errorf("%q: use debug, info, warn or error", l)
+}
+
+// Filter compiles a source's include and ignore globs.
+func (s Source) Filter() change.Filter {
+	var f change.Filter
+	for _, g := range s.Include {
+		f.Include = append(f.Include, change.MustGlob(g))
+	}
+	for _, g := range s.Ignore {
+		f.Exclude = append(f.Exclude, change.MustGlob(g))
+	}
+	return f
+}

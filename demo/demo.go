@@ -1,0 +1,339 @@
+// Package demo runs godwit end to end on the embedded engine with no setup:
+// an embedded source, a deterministic workload writing to it, capture into
+// the outbox, every sink draining it, and a final check that every source
+// write is in the outbox exactly once and in order.
+//
+// The demo is restartable: the workload's progress is written in the same
+// source transaction as each operation, so a demo killed at any moment
+// (SIGKILL included) and run again with the same data directory continues
+// exactly where the source stopped, and still ends verified.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/sink/jsonl"
+)
+
+// Options configures a demo run.
+type Options struct {
+	// Ops is the total number of workload operations. Default 1000.
+	Ops int
+	// DataDir holds everything; empty means a new temporary directory.
+	DataDir string
+	// Seed selects the workload. Default 1.
+	Seed uint64
+	// Log receives progress and daemon logs.
+	Log zerolog.Logger
+	// Progress receives one plain line per progress step (may be nil).
+	Progress io.Writer
+}
+
+// Summary is the demo's result.
+type Summary struct {
+	Ops        int               `json:"ops"`
+	Written    int               `json:"written"`
+	Captured   uint64            `json:"captured"`
+	Delivered  map[string]uint64 `json:"delivered"`
+	Verified   bool              `json:"verified"`
+	Problems   []string          `json:"problems,omitempty"`
+	DataDir    string            `json:"data_dir"`
+	Outbox     string            `json:"outbox"`
+	EventsFile string            `json:"events_file"`
+	Seconds    float64           `json:"seconds"`
+}
+
+const (
+	sourceID      = "demo"
+	eventsSinkID  = "events"
+	progressColl  = "demo_workload"
+	metadataDB    = "godwit"
+	captureWindow = 2 * time.Minute
+)
+
+// Config returns the configuration the demo runs with: one embedded source
+// and the jsonl sink, retention off (the final check reads the whole
+// history).
+func Config(dataDir string) (*config.Config, error) {
+	yaml := fmt.Sprintf(`
+data_dir: %q
+outbox:
+  keep_acked: true
+sources:
+  - id: %s
+    uri: lungo:source.lungo
+sinks:
+  - id: %s
+    type: jsonl
+    jsonl:
+      path: events.jsonl
+`, dataDir, sourceID, eventsSinkID)
+	return config.Parse([]byte(yaml), dataDir)
+}
+
+// Run runs the demo.
+func Run(ctx context.Context, opts Options) (*Summary, error) {
+	start := time.Now()
+	if opts.Ops <= 0 {
+		opts.Ops = 1000
+	}
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if opts.DataDir == "" {
+		dir, err := os.MkdirTemp("", "godwit-demo-")
+		if err != nil {
+			return nil, err
+		}
+		opts.DataDir = dir
+	}
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg, err := Config(dir)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Ops: opts.Ops, DataDir: dir, Outbox: cfg.Outbox.Path,
+		EventsFile: cfg.Sinks[0].JSONL.Path, Delivered: map[string]uint64{}}
+
+	d, err := daemon.Open(ctx, cfg, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-ran
+		_ = d.Close(context.WithoutCancel(ctx))
+	}()
+
+	src := d.Sources()[0]
+	select {
+	case <-src.Ready():
+	case err := <-ran:
+		return nil, fmt.Errorf("daemon stopped before capture started: %v", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("capture did not start: %s", src.Status().LastError)
+	}
+	if st := src.Status(); st.State == outbox.StateHalted {
+		return nil, fmt.Errorf("source halted: %s", st.Reason)
+	}
+
+	conn, err := mongodb.Open(ctx, cfg.Sources[0].URI, cfg.Dir())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	written, err := write(ctx, conn.Client, opts)
+	sum.Written = written
+	if err != nil {
+		return sum, err
+	}
+
+	// Wait until capture has every operation and every sink has every event.
+	ob := d.Outbox()
+	waitCtx, cancel := context.WithTimeout(ctx, captureWindow)
+	defer cancel()
+	for {
+		st, _, err := ob.Source(sourceID)
+		if err != nil {
+			return sum, err
+		}
+		if st.Captured >= uint64(opts.Ops) || st.State == outbox.StateHalted {
+			break
+		}
+		if s := src.Status(); s.State == outbox.StateHalted {
+			break
+		}
+		tick, c := context.WithTimeout(waitCtx, 250*time.Millisecond)
+		_ = ob.Wait(tick, ob.LastSeq())
+		c()
+		if waitCtx.Err() != nil {
+			break
+		}
+	}
+	last := ob.LastSeq()
+	for _, r := range d.Runners() {
+		if err := r.WaitAcked(waitCtx, last); err != nil {
+			sum.Problems = append(sum.Problems, err.Error())
+		}
+	}
+	if ctx.Err() != nil {
+		return sum, ctx.Err()
+	}
+	sinks, err := ob.Sinks()
+	if err != nil {
+		return sum, err
+	}
+	for id, st := range sinks {
+		sum.Delivered[id] = st.Delivered
+	}
+	if st := src.Status(); st.State == outbox.StateHalted {
+		sum.Problems = append(sum.Problems, "source halted: "+st.Reason)
+	}
+	sum.Problems = append(sum.Problems, Verify(ob, sum.EventsFile, opts.Seed, opts.Ops)...)
+	st, _, _ := ob.Source(sourceID)
+	sum.Captured = st.Captured
+	sum.Verified = len(sum.Problems) == 0
+	sum.Seconds = time.Since(start).Seconds()
+	return sum, nil
+}
+
+// write applies the workload from the stored progress up to opts.Ops. Each
+// operation and the progress marker commit in one source transaction.
+func write(ctx context.Context, client lungo.IClient, opts Options) (int, error) {
+	progress := client.Database(metadataDB).Collection(progressColl)
+	var p struct {
+		Next int `bson:"next"`
+	}
+	err := progress.FindOne(ctx, bson.M{"_id": "workload"}).Decode(&p)
+	if err != nil && !errors.Is(err, lungoErrNoDocuments) {
+		return 0, fmt.Errorf("read workload progress: %w", err)
+	}
+	w := NewWorkload(opts.Seed)
+	for i := 0; i < p.Next; i++ {
+		w.Next()
+	}
+	if p.Next > 0 {
+		fmt.Fprintf(opts.Progress, "resuming the workload at operation %d of %d\n", p.Next, opts.Ops)
+	}
+	written := 0
+	every := max(opts.Ops/10, 1)
+	for i := p.Next; i < opts.Ops; i++ {
+		if err := ctx.Err(); err != nil {
+			return written, err
+		}
+		op := w.Next()
+		err := client.UseSession(ctx, func(sc lungo.ISessionContext) error {
+			_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
+				if err := apply(tc, client, op); err != nil {
+					return nil, err
+				}
+				_, err := progress.UpdateOne(tc, bson.M{"_id": "workload"},
+					bson.M{"$set": bson.M{"next": i + 1}}, options.Update().SetUpsert(true))
+				return nil, err
+			})
+			return err
+		})
+		if err != nil {
+			return written, fmt.Errorf("workload operation %d (%s %s %d): %w", i, op.Kind, op.NS, op.ID, err)
+		}
+		written++
+		if (i+1)%every == 0 {
+			fmt.Fprintf(opts.Progress, "workload: %d/%d operations written\n", i+1, opts.Ops)
+		}
+	}
+	return written, nil
+}
+
+func apply(ctx context.Context, client lungo.IClient, op Op) error {
+	coll := client.Database(op.NS.DB).Collection(op.NS.Coll)
+	var err error
+	switch op.Kind {
+	case change.OpInsert:
+		_, err = coll.InsertOne(ctx, op.Doc)
+	case change.OpUpdate:
+		var res *mongoUpdateResult
+		res, err = coll.UpdateOne(ctx, bson.M{"_id": op.ID}, op.Update)
+		if err == nil && res.MatchedCount != 1 {
+			err = fmt.Errorf("update matched %d documents", res.MatchedCount)
+		}
+	case change.OpReplace:
+		_, err = coll.ReplaceOne(ctx, bson.M{"_id": op.ID}, op.Doc)
+	case change.OpDelete:
+		_, err = coll.DeleteOne(ctx, bson.M{"_id": op.ID})
+	}
+	return err
+}
+
+// Verify checks that the outbox holds exactly the workload's events, in
+// order, once each, and that the jsonl file holds exactly the outbox's
+// events. It returns one line per problem (at most a few of each kind).
+func Verify(ob *outbox.Outbox, eventsFile string, seed uint64, n int) []string {
+	var problems []string
+	want := Ops(seed, n)
+	var got []outbox.Record
+	for after := uint64(0); ; {
+		recs, err := ob.Read(after, 10000, 0)
+		if err != nil {
+			return append(problems, fmt.Sprintf("read outbox: %v", err))
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if r.Source == sourceID {
+				got = append(got, r)
+			}
+		}
+		after = recs[len(recs)-1].Seq
+	}
+	if len(got) != len(want) {
+		problems = append(problems, fmt.Sprintf("outbox holds %d events of source %s, the workload wrote %d", len(got), sourceID, len(want)))
+	}
+	bad := 0
+	for i := 0; i < min(len(got), len(want)) && bad < 5; i++ {
+		ev, err := change.Parse(got[i].Raw)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("event %d: %v", got[i].Seq, err))
+			bad++
+			continue
+		}
+		id, _ := ev.DocumentID()
+		gotID, _ := id.AsInt64OK()
+		w := want[i]
+		if ev.OperationType != w.Kind || ev.NS != w.NS || gotID != int64(w.ID) {
+			problems = append(problems, fmt.Sprintf("outbox event %d is %s %s _id=%s, workload operation %d was %s %s _id=%d",
+				got[i].Seq, ev.OperationType, ev.NS, id, i, w.Kind, w.NS, w.ID))
+			bad++
+		}
+	}
+	lines, err := jsonl.ReadFile(eventsFile)
+	if err != nil {
+		return append(problems, fmt.Sprintf("read %s: %v", eventsFile, err))
+	}
+	if len(lines) != len(got) {
+		problems = append(problems, fmt.Sprintf("%s has %d lines, the outbox %d events", eventsFile, len(lines), len(got)))
+	}
+	for i := 0; i < min(len(lines), len(got)); i++ {
+		if lines[i].Seq != got[i].Seq {
+			problems = append(problems, fmt.Sprintf("%s line %d has sequence %d, expected %d", eventsFile, i+1, lines[i].Seq, got[i].Seq))
+			break
+		}
+	}
+	return problems
+}
+
+// Aliases keep the driver types in one place.
+type mongoUpdateResult = mongo.UpdateResult
+
+var lungoErrNoDocuments = mongo.ErrNoDocuments

@@ -1,0 +1,204 @@
+// Package mongodb opens connections to MongoDB deployments behind lungo's
+// generic driver interfaces, so the same code runs on a real cluster and on
+// the embedded engine.
+//
+// URIs:
+//
+//	mongodb://… and mongodb+srv://…   a real deployment, via the official driver
+//	lungo:memory                      an embedded engine in memory (lost at exit)
+//	lungo:PATH                        an embedded engine persisted to the file PATH
+//
+// # Caveats
+//
+// An embedded engine lives inside this process: two URIs naming the same file
+// share one engine (a file cannot be opened twice), and writes by other
+// processes to that file are not seen. The embedded engine panics on
+// change-stream pipelines, so callers filter client-side when Embedded is
+// true. Its oplog is capped (EmbeddedOplogSize).
+package mongodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
+
+	"github.com/godwit-dev/godwit/logging"
+)
+
+// Kind is the kind of deployment a URI names.
+type Kind int
+
+// Kinds of deployment.
+const (
+	Real Kind = iota + 1
+	EmbeddedMemory
+	EmbeddedFile
+)
+
+// ErrScheme is returned by ParseURI for URIs that are neither mongodb://,
+// mongodb+srv:// nor lungo:.
+var ErrScheme = errors.New("unknown URI scheme")
+
+// ParseURI checks uri and returns its kind and, for embedded files, the path
+// (relative paths are resolved against base).
+func ParseURI(uri, base string) (Kind, string, error) {
+	switch {
+	case strings.HasPrefix(uri, "mongodb://"), strings.HasPrefix(uri, "mongodb+srv://"):
+		if strings.HasPrefix(uri, "mongodb://") {
+			// Validate without DNS lookups (+srv needs them).
+			if _, err := connstring.Parse(uri); err != nil {
+				return 0, "", errors.New(logging.RedactText(err.Error()))
+			}
+		}
+		return Real, "", nil
+	case uri == "lungo:memory":
+		return EmbeddedMemory, "", nil
+	case strings.HasPrefix(uri, "lungo:"):
+		p := strings.TrimPrefix(strings.TrimPrefix(uri, "lungo:"), "//")
+		if p == "" {
+			return 0, "", errors.New("lungo: URI needs a file path or 'memory' (lungo:memory, lungo:/var/lib/godwit/source.bson)")
+		}
+		if !filepath.IsAbs(p) && base != "" {
+			p = filepath.Join(base, p)
+		}
+		return EmbeddedFile, filepath.Clean(p), nil
+	default:
+		scheme, _, ok := strings.Cut(uri, ":")
+		if !ok || strings.ContainsAny(scheme, "/@ ") {
+			scheme = logging.RedactURI(uri)
+		}
+		return 0, "", fmt.Errorf("%w %q: use mongodb://, mongodb+srv:// or lungo:", ErrScheme, scheme)
+	}
+}
+
+// EmbeddedOplogSize is the oplog capacity of embedded engines opened here.
+// lungo's default is 1000; a little more headroom lets a source survive short
+// pauses of capture (back-pressure) without losing its position.
+var EmbeddedOplogSize = 4000
+
+// Conn is an open connection.
+type Conn struct {
+	Client   lungo.IClient
+	Embedded bool
+	// Engine is the embedded engine (nil for real deployments).
+	Engine *lungo.Engine
+	// Redacted is the URI with any password removed, for logs.
+	Redacted string
+
+	release func(context.Context) error
+}
+
+// Close releases the connection (an embedded engine is closed when its last
+// user releases it).
+func (c *Conn) Close(ctx context.Context) error { return c.release(ctx) }
+
+type engineRef struct {
+	client lungo.IClient
+	engine *lungo.Engine
+	refs   int
+}
+
+var (
+	enginesMu sync.Mutex
+	engines   = map[string]*engineRef{}
+)
+
+// Open connects to uri. Relative lungo: paths resolve against base.
+func Open(ctx context.Context, uri, base string) (*Conn, error) {
+	kind, path, err := ParseURI(uri, base)
+	redacted := logging.RedactURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case Real:
+		opts := options.Client().ApplyURI(uri).SetAppName("godwit")
+		client, err := lungo.Connect(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: %s", redacted, logging.RedactText(err.Error()))
+		}
+		return &Conn{Client: client, Redacted: redacted, release: client.Disconnect}, nil
+	case EmbeddedMemory:
+		client, engine, err := lungo.Open(ctx, embeddedOptions(lungo.NewMemoryStore()))
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", uri, err)
+		}
+		return &Conn{Client: client, Embedded: true, Engine: engine, Redacted: uri,
+			release: func(context.Context) error { engine.Close(); return nil }}, nil
+	default:
+		enginesMu.Lock()
+		defer enginesMu.Unlock()
+		ref := engines[path]
+		if ref == nil {
+			client, engine, err := lungo.Open(ctx, embeddedOptions(lungo.NewFileStore(path, 0o600)))
+			if err != nil {
+				return nil, fmt.Errorf("open embedded engine %s: %w", path, err)
+			}
+			if err := advanceClock(ctx, engine); err != nil {
+				engine.Close()
+				return nil, err
+			}
+			ref = &engineRef{client: client, engine: engine}
+			engines[path] = ref
+		}
+		ref.refs++
+		var once sync.Once
+		return &Conn{Client: ref.client, Embedded: true, Engine: ref.engine, Redacted: uri,
+			release: func(context.Context) error {
+				once.Do(func() {
+					enginesMu.Lock()
+					defer enginesMu.Unlock()
+					if ref.refs--; ref.refs == 0 {
+						ref.engine.Close()
+						delete(engines, path)
+					}
+				})
+				return nil
+			}}, nil
+	}
+}
+
+func embeddedOptions(store lungo.Store) lungo.Options {
+	return lungo.Options{Store: store, MaxOplogSize: EmbeddedOplogSize, MinOplogSize: 100,
+		ExpireErrors: func(error) {}}
+}
+
+// advanceClock makes sure the engine's next cluster time is after the last
+// one in its stored oplog. lungo's timestamps are (unix second, counter in
+// this process); a process restarted within the same second would otherwise
+// reuse timestamps, and oplog entry ids (the resume tokens) would collide.
+func advanceClock(ctx context.Context, engine *lungo.Engine) error {
+	oplog := engine.Catalog().Namespaces[lungo.Oplog]
+	if oplog == nil || len(oplog.Documents.List) == 0 {
+		return nil
+	}
+	v := bsonkit.Get(oplog.Documents.List[len(oplog.Documents.List)-1], "clusterTime")
+	last, ok := v.(primitive.Timestamp)
+	if !ok {
+		return nil
+	}
+	for {
+		now := bsonkit.Now()
+		if now.After(last) {
+			return nil
+		}
+		if now.T < last.T {
+			// The wall clock is behind the stored oplog: wait for it.
+			select {
+			case <-time.After(time.Duration(last.T-now.T) * time.Second):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
