@@ -464,10 +464,14 @@ func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
 		b.lastCT = ev.ClusterTime.T
 		b.lastWall = time.Unix(int64(ev.ClusterTime.T), 0)
 	}
-	keep := s.keep(ev)
-	if keep && s.echo != nil && s.echo.Observe(ev) {
+	// The echo filter sees every event, godwit's own metadata included: a
+	// replicator's marker document lives there and announces the events
+	// that follow it.
+	keep := true
+	if s.echo != nil && s.echo.Observe(ev) {
 		keep = false
 	}
+	keep = keep && s.keep(ev)
 	if keep {
 		b.events = append(b.events, raw)
 	} else {

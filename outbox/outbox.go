@@ -122,8 +122,10 @@ type Outbox struct {
 	oldest  uint64
 	bytes   int64
 	sinks   map[string]uint64 // registered sinks → acked
-	changed chan struct{}     // closed and replaced on every append or retention
+	changed chan struct{}     // closed and replaced on every append, retention or pause
 	closed  bool
+	paused  int           // appends waiting for space
+	pauseCh chan struct{} // closed and replaced when an append starts waiting
 }
 
 // Open opens or creates the outbox at path.
@@ -141,7 +143,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
-	o := &Outbox{db: db, path: path, opts: opts, sinks: map[string]uint64{}, changed: make(chan struct{})}
+	o := &Outbox{db: db, path: path, opts: opts, sinks: map[string]uint64{},
+		changed: make(chan struct{}), pauseCh: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
@@ -192,6 +195,7 @@ func (o *Outbox) Close() error {
 	}
 	o.closed = true
 	o.broadcastLocked()
+	close(o.pauseCh)
 	o.mu.Unlock()
 	return o.db.Close()
 }
@@ -303,7 +307,41 @@ func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
 			o.mu.Unlock()
 			return nil
 		}
+		o.paused++
+		close(o.pauseCh)
+		o.pauseCh = make(chan struct{})
 		ch := o.changed
+		o.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		o.mu.Lock()
+		o.paused--
+		o.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// WaitPaused blocks until at least one Append is waiting for space (capture
+// is paused by back-pressure), the outbox closes or ctx ends. Tests and
+// status use it; it has no effect on the paused append.
+func (o *Outbox) WaitPaused(ctx context.Context) error {
+	for {
+		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
+			return ErrClosed
+		}
+		if o.paused > 0 {
+			o.mu.Unlock()
+			return nil
+		}
+		ch := o.pauseCh
 		o.mu.Unlock()
 		select {
 		case <-ch:
@@ -311,6 +349,13 @@ func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Paused returns how many appends are waiting for space.
+func (o *Outbox) Paused() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.paused
 }
 
 // Blocked reports whether an append of size bytes would wait for retention.
