@@ -242,9 +242,18 @@ func (s *Source) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		if err == nil {
+			// The stream ended cleanly (an invalidate): reopen after it.
+			s.log.Info().Msg("change stream invalidated; reopening after the invalidate event")
+			attempt = 0
+			continue
+		}
 		var halt haltError
 		if errors.As(err, &halt) {
 			return s.halt(halt.reason)
+		}
+		if errors.Is(err, errStreamHealthy) {
+			attempt = 0
 		}
 		attempt++
 		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
@@ -254,9 +263,6 @@ func (s *Source) Run(ctx context.Context) error {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-		}
-		if err == errStreamHealthy {
-			attempt = 0
 		}
 	}
 	s.set(func(x *Status) { x.State = StateStopped })
@@ -375,10 +381,11 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 				if ferr := b.flush(ctx, nil, true); ferr != nil {
 					return ferr
 				}
-				if healthy && s.classify(err) == err {
+				cerr := s.classify(err)
+				if _, halt := cerr.(haltError); healthy && !halt {
 					return fmt.Errorf("%w: %w", errStreamHealthy, err)
 				}
-				return s.classify(err)
+				return cerr
 			}
 			if s.conn.Embedded {
 				return errors.New("embedded change stream closed")
@@ -471,7 +478,7 @@ func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
 	if s.echo != nil && s.echo.Observe(ev) {
 		keep = false
 	}
-	keep = keep && s.keep(ev)
+	keep = keep && s.cfg.Keep(ev)
 	if keep {
 		b.events = append(b.events, raw)
 	} else {
@@ -508,7 +515,10 @@ func (b *batcher) flush(ctx context.Context, postBatch bson.Raw, _ bool) error {
 	s := b.src
 	token := b.safe
 	if len(postBatch) > 0 && len(b.events) == 0 && b.frags.empty() && (s.echo == nil || !s.echo.Pending()) {
+		// Everything before the post-batch token was seen: it is the new
+		// safe point (a later flush must never store an older token).
 		token = postBatch
+		b.safe = postBatch
 	}
 	if len(token) == 0 {
 		return nil
@@ -544,19 +554,22 @@ func (b *batcher) flush(ctx context.Context, postBatch bson.Raw, _ bool) error {
 	return nil
 }
 
-// keep applies the namespace and operation-type filters.
-func (s *Source) keep(ev *change.Event) bool {
-	if ev.NS.DB == s.cfg.MetadataDatabase || ev.To.DB == s.cfg.MetadataDatabase && ev.NS.DB == "" {
+// Keep applies the namespace and operation-type filters: it is the
+// reference for what capture stores, and Pipeline's $match keeps the same.
+// godwit's metadata database is always dropped; a rename into a kept
+// namespace is kept; invalidate and unknown operation types are always kept.
+func (c Config) Keep(ev *change.Event) bool {
+	c.defaults()
+	if ev.NS.DB == c.MetadataDatabase {
 		return false
 	}
-	if ev.NS.DB != "" && !s.cfg.Filter.Keep(ev.NS) {
-		// A rename into an included namespace is kept: the target changes.
-		if ev.OperationType != change.OpRename || ev.To.DB == "" || !s.cfg.Filter.Keep(ev.To) {
+	if ev.NS.DB != "" && !c.Filter.Keep(ev.NS) {
+		if ev.OperationType != change.OpRename || ev.To.DB == "" || !c.Filter.Keep(ev.To) {
 			return false
 		}
 	}
-	if len(s.cfg.OperationTypes) > 0 && change.Known(ev.OperationType) &&
-		ev.OperationType != change.OpInvalidate && !slices.Contains(s.cfg.OperationTypes, ev.OperationType) {
+	if len(c.OperationTypes) > 0 && change.Known(ev.OperationType) &&
+		ev.OperationType != change.OpInvalidate && !slices.Contains(c.OperationTypes, ev.OperationType) {
 		return false
 	}
 	return true

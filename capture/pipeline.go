@@ -15,20 +15,21 @@ import (
 // $changeStreamSplitLargeEvent. It is empty when nothing needs filtering.
 func Pipeline(cfg Config) bson.A {
 	cfg.defaults()
-	var and bson.A
-	// godwit's own database is never captured.
-	and = append(and, bson.D{{Key: "ns.db", Value: bson.D{{Key: "$ne", Value: cfg.MetadataDatabase}}}})
-	if len(cfg.Filter.Include) > 0 {
-		var or bson.A
-		for _, g := range cfg.Filter.Include {
-			or = append(or, globMatch("ns", g))
-			or = append(or, bson.D{{Key: "operationType", Value: change.OpRename}, globMatch("to", g)[0]})
-		}
-		or = append(or, bson.D{{Key: "ns", Value: bson.D{{Key: "$exists", Value: false}}}})
-		and = append(and, bson.D{{Key: "$or", Value: or}})
+	and := bson.A{
+		// godwit's own database is never captured.
+		bson.D{{Key: "ns.db", Value: bson.D{{Key: "$ne", Value: cfg.MetadataDatabase}}}},
 	}
-	for _, g := range cfg.Filter.Exclude {
-		and = append(and, bson.D{{Key: "$nor", Value: bson.A{excludeMatch(g)}}})
+	if len(cfg.Filter.Include) > 0 || len(cfg.Filter.Exclude) > 0 {
+		and = append(and, bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "ns", Value: bson.D{{Key: "$exists", Value: false}}}},
+			nsKept("ns", cfg.Filter),
+			// A rename into a kept namespace is kept: the target changes.
+			bson.D{{Key: "$and", Value: bson.A{
+				bson.D{{Key: "operationType", Value: change.OpRename}},
+				bson.D{{Key: "to", Value: bson.D{{Key: "$exists", Value: true}}}},
+				nsKept("to", cfg.Filter),
+			}}},
+		}}})
 	}
 	if len(cfg.OperationTypes) > 0 {
 		keep := append(bson.A{change.OpInvalidate}, toA(cfg.OperationTypes)...)
@@ -42,6 +43,25 @@ func Pipeline(cfg Config) bson.A {
 		p = append(p, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
 	}
 	return p
+}
+
+// nsKept is change.Filter.Keep on the namespace in field ("ns" or "to").
+func nsKept(field string, f change.Filter) bson.D {
+	and := bson.A{}
+	if len(f.Include) > 0 {
+		var or bson.A
+		for _, g := range f.Include {
+			or = append(or, globMatch(field, g))
+		}
+		and = append(and, bson.D{{Key: "$or", Value: or}})
+	}
+	for _, g := range f.Exclude {
+		and = append(and, bson.D{{Key: "$nor", Value: bson.A{excludeMatch(field, g)}}})
+	}
+	if len(and) == 0 {
+		return bson.D{}
+	}
+	return bson.D{{Key: "$and", Value: and}}
 }
 
 func toA(ss []string) bson.A {
@@ -69,12 +89,12 @@ func globMatch(field string, g change.Glob) bson.D {
 
 // excludeMatch matches the events an exclude glob drops: a glob with a
 // collection part never drops a database-level event.
-func excludeMatch(g change.Glob) bson.D {
+func excludeMatch(field string, g change.Glob) bson.D {
 	db, coll, hasColl := strings.Cut(g.String(), ".")
 	if !hasColl {
-		return bson.D{{Key: "ns.db", Value: globRegex(db)}}
+		return bson.D{{Key: field + ".db", Value: globRegex(db)}}
 	}
-	return bson.D{{Key: "ns.db", Value: globRegex(db)}, {Key: "ns.coll", Value: globRegex(coll)}}
+	return bson.D{{Key: field + ".db", Value: globRegex(db)}, {Key: field + ".coll", Value: globRegex(coll)}}
 }
 
 // globRegex translates a path.Match pattern into an anchored regular

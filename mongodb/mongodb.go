@@ -86,6 +86,11 @@ func ParseURI(uri, base string) (Kind, string, error) {
 // pauses of capture (back-pressure) without losing its position.
 var EmbeddedOplogSize = 4000
 
+// EmbeddedMinOplogAge is how long embedded oplog entries are kept even past
+// EmbeddedOplogSize. Zero means lungo's default (5 minutes). Tests lower it
+// to make "history lost" reachable.
+var EmbeddedMinOplogAge time.Duration
+
 // Conn is an open connection.
 type Conn struct {
 	Client   lungo.IClient
@@ -170,7 +175,7 @@ func Open(ctx context.Context, uri, base string) (*Conn, error) {
 
 func embeddedOptions(store lungo.Store) lungo.Options {
 	return lungo.Options{Store: store, MaxOplogSize: EmbeddedOplogSize, MinOplogSize: 100,
-		ExpireErrors: func(error) {}}
+		MinOplogAge: EmbeddedMinOplogAge, ExpireErrors: func(error) {}}
 }
 
 // advanceClock makes sure the engine's next cluster time is after the last
