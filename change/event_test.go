@@ -118,9 +118,9 @@ func TestParse_RecordedEvents(t *testing.T) {
 
 func TestParse_Malformed(t *testing.T) {
 	cases := map[string][]byte{
-		"not BSON":       []byte("hello"),
-		"truncated":      changetest.Event("insert")[:20],
-		"ns is a string": mustMarshal(t, bson.D{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: "shop.orders"}}),
+		"not BSON":          []byte("hello"),
+		"truncated":         changetest.Event("insert")[:20],
+		"ns is a string":    mustMarshal(t, bson.D{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: "shop.orders"}}),
 		"token is a number": mustMarshal(t, bson.D{{Key: "_id", Value: 5}}),
 		"removedFields holds numbers": mustMarshal(t, bson.D{{Key: "updateDescription",
 			Value: bson.D{{Key: "removedFields", Value: bson.A{1}}}}}),

@@ -216,25 +216,38 @@ type Checkpoint struct {
 // one transaction, and returns the sequence of the last event (or the
 // current last sequence when events is empty, which only moves the
 // checkpoint). It blocks while the size bound would be exceeded; when ctx ends
-// first, nothing is written.
+// first, nothing is written. A batch with an event that is not one BSON
+// document is refused as a whole, checkpoint included.
 func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp Checkpoint) (uint64, error) {
 	if len(source) == 0 || len(source) > maxSourceID {
 		return 0, fmt.Errorf("append: source id must be 1 to %d bytes", maxSourceID)
 	}
 	var size int64
-	for _, e := range events {
+	for i, e := range events {
+		// Read could never decode it, and every sink would stop there.
+		if !oneDocument(e) {
+			return 0, fmt.Errorf("append %d events of source %s: event %d is not one BSON document", len(events), source, i)
+		}
 		size += int64(recordOverhead(source) + len(e))
 	}
-	if err := o.awaitSpace(ctx, size); err != nil {
-		return 0, err
+	// Concurrent appends may all see the same free space; the check that
+	// counts is the one made while holding writeMu, which every change of
+	// o.bytes holds.
+	for {
+		if err := o.awaitSpace(ctx, size); err != nil {
+			return 0, err
+		}
+		o.writeMu.Lock()
+		if o.fits(size) {
+			break
+		}
+		o.writeMu.Unlock()
 	}
-
-	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	now := time.Now().UTC()
 	var last, first uint64
 	var newBytes int64
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		seq := b.Sequence()
@@ -303,7 +316,7 @@ func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
 			o.mu.Unlock()
 			return ErrClosed
 		}
-		if o.opts.MaxBytes < 0 || o.bytes == 0 || o.bytes+size <= o.opts.MaxBytes {
+		if o.fitsLocked(size) {
 			o.mu.Unlock()
 			return nil
 		}
@@ -325,6 +338,17 @@ func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
 			return err
 		}
 	}
+}
+
+// fits reports whether size more bytes fit under the bound.
+func (o *Outbox) fits(size int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.fitsLocked(size)
+}
+
+func (o *Outbox) fitsLocked(size int64) bool {
+	return o.opts.MaxBytes < 0 || o.bytes == 0 || o.bytes+size <= o.opts.MaxBytes
 }
 
 // WaitPaused blocks until at least one Append is waiting for space (capture
@@ -359,11 +383,7 @@ func (o *Outbox) Paused() int {
 }
 
 // Blocked reports whether an append of size bytes would wait for retention.
-func (o *Outbox) Blocked(size int64) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.opts.MaxBytes >= 0 && o.bytes > 0 && o.bytes+size > o.opts.MaxBytes
-}
+func (o *Outbox) Blocked(size int64) bool { return !o.fits(size) }
 
 // LastSeq returns the sequence of the last appended event.
 func (o *Outbox) LastSeq() uint64 {
@@ -400,7 +420,7 @@ func (o *Outbox) Wait(ctx context.Context, seq uint64) error {
 // returned when any exists).
 func (o *Outbox) Read(after uint64, max int, maxBytes int) ([]Record, error) {
 	var out []Record
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		c := events.Cursor()
 		k, v := c.Seek(seqKey(after + 1))
@@ -430,7 +450,7 @@ func (o *Outbox) Read(after uint64, max int, maxBytes int) ([]Record, error) {
 func (o *Outbox) Get(seq uint64) (Record, bool, error) {
 	var r Record
 	var ok bool
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketEvents).Get(seqKey(seq))
 		if v == nil {
 			return nil
@@ -447,7 +467,7 @@ func (o *Outbox) Get(seq uint64) (Record, bool, error) {
 func (o *Outbox) Source(id string) (SourceState, bool, error) {
 	var st SourceState
 	var ok bool
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSources).Get([]byte(id))
 		if v == nil {
 			return nil
@@ -464,7 +484,7 @@ func (o *Outbox) Source(id string) (SourceState, bool, error) {
 // Sources returns the state of every source ever checkpointed, by id.
 func (o *Outbox) Sources() (map[string]SourceState, error) {
 	out := map[string]SourceState{}
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSources).ForEach(func(k, v []byte) error {
 			var st SourceState
 			if err := json.Unmarshal(v, &st); err != nil {
@@ -481,7 +501,7 @@ func (o *Outbox) Sources() (map[string]SourceState, error) {
 func (o *Outbox) UpdateSource(id string, fn func(*SourceState)) error {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
-	return o.db.Update(func(tx *bolt.Tx) error {
+	return o.updateTx(func(tx *bolt.Tx) error {
 		st, err := getSource(tx, id)
 		if err != nil {
 			return err
@@ -520,7 +540,7 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	var st SinkState
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
 		if v := b.Get([]byte(id)); v != nil {
 			return json.Unmarshal(v, &st)
@@ -545,7 +565,7 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 // Sinks returns the stored state of every sink cursor, by id.
 func (o *Outbox) Sinks() (map[string]SinkState, error) {
 	out := map[string]SinkState{}
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSinks).ForEach(func(k, v []byte) error {
 			var st SinkState
 			if err := json.Unmarshal(v, &st); err != nil {
@@ -589,7 +609,7 @@ func (o *Outbox) Park(sink string, rec Record, lastErr string, attempts int) err
 // DeadLetters returns a sink's parked events in sequence order.
 func (o *Outbox) DeadLetters(sink string) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(deadPrefix + sink))
 		if b == nil {
 			return nil
@@ -625,7 +645,7 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 	var oldest uint64
 	var newBytes int64
 	deleted := false
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
 		if v := b.Get([]byte(sink)); v != nil {
 			if err := json.Unmarshal(v, &st); err != nil {
@@ -679,13 +699,19 @@ func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (bool, uint64, int
 	size := int64(keySeq(meta.Get(keyBytes)))
 	c := events.Cursor()
 	deleted := false
+	// After a delete, Seek to the deleted key finds the next one directly.
+	// First would walk every leaf this transaction emptied so far, which
+	// makes deleting a large prefix quadratic.
+	var key []byte
 	k, v := c.First()
-	for ; k != nil && keySeq(k) <= upTo; k, v = c.First() {
+	for k != nil && keySeq(k) <= upTo {
 		size -= int64(len(v) + 8)
+		key = append(key[:0], k...)
 		if err := c.Delete(); err != nil {
 			return false, 0, 0, err
 		}
 		deleted = true
+		k, v = c.Seek(key)
 	}
 	if !deleted {
 		return false, 0, 0, nil
@@ -713,7 +739,7 @@ func (o *Outbox) Stats() Stats {
 // problem found.
 func (o *Outbox) Check() error {
 	var errs []error
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.viewTx(func(tx *bolt.Tx) error {
 		for e := range tx.Check() {
 			errs = append(errs, e)
 		}
@@ -748,4 +774,21 @@ func (o *Outbox) SinkIDs() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// viewTx and updateTx run a transaction and report ErrClosed when the
+// outbox was closed.
+func (o *Outbox) viewTx(fn func(*bolt.Tx) error) error {
+	return closedErr(o.db.View(fn))
+}
+
+func (o *Outbox) updateTx(fn func(*bolt.Tx) error) error {
+	return closedErr(o.db.Update(fn))
+}
+
+func closedErr(err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
 }

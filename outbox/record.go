@@ -54,7 +54,7 @@ func DecodeRecord(seq uint64, value []byte) (Record, error) {
 	source := string(rest[:n])
 	nanos := int64(binary.BigEndian.Uint64(rest[n : n+8]))
 	raw := rest[n+8:]
-	if len(raw) < 5 || int(int32(binary.LittleEndian.Uint32(raw))) != len(raw) || raw[len(raw)-1] != 0 {
+	if !oneDocument(raw) {
 		return Record{}, fmt.Errorf("%w %d: event is not one BSON document", ErrCorruptRecord, seq)
 	}
 	return Record{
@@ -63,6 +63,12 @@ func DecodeRecord(seq uint64, value []byte) (Record, error) {
 		CapturedAt: time.Unix(0, nanos).UTC(),
 		Raw:        append([]byte(nil), raw...),
 	}, nil
+}
+
+// oneDocument reports whether raw is framed as exactly one BSON document:
+// its length prefix covers all of it and it ends with the terminating zero.
+func oneDocument(raw []byte) bool {
+	return len(raw) >= 5 && int(int32(binary.LittleEndian.Uint32(raw))) == len(raw) && raw[len(raw)-1] == 0
 }
 
 func seqKey(seq uint64) []byte {

@@ -147,8 +147,8 @@ func (r *Runner) Register() (outbox.SinkState, error) {
 	return r.ob.RegisterSink(r.id)
 }
 
-// Run delivers until ctx ends (returning nil) or the sink halts (returning an
-// error wrapping ErrHalted).
+// Run delivers until ctx ends or the outbox closes (returning nil) or the
+// sink halts (returning an error wrapping ErrHalted).
 func (r *Runner) Run(ctx context.Context) error {
 	st, err := r.Register()
 	if err != nil {
@@ -169,7 +169,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		recs, err := r.ob.Read(acked, n, r.cfg.BatchBytes)
 		if err != nil {
-			return r.halt(fmt.Errorf("read outbox after %d: %w", acked, err))
+			return r.outboxFailed(fmt.Errorf("read outbox after %d: %w", acked, err))
 		}
 		if len(recs) == 0 {
 			if err := r.ob.Wait(ctx, acked); err != nil {
@@ -185,7 +185,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err == nil {
 			last := recs[len(recs)-1].Seq
 			if err := r.ob.Ack(r.id, last, uint64(len(recs))); err != nil {
-				return r.halt(err)
+				return r.outboxFailed(err)
 			}
 			acked = last
 			r.setStatus(func(s *Status) { s.Acked = last; s.Delivered += uint64(len(recs)); s.LastError = "" })
@@ -196,12 +196,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil // shutting down: the batch is redelivered on the next start
 		}
 
+		// Read the mark before unwrapping a PartialError: the sink may have
+		// wrapped the PartialError in Permanent.
+		permanent := IsPermanent(err)
 		failed := 0
 		var pe *PartialError
 		if errors.As(err, &pe) && pe.Delivered > 0 && pe.Delivered < len(recs) {
 			last := recs[pe.Delivered-1].Seq
 			if err := r.ob.Ack(r.id, last, uint64(pe.Delivered)); err != nil {
-				return r.halt(err)
+				return r.outboxFailed(err)
 			}
 			acked = last
 			r.setStatus(func(s *Status) { s.Acked = last; s.Delivered += uint64(pe.Delivered) })
@@ -223,12 +226,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.setStatus(func(s *Status) { s.LastError = err.Error() })
 		r.log.Warn().Err(err).Uint64("seq", rec.Seq).Int("attempt", attempts).Msg("delivery failed")
 
-		if attempts >= r.cfg.MaxAttempts || IsPermanent(err) {
+		if attempts >= r.cfg.MaxAttempts || permanent || IsPermanent(err) {
 			if r.cfg.Policy == PolicyHalt {
 				return r.halt(fmt.Errorf("event %d failed %d times: %w", rec.Seq, attempts, err))
 			}
 			if err := r.ob.Park(r.id, rec, err.Error(), attempts); err != nil {
-				return r.halt(err)
+				return r.outboxFailed(err)
 			}
 			r.log.Error().Err(err).Uint64("seq", rec.Seq).Int("attempts", attempts).
 				Msg("event parked in dead letters")
@@ -242,6 +245,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// outboxFailed handles an error of the outbox itself. A closed outbox means
+// the owner is shutting down: stop like at the end of ctx, and whatever was
+// not acknowledged is delivered again on the next start.
+func (r *Runner) outboxFailed(err error) error {
+	if errors.Is(err, outbox.ErrClosed) {
+		return nil
+	}
+	return r.halt(err)
 }
 
 func (r *Runner) halt(err error) error {
