@@ -1,0 +1,242 @@
+// Package test holds end-to-end tests that drive the built godwit binary as
+// a user would: subprocesses, signals, kill -9 and restarts.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit-dev/godwit/outbox"
+)
+
+var godwit string // path of the binary under test
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "godwit-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	godwit = filepath.Join(dir, "godwit")
+	build := exec.Command("go", "build", "-o", godwit, "../cmd/godwit")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building godwit:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type demoSummary struct {
+	Ops       int               `json:"ops"`
+	Written   int               `json:"written"`
+	Captured  uint64            `json:"captured"`
+	Delivered map[string]uint64 `json:"delivered"`
+	Verified  bool              `json:"verified"`
+	Problems  []string          `json:"problems"`
+	Outbox    string            `json:"outbox"`
+}
+
+// runDemo runs the demo to completion and decodes its last output line.
+func runDemo(t *testing.T, args ...string) (demoSummary, string) {
+	t.Helper()
+	cmd := exec.Command(godwit, append([]string{"demo", "--json"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var s demoSummary
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &s); jerr != nil {
+		t.Fatalf("demo's last line is not JSON (%v): %q\nstderr:\n%s", jerr, stdout.String(), stderr.String())
+	}
+	if err != nil {
+		t.Fatalf("demo exited with %v: %+v\nstderr:\n%s", err, s, stderr.String())
+	}
+	return s, stderr.String()
+}
+
+func TestDemo_VerifiesEndToEnd(t *testing.T) {
+	s, _ := runDemo(t, "--ops", "300", "--data", t.TempDir())
+	if !s.Verified || s.Ops != 300 || s.Written != 300 || s.Captured != 300 || s.Delivered["events"] != 300 {
+		t.Fatalf("summary = %+v", s)
+	}
+}
+
+func TestDemo_ContinuesWhereItStopped(t *testing.T) {
+	dir := t.TempDir()
+	if s, _ := runDemo(t, "--ops", "100", "--data", dir); !s.Verified || s.Written != 100 {
+		t.Fatalf("first run: %+v", s)
+	}
+	s, _ := runDemo(t, "--ops", "250", "--data", dir)
+	if !s.Verified || s.Written != 150 || s.Captured != 250 {
+		t.Fatalf("second run must write only the remaining 150 and verify all 250: %+v", s)
+	}
+}
+
+// TestDemo_SurvivesKill9 kills the demo with SIGKILL at random moments, many
+// times, restarting it each time; in the end the outbox must equal the
+// source's history (the demo's own check) and pass bbolt's consistency
+// check. Set GODWIT_CRASH_SEED to replay a failing run.
+func TestDemo_SurvivesKill9(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GODWIT_CRASH_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("crash seed %d (GODWIT_CRASH_SEED=%d to replay)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+
+	const ops, kills = 1500, 25
+	dir := t.TempDir()
+	killed := 0
+	for attempt := 0; killed < kills && attempt < 3*kills; attempt++ {
+		cmd := exec.Command(godwit, "demo", "--json", "--ops", strconv.Itoa(ops), "--data", dir)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		delay := time.Duration(20+rng.IntN(600)) * time.Millisecond
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("demo failed on its own before the kill (run %d): %v", attempt, err)
+			}
+			// Finished before the kill: the workload is complete.
+			attempt = 3 * kills
+		case <-time.After(delay):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			killed++
+		}
+	}
+	t.Logf("killed the demo %d times", killed)
+	if killed < 20 {
+		t.Fatalf("only %d kills landed before the workload finished; raise ops", killed)
+	}
+
+	s, _ := runDemo(t, "--ops", strconv.Itoa(ops), "--data", dir)
+	if !s.Verified || s.Captured != ops || s.Delivered["events"] != ops {
+		t.Fatalf("after %d kills: %+v", killed, s)
+	}
+	ob, err := outbox.Open(s.Outbox, outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	if err := ob.Check(); err != nil {
+		t.Fatalf("outbox consistency after kills: %v", err)
+	}
+}
+
+func writeConfig(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "godwit.yaml")
+	cfg := `
+data_dir: data
+sources:
+  - id: local
+    uri: lungo:source.lungo
+sinks:
+  - id: events
+    type: jsonl
+    jsonl: {path: events.jsonl}
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// serve starts `godwit serve` and returns once it logged that it runs.
+func serve(t *testing.T, cfg string) (*exec.Cmd, *bytes.Buffer, chan error) {
+	t.Helper()
+	cmd := exec.Command(godwit, "serve", "--config", cfg)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	running := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		signalled := false
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if !signalled && strings.Contains(sc.Text(), "change stream open") {
+				signalled = true
+				close(running)
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	select {
+	case <-running:
+	case err := <-done:
+		t.Fatalf("serve exited early (%v):\n%s", err, log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start:\n%s", log.String())
+	}
+	return cmd, &log, done
+}
+
+func TestServe_SIGTERMStopsCleanly(t *testing.T) {
+	cmd, log, done := serve(t, writeConfig(t, t.TempDir()))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM, want 0:\n%s", err, log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not exit within 30s of SIGTERM")
+	}
+	if !strings.Contains(log.String(), "godwit stopped") {
+		t.Fatalf("no shutdown message:\n%s", log)
+	}
+}
+
+func TestServe_SecondProcessFailsFast(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir())
+	serve(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, godwit, "serve", "--config", cfg).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatal("the second serve did not fail fast")
+	}
+	if err == nil || !strings.Contains(string(out), "in use by another process") ||
+		!strings.Contains(string(out), "stop the other godwit") {
+		t.Fatalf("second serve: err=%v output:\n%s", err, out)
+	}
+}
+
+func TestServe_BadConfigNamesTheField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("sources: [{id: a, uri: 'mysql://root:topsecret@h/db'}]\n"), 0o644)
+	out, err := exec.Command(godwit, "serve", "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "sources[0].uri") || strings.Contains(string(out), "topsecret") {
+		t.Fatalf("err=%v output:\n%s", err, out)
+	}
+}
