@@ -102,6 +102,9 @@ type Config struct {
 	MaxAwaitTime time.Duration
 	// MinBackoff and MaxBackoff bound reconnect waits. Defaults 100ms, 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// OnHalt, when set, is called once when the source halts (not when it
+	// starts already halted), so the daemon can audit the gap.
+	OnHalt func(id, reason string)
 	// CheckpointInterval is how often a checkpoint without events (a token
 	// that moved past filtered events, or a post-batch token) is written.
 	// Default 1s.
@@ -285,6 +288,9 @@ func (s *Source) halt(reason string) error {
 	}
 	s.set(func(x *Status) { x.State, x.Reason = outbox.StateHalted, reason })
 	s.log.Error().Str("reason", reason).Msg("source halted")
+	if s.cfg.OnHalt != nil {
+		s.cfg.OnHalt(s.cfg.ID, reason)
+	}
 	return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, reason)
 }
 

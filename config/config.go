@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/sink"
@@ -93,7 +94,7 @@ type Source struct {
 type Sink struct {
 	// ID names the sink's cursor (same rule as source ids).
 	ID string `yaml:"id"`
-	// Type is "jsonl" (more sink types join as they land).
+	// Type is "jsonl" or "audit" (more sink types join as they land).
 	Type string `yaml:"type"`
 	// OnFailure is "park" (default: move the event to dead letters after
 	// MaxAttempts) or "halt" (stop this sink).
@@ -104,10 +105,12 @@ type Sink struct {
 	BatchSize int `yaml:"batch_size"`
 	// JSONL configures a jsonl sink.
 	JSONL *jsonl.Config `yaml:"jsonl"`
+	// Audit configures an audit sink (docs/audit.md).
+	Audit *audit.Config `yaml:"audit"`
 }
 
 // SinkTypes lists the sink types this build knows.
-var SinkTypes = []string{"jsonl"}
+var SinkTypes = []string{"jsonl", "audit"}
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -173,6 +176,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.Sinks {
 		if j := c.Sinks[i].JSONL; j != nil && j.Path != "" && !filepath.IsAbs(j.Path) {
 			j.Path = filepath.Join(c.DataDir, j.Path)
+		}
+		if a := c.Sinks[i].Audit; a != nil && a.Path != "" && !filepath.IsAbs(a.Path) {
+			a.Path = filepath.Join(c.DataDir, a.Path)
 		}
 	}
 }
@@ -263,6 +269,12 @@ func (c *Config) Validate() error {
 				bad(f+".jsonl", "required for type jsonl (jsonl: {path: events.jsonl})")
 			} else if err := s.JSONL.Validate(); err != nil {
 				bad(f+".jsonl", "%v", err)
+			}
+		case "audit":
+			if s.Audit == nil {
+				bad(f+".audit", "required for type audit (audit: {path: audit.jsonl})")
+			} else if err := s.Audit.Validate(); err != nil {
+				bad(f+".audit", "%v", err)
 			}
 		case "":
 			bad(f+".type", "required (one of %v)", SinkTypes)

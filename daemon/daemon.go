@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/mongodb"
@@ -35,6 +36,7 @@ type Daemon struct {
 	sources []*capture.Source
 	runners []*sink.Runner
 	sinks   []sink.Sink
+	audits  []*audit.Sink
 }
 
 // Open opens the outbox, connects every source and opens every sink.
@@ -53,11 +55,14 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Daemo
 		return nil, err
 	}
 	for _, sc := range cfg.Sinks {
-		s, err := openSink(sc)
+		s, err := openSink(sc, log)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
 		d.sinks = append(d.sinks, s)
+		if a, ok := s.(*audit.Sink); ok {
+			d.audits = append(d.audits, a)
+		}
 		r := sink.NewRunner(sc.ID, d.ob, s, sink.RunnerConfig{
 			Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}, log)
 		if _, err := r.Register(); err != nil {
@@ -71,7 +76,11 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Daemo
 			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
 		}
 		d.conns = append(d.conns, conn)
-		d.sources = append(d.sources, capture.New(SourceConfig(cfg, sc), conn, d.ob, nil, log))
+		ccfg := SourceConfig(cfg, sc)
+		ccfg.OnHalt = func(id, reason string) {
+			d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
+		}
+		d.sources = append(d.sources, capture.New(ccfg, conn, d.ob, nil, log))
 	}
 	return d, nil
 }
@@ -97,10 +106,12 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	}
 }
 
-func openSink(sc config.Sink) (sink.Sink, error) {
+func openSink(sc config.Sink, log zerolog.Logger) (sink.Sink, error) {
 	switch sc.Type {
 	case "jsonl":
 		return jsonl.Open(*sc.JSONL)
+	case "audit":
+		return audit.Open(*sc.Audit, log.With().Str("sink", sc.ID).Logger())
 	}
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
 }
@@ -114,11 +125,26 @@ func (d *Daemon) Sources() []*capture.Source { return d.sources }
 // Runners returns the sink runners, in config order.
 func (d *Daemon) Runners() []*sink.Runner { return d.runners }
 
+// Audit records a godwit event in every audit sink (there may be none).
+// Failures are logged: auditing must not stop capture.
+func (d *Daemon) Audit(ctx context.Context, ev audit.SystemEvent) {
+	for _, a := range d.audits {
+		if err := a.RecordSystem(ctx, ev); err != nil {
+			d.log.Error().Err(err).Str("class", ev.Class).Msg("could not write audit record")
+		}
+	}
+}
+
+// AuditSinks returns the open audit sinks.
+func (d *Daemon) AuditSinks() []*audit.Sink { return d.audits }
+
 // Run captures and delivers until ctx ends. A halted source or sink is
 // logged and the others keep running. Run returns when every goroutine has
 // stopped.
 func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	d.Audit(ctx, audit.SystemEvent{Class: audit.ClassDaemonStart,
+		Message: fmt.Sprintf("godwit started with %d sources and %d sinks", len(d.sources), len(d.runners))})
 	d.log.Info().Int("sources", len(d.sources)).Int("sinks", len(d.runners)).
 		Str("outbox", d.ob.Path()).Msg("godwit running")
 	for _, s := range d.sources {
@@ -140,6 +166,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassDaemonStop, Message: "godwit stopped"})
 	return nil
 }
 

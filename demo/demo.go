@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/256dpi/lungo"
@@ -24,6 +25,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
@@ -57,21 +59,30 @@ type Summary struct {
 	DataDir    string            `json:"data_dir"`
 	Outbox     string            `json:"outbox"`
 	EventsFile string            `json:"events_file"`
+	Audited    uint64            `json:"audited"`
+	AuditLog   string            `json:"audit_log"`
 	Seconds    float64           `json:"seconds"`
 }
 
 const (
 	sourceID      = "demo"
 	eventsSinkID  = "events"
+	auditSinkID   = "audit"
 	progressColl  = "demo_workload"
 	metadataDB    = "godwit"
 	captureWindow = 2 * time.Minute
 )
 
-// Config returns the configuration the demo runs with: one embedded source
-// and the jsonl sink, retention off (the final check reads the whole
-// history).
+// Config returns the configuration the demo runs with: one embedded source,
+// the jsonl and audit sinks, retention off (the final check reads the whole
+// history). Mass-delete detection ignores the namespaces the random part of
+// the workload writes, so that only the workload's deliberate delete burst
+// counts and the check can be exact.
 func Config(dataDir string) (*config.Config, error) {
+	var ignore []string
+	for _, ns := range Namespaces {
+		ignore = append(ignore, fmt.Sprintf("%q", ns.String()))
+	}
 	yaml := fmt.Sprintf(`
 data_dir: %q
 outbox:
@@ -84,7 +95,12 @@ sinks:
     type: jsonl
     jsonl:
       path: events.jsonl
-`, dataDir, sourceID, eventsSinkID)
+  - id: %s
+    type: audit
+    audit:
+      path: audit.jsonl
+      mass_delete: {threshold: %d, window: 5s, ignore: [%s]}
+`, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "))
 	return config.Parse([]byte(yaml), dataDir)
 }
 
@@ -121,9 +137,48 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	sum := &Summary{Ops: opts.Ops, DataDir: dir, Outbox: cfg.Outbox.Path,
 		EventsFile: cfg.Sinks[0].JSONL.Path, Delivered: map[string]uint64{}}
 
+	sum.AuditLog = cfg.Sinks[1].Audit.Path
+	if err := runDaemon(ctx, cfg, opts, sum); err != nil {
+		return sum, err
+	}
+
+	// Check with the daemon closed: audit bursts still open are recorded at
+	// close, and the files are complete.
+	ob, err := outbox.Open(cfg.Outbox.Path, outbox.Options{})
+	if err != nil {
+		return sum, err
+	}
+	defer ob.Close()
+	sinks, err := ob.Sinks()
+	if err != nil {
+		return sum, err
+	}
+	for id, st := range sinks {
+		sum.Delivered[id] = st.Delivered
+	}
+	st, _, err := ob.Source(sourceID)
+	if err != nil {
+		return sum, err
+	}
+	if st.State == outbox.StateHalted {
+		sum.Problems = append(sum.Problems, "source halted: "+st.Reason)
+	}
+	sum.Captured = st.Captured
+	sum.Problems = append(sum.Problems, Verify(ob, sum.EventsFile, opts.Seed, opts.Ops)...)
+	audited, problems := verifyAudit(ob, sum.AuditLog, sum.Written, opts)
+	sum.Audited = audited
+	sum.Problems = append(sum.Problems, problems...)
+	sum.Verified = len(sum.Problems) == 0
+	sum.Seconds = time.Since(start).Seconds()
+	return sum, nil
+}
+
+// runDaemon runs the daemon while the workload writes, until capture has
+// every operation and every sink has every event, then stops it.
+func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summary) error {
 	d, err := daemon.Open(ctx, cfg, opts.Log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
@@ -131,47 +186,47 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	defer func() {
 		stop()
 		<-ran
-		_ = d.Close(context.WithoutCancel(ctx))
+		if err := d.Close(context.WithoutCancel(ctx)); err != nil {
+			sum.Problems = append(sum.Problems, "closing: "+err.Error())
+		}
 	}()
 
 	src := d.Sources()[0]
 	select {
 	case <-src.Ready():
 	case err := <-ran:
-		return nil, fmt.Errorf("daemon stopped before capture started: %v", err)
+		ran <- err
+		return fmt.Errorf("daemon stopped before capture started: %v", err)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("capture did not start: %s", src.Status().LastError)
+		return fmt.Errorf("capture did not start: %s", src.Status().LastError)
 	}
 	if st := src.Status(); st.State == outbox.StateHalted {
-		return nil, fmt.Errorf("source halted: %s", st.Reason)
+		return fmt.Errorf("source halted: %s", st.Reason)
 	}
 
 	conn, err := mongodb.Open(ctx, cfg.Sources[0].URI, cfg.Dir())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	written, err := write(ctx, conn.Client, opts)
 	sum.Written = written
 	if err != nil {
-		return sum, err
+		return err
 	}
 
-	// Wait until capture has every operation and every sink has every event.
+	// Wait until capture has every operation and every sink every event.
 	ob := d.Outbox()
 	waitCtx, cancel := context.WithTimeout(ctx, captureWindow)
 	defer cancel()
 	for {
 		st, _, err := ob.Source(sourceID)
 		if err != nil {
-			return sum, err
+			return err
 		}
-		if st.Captured >= uint64(opts.Ops) || st.State == outbox.StateHalted {
-			break
-		}
-		if s := src.Status(); s.State == outbox.StateHalted {
+		if st.Captured >= uint64(opts.Ops) || src.Status().State == outbox.StateHalted {
 			break
 		}
 		tick, c := context.WithTimeout(waitCtx, 250*time.Millisecond)
@@ -187,25 +242,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 			sum.Problems = append(sum.Problems, err.Error())
 		}
 	}
-	if ctx.Err() != nil {
-		return sum, ctx.Err()
-	}
-	sinks, err := ob.Sinks()
-	if err != nil {
-		return sum, err
-	}
-	for id, st := range sinks {
-		sum.Delivered[id] = st.Delivered
-	}
-	if st := src.Status(); st.State == outbox.StateHalted {
-		sum.Problems = append(sum.Problems, "source halted: "+st.Reason)
-	}
-	sum.Problems = append(sum.Problems, Verify(ob, sum.EventsFile, opts.Seed, opts.Ops)...)
-	st, _, _ := ob.Source(sourceID)
-	sum.Captured = st.Captured
-	sum.Verified = len(sum.Problems) == 0
-	sum.Seconds = time.Since(start).Seconds()
-	return sum, nil
+	return ctx.Err()
 }
 
 // write applies the workload from the stored progress up to opts.Ops. Each
@@ -233,10 +270,20 @@ func write(ctx context.Context, client lungo.IClient, opts Options) (int, error)
 			return written, err
 		}
 		op := w.Next()
+		if op.Kind == change.OpDrop {
+			// The embedded engine cannot drop inside a transaction. Dropping
+			// again after a crash is harmless: a missing collection drops
+			// without an event, so the history still has exactly one.
+			if err := apply(ctx, client, op); err != nil {
+				return written, fmt.Errorf("workload operation %d (drop %s): %w", i, op.NS, err)
+			}
+		}
 		err := client.UseSession(ctx, func(sc lungo.ISessionContext) error {
 			_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
-				if err := apply(tc, client, op); err != nil {
-					return nil, err
+				if op.Kind != change.OpDrop {
+					if err := apply(tc, client, op); err != nil {
+						return nil, err
+					}
 				}
 				_, err := progress.UpdateOne(tc, bson.M{"_id": "workload"},
 					bson.M{"$set": bson.M{"next": i + 1}}, options.Update().SetUpsert(true))
@@ -271,6 +318,8 @@ func apply(ctx context.Context, client lungo.IClient, op Op) error {
 		_, err = coll.ReplaceOne(ctx, bson.M{"_id": op.ID}, op.Doc)
 	case change.OpDelete:
 		_, err = coll.DeleteOne(ctx, bson.M{"_id": op.ID})
+	case change.OpDrop:
+		err = coll.Drop(ctx)
 	}
 	return err
 }
@@ -337,3 +386,67 @@ func Verify(ob *outbox.Outbox, eventsFile string, seed uint64, n int) []string {
 type mongoUpdateResult = mongo.UpdateResult
 
 var lungoErrNoDocuments = mongo.ErrNoDocuments
+
+// verifyAudit checks the audit log: its hash chain is intact, every drop in
+// the outbox has exactly one drop record, and the deliberate delete burst is
+// recorded as a mass delete whenever this run wrote a whole one.
+func verifyAudit(ob *outbox.Outbox, path string, written int, opts Options) (uint64, []string) {
+	var problems []string
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, []string{fmt.Sprintf("audit log: %v", err)}
+	}
+	defer f.Close()
+	n, err := audit.Verify(f, nil)
+	if err != nil {
+		return n, []string{fmt.Sprintf("audit log %s does not verify: %v", path, err)}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return n, []string{err.Error()}
+	}
+	drops := map[uint64]int{}
+	bursts := 0
+	for r, err := range audit.Query(f, audit.Filter{}) {
+		if err != nil {
+			return n, []string{fmt.Sprintf("audit log: %v", err)}
+		}
+		switch r.Class {
+		case audit.ClassDrop:
+			drops[r.Seq]++
+		case audit.ClassMassDelete:
+			if r.NS == nil || *r.NS != SessionsNS {
+				problems = append(problems, fmt.Sprintf("unexpected mass delete record %d for %v", r.Index, r.NS))
+			}
+			bursts++
+		}
+	}
+	wantDrops := 0
+	for after := uint64(0); ; {
+		recs, err := ob.Read(after, 10000, 0)
+		if err != nil || len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if ev, err := change.Parse(r.Raw); err == nil && ev.OperationType == change.OpDrop {
+				wantDrops++
+				if drops[r.Seq] != 1 {
+					problems = append(problems, fmt.Sprintf("drop at outbox sequence %d has %d audit records, want 1", r.Seq, drops[r.Seq]))
+				}
+			}
+		}
+		after = recs[len(recs)-1].Seq
+	}
+	if len(drops) != wantDrops {
+		problems = append(problems, fmt.Sprintf("audit log has drop records for %d events, the outbox has %d drops", len(drops), wantDrops))
+	}
+	// A delete phase wholly written by this run must have produced a burst.
+	first := opts.Ops - written
+	for b := 0; b*BlockOps < opts.Ops; b++ {
+		start := b*BlockOps + sessionsStart + sessionsN
+		if start >= first && start+sessionsN <= opts.Ops && bursts == 0 {
+			problems = append(problems, fmt.Sprintf("operations %d-%d deleted %d sessions in a burst, but the audit log has no mass delete record", start, start+sessionsN-1, sessionsN))
+			break
+		}
+	}
+	return n, problems
+}

@@ -16,6 +16,27 @@ var Namespaces = []change.Namespace{
 	{DB: "inventory", Coll: "items"},
 }
 
+// Fixed phases of every block of BlockOps operations: a burst of deletes in
+// SessionsNS (a mass delete for the audit sink) and a drop of DropNS. They
+// sit at fixed positions so a continued workload always finds them where the
+// model expects them.
+const (
+	BlockOps      = 500
+	sessionsStart = 200 // inserts into SessionsNS
+	sessionsN     = 30
+	dropInsertAt  = 290 // one insert into DropNS, then its drop
+)
+
+// SessionsNS receives the mass-delete phase; DropNS is created and dropped.
+var (
+	SessionsNS = change.Namespace{DB: "shop", Coll: "sessions"}
+	DropNS     = change.Namespace{DB: "shop", Coll: "tmp_import"}
+)
+
+// MassDeleteThreshold is the audit threshold the demo uses: the delete phase
+// (SessionsN deletes) crosses it.
+const MassDeleteThreshold = 20
+
 // idSpace is how many distinct _ids each collection draws from, small enough
 // that deleted _ids are inserted again.
 const idSpace = 60
@@ -27,7 +48,7 @@ type Op struct {
 	// Kind is the operationType the write produces.
 	Kind string
 	// Variant says which update operator an update uses ($set, $inc,
-	// $unset, $push).
+	// $unset, $push). Kind "drop" drops the collection NS.
 	Variant string
 	ID      int32
 	// Doc is the document for inserts and replaces; Update the update
@@ -80,6 +101,18 @@ func NewWorkload(seed uint64) *Workload {
 func (w *Workload) Next() Op {
 	i := w.next
 	w.next++
+	switch p := i % BlockOps; {
+	case p >= sessionsStart && p < sessionsStart+sessionsN:
+		id := int32(p - sessionsStart)
+		return Op{Index: i, NS: SessionsNS, Kind: change.OpInsert, ID: id,
+			Doc: bson.D{{Key: "_id", Value: id}, {Key: "op", Value: int32(i)}, {Key: "user", Value: fmt.Sprintf("u%d", id)}}}
+	case p >= sessionsStart+sessionsN && p < sessionsStart+2*sessionsN:
+		return Op{Index: i, NS: SessionsNS, Kind: change.OpDelete, ID: int32(p - sessionsStart - sessionsN)}
+	case p == dropInsertAt:
+		return Op{Index: i, NS: DropNS, Kind: change.OpInsert, ID: 1, Doc: bson.D{{Key: "_id", Value: int32(1)}}}
+	case p == dropInsertAt+1:
+		return Op{Index: i, NS: DropNS, Kind: change.OpDrop}
+	}
 	nsIdx := w.rng.IntN(len(Namespaces))
 	live := &w.live[nsIdx]
 	op := Op{Index: i, NS: Namespaces[nsIdx]}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,8 @@ type demoSummary struct {
 	Verified  bool              `json:"verified"`
 	Problems  []string          `json:"problems"`
 	Outbox    string            `json:"outbox"`
+	Audited   uint64            `json:"audited"`
+	AuditLog  string            `json:"audit_log"`
 }
 
 // runDemo runs the demo to completion and decodes its last output line.
@@ -71,8 +74,31 @@ func runDemo(t *testing.T, args ...string) (demoSummary, string) {
 
 func TestDemo_VerifiesEndToEnd(t *testing.T) {
 	s, _ := runDemo(t, "--ops", "300", "--data", t.TempDir())
-	if !s.Verified || s.Ops != 300 || s.Written != 300 || s.Captured != 300 || s.Delivered["events"] != 300 {
+	if !s.Verified || s.Ops != 300 || s.Written != 300 || s.Captured != 300 ||
+		s.Delivered["events"] != 300 || s.Delivered["audit"] != 300 {
 		t.Fatalf("summary = %+v", s)
+	}
+	// The workload's drop and delete burst are in the audit log, which
+	// verifies.
+	out, err := exec.Command(godwit, "audit", "verify", "--file", s.AuditLog).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d records", s.Audited)) {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	out, err = exec.Command(godwit, "audit", "query", "--file", s.AuditLog, "--class", "drop,mass_delete", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var classes []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var r struct{ Class string }
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("query line %q: %v", line, err)
+		}
+		classes = append(classes, r.Class)
+	}
+	slices.Sort(classes)
+	if !slices.Equal(classes, []string{"drop", "mass_delete"}) {
+		t.Fatalf("audited classes = %v, want one drop and one mass delete", classes)
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/rs/zerolog"
+
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/outbox"
 )
@@ -45,6 +48,24 @@ func runResync(ctx context.Context, m *Main, args []string) error {
 	}
 	if !ok {
 		return fmt.Errorf("source %q has never been captured; nothing to resync", *source)
+	}
+	// Audit first: a resync that happened is never missing from the log.
+	msg := fmt.Sprintf("resync of source %s: resume token cleared (was %s: %s); capture restarts from now", *source, st.State, st.Reason)
+	for _, sc := range cfg.Sinks {
+		if sc.Audit == nil {
+			continue
+		}
+		a, err := audit.Open(*sc.Audit, zerolog.Nop())
+		if err != nil {
+			return fmt.Errorf("resync not done: it could not be audited in %s: %w", sc.Audit.Path, err)
+		}
+		err = a.RecordSystem(ctx, audit.SystemEvent{Class: audit.ClassResync, Source: *source, Message: msg})
+		if cerr := a.Close(ctx); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("resync not done: it could not be audited in %s: %w", sc.Audit.Path, err)
+		}
 	}
 	err = ob.UpdateSource(*source, func(s *outbox.SourceState) {
 		s.Token, s.State, s.Reason = nil, outbox.StateRunning, ""
