@@ -262,7 +262,7 @@ func (s *Source) Run(ctx context.Context) error {
 		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
 		msg := logging.RedactText(err.Error())
 		s.set(func(x *Status) { x.State, x.LastError = StateReconnecting, msg })
-		s.log.Warn().Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg("change stream failed; reconnecting")
+		s.log.Warn().Str("uri", s.conn.Redacted).Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg("change stream failed; reconnecting")
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():

@@ -266,3 +266,52 @@ func TestServe_BadConfigNamesTheField(t *testing.T) {
 		t.Fatalf("err=%v output:\n%s", err, out)
 	}
 }
+
+// TestServe_LogsNeverContainPasswords points a source at a closed port with
+// a sentinel password and reads every log line through several reconnects.
+func TestServe_LogsNeverContainPasswords(t *testing.T) {
+	const sentinel = "S3ntinel-Pa55word"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "godwit.yaml")
+	cfg := fmt.Sprintf(`
+data_dir: data
+sources:
+  - id: remote
+    uri: "mongodb://godwit:%s@127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+`, sentinel)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(godwit, "serve", "--config", path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var log bytes.Buffer
+	failures := 0
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "change stream failed") {
+			if failures++; failures == 3 {
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, log.String())
+	}
+	if failures < 3 {
+		t.Fatalf("expected reconnect attempts to be logged:\n%s", log.String())
+	}
+	if strings.Contains(log.String(), sentinel) {
+		t.Fatalf("a log line contains the password:\n%s", log.String())
+	}
+	if !strings.Contains(log.String(), "godwit:xxxxx@127.0.0.1:1") {
+		t.Fatalf("the redacted URI should still say where godwit connects:\n%s", log.String())
+	}
+}
