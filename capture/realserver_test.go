@@ -209,8 +209,15 @@ func TestSource_Real_PersistsPostBatchTokenAfterEmptyBatches(t *testing.T) {
 	if got := summaries(t, recs); len(got) != 2 || !strings.HasPrefix(got[1], "reshardBlockingWrites") {
 		t.Fatalf("events = %v; want the insert and the unknown operation type, stored as is", got)
 	}
-	if st := stored(t, ob, "real"); tokenData(st.Token) != "PB3" {
+	st := stored(t, ob, "real")
+	if tokenData(st.Token) != "PB3" {
 		t.Fatalf("stored token = %q, want the last post-batch token PB3", tokenData(st.Token))
+	}
+	// The token is stored with a fingerprint of the stream it came from.
+	src := capture.New(capture.Config{ID: "real"}, nil, nil, nil, zerolog.Nop())
+	other := capture.New(capture.Config{ID: "real", OperationTypes: []string{"insert"}}, nil, nil, nil, zerolog.Nop())
+	if st.Fingerprint != src.Fingerprint() || st.Fingerprint == other.Fingerprint() {
+		t.Fatalf("fingerprint %q: want %q, distinct from a different pipeline's %q", st.Fingerprint, src.Fingerprint(), other.Fingerprint())
 	}
 }
 
