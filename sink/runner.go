@@ -144,7 +144,11 @@ func (r *Runner) WaitAcked(ctx context.Context, seq uint64) error {
 // on. Run calls it too; owners call it before capture starts so that no event
 // is deleted before the runner first reads.
 func (r *Runner) Register() (outbox.SinkState, error) {
-	return r.ob.RegisterSink(r.id)
+	st, err := r.ob.RegisterSink(r.id)
+	if err == nil {
+		r.setStatus(func(s *Status) { s.Acked, s.Delivered, s.Parked = st.Acked, st.Delivered, st.Parked })
+	}
+	return st, err
 }
 
 // Run delivers until ctx ends or the outbox closes (returning nil) or the
@@ -155,7 +159,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	acked := st.Acked
-	r.setStatus(func(s *Status) { s.Acked, s.Delivered, s.Parked = st.Acked, st.Delivered, st.Parked })
 
 	// After a whole batch failed, deliver one event at a time up to its end
 	// so that attempts and dead letters are counted against the event that

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/godwit-dev/godwit/capture"
+	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/sink"
+)
+
+// Status is a snapshot of the whole daemon, as `godwit status` shows it.
+type Status struct {
+	Sources []SourceStatus `json:"sources"`
+	Sinks   []SinkStatus   `json:"sinks"`
+	Outbox  outbox.Stats   `json:"outbox"`
+}
+
+// SourceStatus is a source's live state plus its stored checkpoint.
+type SourceStatus struct {
+	capture.Status
+	// TokenTime is the cluster time of the stored resume token.
+	TokenTime time.Time `json:"token_time,omitempty"`
+	// LagSeconds is how far the stored token is behind the wall clock. On
+	// a real server an idle stream's post-batch tokens keep it near zero;
+	// on the embedded engine it grows while the source is idle.
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// SinkStatus is a sink's runner state plus its backlog.
+type SinkStatus struct {
+	sink.Status
+	// Backlog is how many events were appended after the sink's cursor.
+	Backlog uint64 `json:"backlog"`
+}
+
+// Status returns a snapshot.
+func (d *Daemon) Status() Status {
+	st := Status{Outbox: d.ob.Stats()}
+	stored, _ := d.ob.Sources()
+	for _, s := range d.sources {
+		ss := SourceStatus{Status: s.Status()}
+		if cp, ok := stored[ss.ID]; ok {
+			ss.Captured = cp.Captured
+			if ts, ok := change.TokenTime(cp.Token); ok {
+				ss.TokenTime = time.Unix(int64(ts.T), 0).UTC()
+				ss.LagSeconds = max(time.Since(ss.TokenTime).Seconds(), 0)
+			}
+			if cp.State == outbox.StateHalted {
+				ss.State, ss.Reason = cp.State, cp.Reason
+			}
+		}
+		st.Sources = append(st.Sources, ss)
+	}
+	for _, r := range d.runners {
+		rs := r.Status()
+		var backlog uint64
+		if st.Outbox.Last > rs.Acked {
+			backlog = st.Outbox.Last - rs.Acked
+		}
+		st.Sinks = append(st.Sinks, SinkStatus{Status: rs, Backlog: backlog})
+	}
+	return st
+}
