@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +33,8 @@ type Config struct {
 	Metadata Metadata `yaml:"metadata"`
 	// Outbox tunes the local log.
 	Outbox Outbox `yaml:"outbox"`
+	// API configures the network listeners.
+	API API `yaml:"api"`
 	// Sources are the deployments to capture.
 	Sources []Source `yaml:"sources"`
 	// Sinks drain the outbox.
@@ -46,6 +49,13 @@ type Metadata struct {
 	// Database is godwit's database name in every deployment it touches;
 	// capture always ignores it. Default "godwit".
 	Database string `yaml:"database"`
+}
+
+// API configures godwit's listeners.
+type API struct {
+	// HTTPAddr serves /metrics, /healthz and /readyz. Default
+	// "127.0.0.1:9464"; "off" disables the listener.
+	HTTPAddr string `yaml:"http_addr"`
 }
 
 // Outbox configures the bbolt outbox.
@@ -155,6 +165,9 @@ func (c *Config) applyDefaults() {
 	if !filepath.IsAbs(c.DataDir) && c.dir != "" {
 		c.DataDir = filepath.Join(c.dir, c.DataDir)
 	}
+	if c.API.HTTPAddr == "" {
+		c.API.HTTPAddr = "127.0.0.1:9464"
+	}
 	if c.Metadata.Database == "" {
 		c.Metadata.Database = "godwit"
 	}
@@ -194,6 +207,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := levelOK(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
+	}
+	if a := c.API.HTTPAddr; a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("api.http_addr", "%q: want host:port (127.0.0.1:9464) or off", a)
+		}
 	}
 	if c.Outbox.MaxBytes < 0 {
 		bad("outbox.max_bytes", "must not be negative (0 means the default, 1 GiB)")

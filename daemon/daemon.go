@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -39,8 +40,25 @@ type Daemon struct {
 	audits  []*audit.Sink
 }
 
+// Option changes how Open builds the daemon.
+type Option func(*options)
+
+type options struct {
+	observe func(sinkID string) func(time.Duration, int, error)
+}
+
+// WithDeliveryObserver calls observe once per sink; the function it returns
+// is called after every delivery to that sink (for latency metrics).
+func WithDeliveryObserver(observe func(sinkID string) func(time.Duration, int, error)) Option {
+	return func(o *options) { o.observe = observe }
+}
+
 // Open opens the outbox, connects every source and opens every sink.
-func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Daemon, err error) {
+func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...Option) (_ *Daemon, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	d := &Daemon{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -63,8 +81,11 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Daemo
 		if a, ok := s.(*audit.Sink); ok {
 			d.audits = append(d.audits, a)
 		}
-		r := sink.NewRunner(sc.ID, d.ob, s, sink.RunnerConfig{
-			Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}, log)
+		rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
+		if o.observe != nil {
+			rc.OnDeliver = o.observe(sc.ID)
+		}
+		r := sink.NewRunner(sc.ID, d.ob, s, rc, log)
 		if _, err := r.Register(); err != nil {
 			return nil, err
 		}

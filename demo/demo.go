@@ -85,6 +85,7 @@ func Config(dataDir string) (*config.Config, error) {
 	}
 	yaml := fmt.Sprintf(`
 data_dir: %q
+api: {http_addr: "off"}
 outbox:
   keep_acked: true
 sources:

@@ -33,6 +33,9 @@ type RunnerConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Policy is PolicyPark (default) or PolicyHalt.
 	Policy string
+	// OnDeliver, when set, is called after every Deliver call with its
+	// duration, batch size and result (for latency metrics).
+	OnDeliver func(d time.Duration, events int, err error)
 }
 
 // Validate names the first bad field.
@@ -184,7 +187,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			continue
 		}
 
+		began := time.Now()
 		err = r.sink.Deliver(ctx, recs)
+		if r.cfg.OnDeliver != nil {
+			r.cfg.OnDeliver(time.Since(began), len(recs), err)
+		}
 		if err == nil {
 			last := recs[len(recs)-1].Seq
 			if err := r.ob.Ack(r.id, last, uint64(len(recs))); err != nil {

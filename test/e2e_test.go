@@ -174,6 +174,7 @@ func writeConfig(t *testing.T, dir string) string {
 	path := filepath.Join(dir, "godwit.yaml")
 	cfg := `
 data_dir: data
+api: {http_addr: "127.0.0.1:0"}
 sources:
   - id: local
     uri: lungo:source.lungo
@@ -275,6 +276,7 @@ func TestServe_LogsNeverContainPasswords(t *testing.T) {
 	path := filepath.Join(dir, "godwit.yaml")
 	cfg := fmt.Sprintf(`
 data_dir: data
+api: {http_addr: "127.0.0.1:0"}
 sources:
   - id: remote
     uri: "mongodb://godwit:%s@127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"

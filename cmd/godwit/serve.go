@@ -6,8 +6,8 @@ import (
 	"os"
 
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/server"
 )
 
 func init() {
@@ -17,6 +17,7 @@ func init() {
 func runServe(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlags("serve", "--config FILE")
 	path := fs.String("config", "", "configuration file (YAML; see docs/config.md)")
+	httpAddr := fs.String("http-addr", "", "listen address for /metrics, /healthz, /readyz (overrides api.http_addr; off disables)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -28,16 +29,19 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *httpAddr != "" {
+		cfg.API.HTTPAddr = *httpAddr
+	}
 	log, err := logging.New(os.Stderr, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	d, err := daemon.Open(ctx, cfg, log)
+	srv, err := server.Open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	runErr := d.Run(ctx)
-	closeErr := d.Close(context.WithoutCancel(ctx))
+	runErr := srv.Run(ctx)
+	closeErr := srv.Close(context.WithoutCancel(ctx))
 	log.Info().Msg("godwit stopped")
 	return errors.Join(runErr, closeErr)
 }
