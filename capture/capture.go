@@ -43,6 +43,7 @@ import (
 	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
@@ -298,11 +299,13 @@ func (s *Source) resyncHint() string {
 	return fmt.Sprintf("run `godwit resync --config FILE --source %s` to capture again from now (audited); sinks that copy data need a new initial sync", s.cfg.ID)
 }
 
-// open opens the change stream at token.
-func (s *Source) open(ctx context.Context, token bson.Raw) (lungo.IChangeStream, error) {
+// open opens the change stream after token, or at startAt.
+func (s *Source) open(ctx context.Context, token bson.Raw, startAt *primitive.Timestamp) (lungo.IChangeStream, error) {
 	opts := options.ChangeStream()
 	if len(token) > 0 {
 		opts.SetStartAfter(token)
+	} else if startAt != nil {
+		opts.SetStartAtOperationTime(startAt)
 	}
 	var pipeline any = bson.A{}
 	if !s.conn.Embedded {
@@ -361,11 +364,35 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 			return haltError{fmt.Sprintf("stored resume token is corrupt (%v); %s", err, s.resyncHint())}
 		}
 	}
-	cs, err := s.open(ctx, token)
+	var startAt *primitive.Timestamp
+	if len(token) == 0 {
+		// First start: the start point must be durable before Ready, or a
+		// crash before the first checkpoint would silently restart later.
+		// The embedded engine resumes by cluster time; a real server gives
+		// a resume token as soon as the stream opens (stored below).
+		if st.StartAt == 0 && s.conn.Embedded {
+			st.StartAt = uint64(time.Now().Unix()) << 32
+			if err := s.ob.UpdateSource(s.cfg.ID, func(x *outbox.SourceState) { x.StartAt = st.StartAt }); err != nil {
+				return haltError{fmt.Sprintf("storing the start point: %v", err)}
+			}
+		}
+		if st.StartAt != 0 {
+			startAt = &primitive.Timestamp{T: uint32(st.StartAt >> 32), I: uint32(st.StartAt)}
+		}
+	}
+	cs, err := s.open(ctx, token, startAt)
 	if err != nil {
 		return s.classify(err)
 	}
 	defer cs.Close(context.WithoutCancel(ctx))
+	if len(token) == 0 && startAt == nil {
+		if initial := cs.ResumeToken(); len(initial) > 0 {
+			if _, err := s.ob.Append(ctx, s.cfg.ID, nil, outbox.Checkpoint{Token: initial, Fingerprint: fp}); err != nil {
+				return fmt.Errorf("storing the initial resume token: %w", err)
+			}
+			token = initial
+		}
+	}
 	s.set(func(x *Status) { x.State, x.LastError = outbox.StateRunning, "" })
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.log.Info().Str("uri", s.conn.Redacted).Bool("resumed", len(token) > 0).Msg("change stream open")

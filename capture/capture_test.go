@@ -254,3 +254,21 @@ func TestSource_BackPressurePausesWithoutLoss(t *testing.T) {
 		}
 	}
 }
+
+func TestSource_FirstStartPointIsDurable(t *testing.T) {
+	embeddedOnly(t, "a real server's start point is its opening resume token, tested with recorded replies")
+	conn, db := deployment(t)
+	ob := openOutbox(t, outbox.Options{})
+	cfg := capture.Config{Database: db}
+	// Opened, then stopped before anything was written or checkpointed.
+	r := startReady(t, newSource(cfg, conn, ob))
+	r.stop(t)
+	for i := range 3 { // written while capture is down
+		insert(t, conn, db, "c", i)
+	}
+	startReady(t, newSource(cfg, conn, ob))
+	recs := waitEvents(t, ob, 3)
+	if got := summaries(t, recs); len(got) != 3 || got[0] != fmt.Sprintf("insert %s.c 0", db) {
+		t.Fatalf("writes after the first start were lost: %v", got)
+	}
+}

@@ -9,10 +9,15 @@ import (
 	"github.com/godwit-dev/godwit/change"
 )
 
+// MarkersCollection is the collection in godwit's metadata database where
+// the replicator writes origin markers. Capture lets its events through to
+// the echo filter; everything else in the metadata database is dropped.
+const MarkersCollection = "origin_markers"
+
 // Pipeline returns the change-stream pipeline for a real server: one $match
-// that keeps what the client-side filter (Source.keep) keeps, so the server
-// does not send events godwit would drop, then optionally
-// $changeStreamSplitLargeEvent. It is empty when nothing needs filtering.
+// that keeps what the client-side filter (Config.Keep) keeps plus origin
+// markers, so the server does not send events godwit would drop, then
+// optionally $changeStreamSplitLargeEvent.
 func Pipeline(cfg Config) bson.A {
 	cfg.defaults()
 	and := bson.A{
@@ -38,7 +43,13 @@ func Pipeline(cfg Config) bson.A {
 			bson.D{{Key: "operationType", Value: bson.D{{Key: "$nin", Value: toA(change.KnownOperationTypes)}}}},
 		}}})
 	}
-	p := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: and}}}}}
+	// The replicator's origin markers bypass every filter: the echo filter
+	// must see each marker's insert and delete (Keep drops them after).
+	match := bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "ns.db", Value: cfg.MetadataDatabase}, {Key: "ns.coll", Value: MarkersCollection}},
+		bson.D{{Key: "$and", Value: and}},
+	}}}
+	p := bson.A{bson.D{{Key: "$match", Value: match}}}
 	if cfg.SplitLargeEvents {
 		p = append(p, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
 	}

@@ -32,6 +32,9 @@ type reply struct {
 	events    []string // names in change/testdata/real-events.json
 	postBatch string   // _data of the postBatchResumeToken
 	err       error
+	// opening marks the reply to the aggregate that opens the stream: its
+	// postBatch token is the stream's resume token before any getMore.
+	opening bool
 }
 
 // watchCall records how capture opened a stream.
@@ -75,7 +78,11 @@ func (c fakeClient) Watch(_ context.Context, pipeline any, opts ...*options.Chan
 	if n < len(s.scripts) {
 		script = s.scripts[n]
 	}
-	return &fakeStream{srv: s, replies: script, last: n >= len(s.scripts)-1}, nil
+	f := &fakeStream{srv: s, replies: script, last: n >= len(s.scripts)-1}
+	if len(script) > 0 && script[0].opening {
+		f.token, f.replies = token(script[0].postBatch), script[1:]
+	}
+	return f, nil
 }
 
 func (s *fakeServer) watchCalls() []watchCall {
@@ -283,6 +290,18 @@ func TestPipeline_MatchesClientSideFilter(t *testing.T) {
 				t.Errorf("config %d, event %s: server-side $match keeps=%v, client-side keeps=%v\n$match: %v", i, name, got, want, match)
 			}
 		}
+		// Origin markers pass the server-side $match whatever the filters
+		// (for the echo filter); the rest of the metadata database does not.
+		meta := cfg.MetadataDatabase
+		if meta == "" {
+			meta = "godwit"
+		}
+		for coll, want := range map[string]bool{capture.MarkersCollection: true, "state": false} {
+			doc := bson.D{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: bson.D{{Key: "db", Value: meta}, {Key: "coll", Value: coll}}}}
+			if got := evalQuery(t, doc, match); got != want {
+				t.Errorf("config %d: %s.%s passes $match = %v, want %v", i, meta, coll, got, want)
+			}
+		}
 	}
 }
 
@@ -459,4 +478,21 @@ func lookup(doc bson.D, path string) (any, bool) {
 		return lookup(sub, rest)
 	}
 	return nil, false
+}
+
+func TestSource_Real_StoresStartPointBeforeFirstEvent(t *testing.T) {
+	ob := openOutbox(t, outbox.Options{})
+	srv := newFakeServer(
+		// The stream opens with a resume token, then the connection drops
+		// before any event arrived.
+		[]reply{{opening: true, postBatch: "OPEN"}, {err: mongo.CommandError{Code: 91, Message: "ShutdownInProgress"}}},
+		[]reply{{events: []string{"insert"}}},
+	)
+	if err := runFake(t, srv, ob, capture.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	calls := srv.watchCalls()
+	if len(calls) != 2 || tokenData(calls[1].startAfter) != "OPEN" {
+		t.Fatalf("the reconnect must resume at the stream's opening token, not at a later now: %+v", calls)
+	}
 }

@@ -51,6 +51,10 @@ type SourceState struct {
 	// Token is the resume token (raw BSON document) covering every event of
 	// this source appended so far. Empty before the first checkpoint.
 	Token []byte `json:"token,omitempty"`
+	// StartAt is the cluster time (seconds<<32 | increment) a source with no
+	// token yet starts at: stored before its first stream opens, so a crash
+	// before the first checkpoint does not move the start to a later "now".
+	StartAt uint64 `json:"start_at,omitempty"`
 	// Fingerprint identifies the change-stream pipeline the token was
 	// obtained with.
 	Fingerprint string `json:"fingerprint,omitempty"`
@@ -116,6 +120,10 @@ type Outbox struct {
 	// writeMu serialises our write transactions so the cached counters below
 	// are only published after the commit that produced them.
 	writeMu sync.Mutex
+	// arena holds the encoded records of one Append (guarded by writeMu).
+	// bbolt needs them only until the transaction ends, so the next Append
+	// reuses the memory instead of allocating and zeroing it again.
+	arena []byte
 
 	mu      sync.Mutex
 	last    uint64
@@ -247,14 +255,17 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 	now := time.Now().UTC()
 	var last, first uint64
 	var newBytes int64
+	arena := o.arena[:0]
+	if int64(cap(arena)) < size {
+		arena = make([]byte, 0, size)
+	}
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		seq := b.Sequence()
 		first = seq + 1
-		// bbolt keeps keys and values until commit: encode the whole batch
-		// into one arena instead of reusing a buffer.
-		arena := make([]byte, 0, size)
+		// bbolt keeps keys and values until the transaction ends: encode
+		// the whole batch into one arena rather than one buffer per record.
 		for _, e := range events {
 			seq++
 			start := len(arena)
@@ -291,6 +302,10 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		st.UpdatedAt = now
 		return putJSON(tx.Bucket(bucketSources), source, st)
 	})
+	// The transaction is over and bbolt no longer refers to the arena.
+	if cap(arena) <= maxKeptArena {
+		o.arena = arena[:0]
+	}
 	if err != nil {
 		return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, err)
 	}
@@ -306,6 +321,10 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 	o.mu.Unlock()
 	return last, nil
 }
+
+// maxKeptArena bounds the Append arena kept between appends: a rare huge
+// batch does not pin its memory.
+const maxKeptArena = 8 << 20
 
 func recordOverhead(source string) int { return 2 + len(source) + 8 + 8 /* key */ }
 

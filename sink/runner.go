@@ -206,9 +206,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil // shutting down: the batch is redelivered on the next start
 		}
 
-		// Read the mark before unwrapping a PartialError: the sink may have
+		// Read the marks before unwrapping a PartialError: the sink may have
 		// wrapped the PartialError in Permanent.
-		permanent := IsPermanent(err)
+		permanent, halted := IsPermanent(err), errors.Is(err, ErrHalted)
 		failed := 0
 		var pe *PartialError
 		if errors.As(err, &pe) && pe.Delivered > 0 && pe.Delivered < len(recs) {
@@ -220,13 +220,18 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.setStatus(func(s *Status) { s.Acked = last; s.Delivered += uint64(pe.Delivered) })
 			failed = pe.Delivered
 			attempts = 0
-		} else if len(recs) > 1 {
+		} else if len(recs) > 1 && !halted {
 			narrowUntil = recs[len(recs)-1].Seq
 			attempts = 0
 			if !sleep(ctx, r.cfg.MinBackoff) {
 				return nil
 			}
 			continue
+		}
+		if halted {
+			// The sink itself decided to stop (for example a DDL policy of
+			// "halt"): parking and going on would apply later events past it.
+			return r.halt(err)
 		}
 		if errors.As(err, &pe) {
 			err = pe.Err

@@ -15,7 +15,8 @@
 //     sinktest checks this.
 //   - Return a *PartialError when the first N events were delivered, and
 //     wrap errors with Permanent when retrying cannot help (a malformed
-//     event): the runner then parks or halts at once.
+//     event): the runner then parks or halts at once, per policy. An error
+//     wrapping ErrHalted halts the runner whatever the policy.
 //
 // Optional abilities are separate interfaces: a sink that holds resources
 // implements Closer.

@@ -68,7 +68,7 @@ func runResync(ctx context.Context, m *Main, args []string) error {
 		}
 	}
 	err = ob.UpdateSource(*source, func(s *outbox.SourceState) {
-		s.Token, s.State, s.Reason = nil, outbox.StateRunning, ""
+		s.Token, s.StartAt, s.State, s.Reason = nil, 0, outbox.StateRunning, ""
 	})
 	if err != nil {
 		return err
