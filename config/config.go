@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -19,6 +20,7 @@ import (
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
 )
@@ -104,7 +106,7 @@ type Source struct {
 type Sink struct {
 	// ID names the sink's cursor (same rule as source ids).
 	ID string `yaml:"id"`
-	// Type is "jsonl" or "audit" (more sink types join as they land).
+	// Type is "jsonl", "audit" or "replicate".
 	Type string `yaml:"type"`
 	// OnFailure is "park" (default: move the event to dead letters after
 	// MaxAttempts) or "halt" (stop this sink).
@@ -117,10 +119,12 @@ type Sink struct {
 	JSONL *jsonl.Config `yaml:"jsonl"`
 	// Audit configures an audit sink (docs/audit.md).
 	Audit *audit.Config `yaml:"audit"`
+	// Replicate configures a replication pipeline (docs/replicate.md).
+	Replicate *replicate.Config `yaml:"replicate"`
 }
 
 // SinkTypes lists the sink types this build knows.
-var SinkTypes = []string{"jsonl", "audit"}
+var SinkTypes = []string{"jsonl", "audit", "replicate"}
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -203,6 +207,10 @@ func (c *Config) Dir() string { return c.dir }
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
+		if format == "" { // field already holds "name: message"
+			errs = append(errs, fmt.Errorf("  %s", field))
+			return
+		}
 		errs = append(errs, fmt.Errorf("  %s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	if _, err := levelOK(c.LogLevel); err != nil {
@@ -294,6 +302,21 @@ func (c *Config) Validate() error {
 			} else if err := s.Audit.Validate(); err != nil {
 				bad(f+".audit", "%v", err)
 			}
+		case "replicate":
+			if s.Replicate == nil {
+				bad(f+".replicate", "required for type replicate (replicate: {source: ID, target: URI})")
+				break
+			}
+			rc := *s.Replicate
+			rc.ID = s.ID
+			if err := rc.Validate(); err != nil {
+				for _, line := range strings.Split(err.Error(), "\n") {
+					bad(f+".replicate."+line, "")
+				}
+			}
+			if rc.Source != "" && !slices.ContainsFunc(c.Sources, func(src Source) bool { return src.ID == rc.Source }) {
+				bad(f+".replicate.source", "no source with id %q", rc.Source)
+			}
 		case "":
 			bad(f+".type", "required (one of %v)", SinkTypes)
 		default:
@@ -309,6 +332,27 @@ func levelOK(l string) (string, error) {
 		return l, nil
 	}
 	return "", fmt.Errorf("%q: use debug, info, warn or error", l)
+}
+
+// Pipelines returns the replicate sinks, each with what reaches both of its
+// deployments.
+func (c *Config) Pipelines() []replicate.Pipeline {
+	var out []replicate.Pipeline
+	for _, s := range c.Sinks {
+		if s.Type != "replicate" || s.Replicate == nil {
+			continue
+		}
+		rc := *s.Replicate
+		rc.ID = s.ID
+		p := replicate.Pipeline{Config: rc, MetadataDB: c.Metadata.Database, Dir: c.dir}
+		for _, src := range c.Sources {
+			if src.ID == rc.Source {
+				p.SourceURI = src.URI
+			}
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Filter compiles a source's include and ignore globs.

@@ -23,6 +23,7 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
 )
@@ -38,6 +39,15 @@ type Daemon struct {
 	runners []*sink.Runner
 	sinks   []sink.Sink
 	audits  []*audit.Sink
+	// pipelines are the replicate sinks: their runners start only after
+	// their initial sync.
+	pipelines []pipeline
+}
+
+type pipeline struct {
+	sink     *replicate.Sink
+	sourceID string
+	source   *mongodb.Conn
 }
 
 // Option changes how Open builds the daemon.
@@ -72,8 +82,20 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 	if err != nil {
 		return nil, err
 	}
+	// Sources first: replicate sinks need their connections and echo filters.
+	srcConns := map[string]*mongodb.Conn{}
+	echoes := map[string]*replicate.EchoFilter{}
+	for _, sc := range cfg.Sources {
+		conn, err := mongodb.Open(ctx, sc.URI, cfg.Dir())
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
+		}
+		d.conns = append(d.conns, conn)
+		srcConns[sc.ID] = conn
+		echoes[sc.ID] = replicate.NewEchoFilter(cfg.Metadata.Database)
+	}
 	for _, sc := range cfg.Sinks {
-		s, err := openSink(sc, log)
+		s, err := d.openSink(ctx, sc, srcConns, echoes)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
@@ -91,17 +113,12 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		}
 		d.runners = append(d.runners, r)
 	}
-	for _, sc := range cfg.Sources {
-		conn, err := mongodb.Open(ctx, sc.URI, cfg.Dir())
-		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
-		}
-		d.conns = append(d.conns, conn)
+	for i, sc := range cfg.Sources {
 		ccfg := SourceConfig(cfg, sc)
 		ccfg.OnHalt = func(id, reason string) {
 			d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
 		}
-		d.sources = append(d.sources, capture.New(ccfg, conn, d.ob, nil, log))
+		d.sources = append(d.sources, capture.New(ccfg, d.conns[i], d.ob, echoes[sc.ID], log))
 	}
 	return d, nil
 }
@@ -127,14 +144,67 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	}
 }
 
-func openSink(sc config.Sink, log zerolog.Logger) (sink.Sink, error) {
+func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter) (sink.Sink, error) {
+	log := d.log.With().Str("sink", sc.ID).Logger()
 	switch sc.Type {
 	case "jsonl":
 		return jsonl.Open(*sc.JSONL)
 	case "audit":
-		return audit.Open(*sc.Audit, log.With().Str("sink", sc.ID).Logger())
+		return audit.Open(*sc.Audit, log)
+	case "replicate":
+		return d.openReplicate(ctx, sc, srcConns, echoes, log)
 	}
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
+}
+
+// openReplicate opens a pipeline's target and, for a two-way pair, links it
+// to the capture of that target.
+func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, log zerolog.Logger) (sink.Sink, error) {
+	rc := *sc.Replicate
+	rc.ID = sc.ID
+	target, err := mongodb.Open(ctx, rc.Target, d.cfg.Dir())
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	d.conns = append(d.conns, target)
+	opts := []replicate.Option{replicate.WithConflictHook(func(c replicate.Conflict) {
+		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassReplicationConflict,
+			Source: rc.Source, Namespace: c.Namespace.String(),
+			Message: fmt.Sprintf("pipeline %s: %s of _id %v resolved by last writer wins", c.Pipeline, c.Operation, c.ID),
+			Details: map[string]any{"incoming": c.Incoming, "current": c.Current}})
+	})}
+	if rc.Bidirectional {
+		peer := ""
+		for _, src := range d.cfg.Sources {
+			if sameDeployment(src.URI, rc.Target, d.cfg.Dir()) {
+				peer = src.ID
+			}
+		}
+		if peer == "" {
+			return nil, fmt.Errorf("replicate.bidirectional: no source captures the target %s; add one (the other half of the pair)", target.Redacted)
+		}
+		opts = append(opts, replicate.WithPeer(replicate.Peer{SourceID: peer, Echo: echoes[peer], Outbox: d.ob}))
+	}
+	s, err := replicate.Open(ctx, rc, target, d.cfg.Metadata.Database, log, opts...)
+	if err != nil {
+		return nil, err
+	}
+	d.pipelines = append(d.pipelines, pipeline{sink: s, sourceID: rc.Source, source: srcConns[rc.Source]})
+	return s, nil
+}
+
+// sameDeployment reports whether two URIs name the same deployment: the same
+// embedded file, or the same real URI.
+func sameDeployment(a, b, dir string) bool {
+	ka, pa, errA := mongodb.ParseURI(a, dir)
+	kb, pb, errB := mongodb.ParseURI(b, dir)
+	if errA != nil || errB != nil || ka != kb {
+		return false
+	}
+	if ka == mongodb.EmbeddedFile {
+		return pa == pb
+	}
+	return ka == mongodb.Real && a == b
 }
 
 // Outbox returns the open outbox.
@@ -177,10 +247,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, r := range d.runners {
+	for i, r := range d.runners {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if p, ok := d.pipelineOf(d.sinks[i]); ok {
+				if !d.initialSync(ctx, p) {
+					return
+				}
+			}
 			if err := r.Run(ctx); err != nil {
 				d.log.Error().Err(err).Str("sink", r.ID()).Msg("sink stopped")
 			}
@@ -189,6 +264,39 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassDaemonStop, Message: "godwit stopped"})
 	return nil
+}
+
+func (d *Daemon) pipelineOf(s sink.Sink) (pipeline, bool) {
+	for _, p := range d.pipelines {
+		if sink.Sink(p.sink) == s {
+			return p, true
+		}
+	}
+	return pipeline{}, false
+}
+
+// initialSync waits until the pipeline's source captures (every later write
+// then waits in the outbox), then copies what the pipeline has not copied
+// yet. It reports whether streaming may start.
+func (d *Daemon) initialSync(ctx context.Context, p pipeline) bool {
+	var src *capture.Source
+	for _, s := range d.sources {
+		if s.Status().ID == p.sourceID {
+			src = s
+		}
+	}
+	select {
+	case <-src.Ready():
+	case <-ctx.Done():
+		return false
+	}
+	if err := p.sink.InitialSync(ctx, p.source); err != nil {
+		if ctx.Err() == nil {
+			d.log.Error().Err(err).Str("source", p.sourceID).Msg("initial sync failed; the pipeline does not stream until godwit restarts")
+		}
+		return false
+	}
+	return true
 }
 
 // Close closes sinks, connections and the outbox, returning the first error.

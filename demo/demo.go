@@ -31,6 +31,7 @@ import (
 	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink/jsonl"
 )
 
@@ -61,20 +62,26 @@ type Summary struct {
 	EventsFile string            `json:"events_file"`
 	Audited    uint64            `json:"audited"`
 	AuditLog   string            `json:"audit_log"`
-	Seconds    float64           `json:"seconds"`
+	// Replicated counts events delivered to the replica pipeline; the
+	// check compares the replica with the source document by document.
+	Replicated uint64  `json:"replicated"`
+	Replica    string  `json:"replica"`
+	Seconds    float64 `json:"seconds"`
 }
 
 const (
 	sourceID      = "demo"
 	eventsSinkID  = "events"
 	auditSinkID   = "audit"
+	replicaSinkID = "replica"
 	progressColl  = "demo_workload"
 	metadataDB    = "godwit"
 	captureWindow = 2 * time.Minute
 )
 
 // Config returns the configuration the demo runs with: one embedded source,
-// the jsonl and audit sinks, retention off (the final check reads the whole
+// the jsonl and audit sinks, a replication pipeline into a second embedded
+// deployment, retention off (the final check reads the whole
 // history). Mass-delete detection ignores the namespaces the random part of
 // the workload writes, so that only the workload's deliberate delete burst
 // counts and the check can be exact.
@@ -101,7 +108,13 @@ sinks:
     audit:
       path: audit.jsonl
       mass_delete: {threshold: %d, window: 5s, ignore: [%s]}
-`, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "))
+  - id: %s
+    type: replicate
+    on_failure: halt
+    replicate:
+      source: %s
+      target: lungo:replica.lungo
+`, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "), replicaSinkID, sourceID)
 	return config.Parse([]byte(yaml), dataDir)
 }
 
@@ -139,6 +152,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		EventsFile: cfg.Sinks[0].JSONL.Path, Delivered: map[string]uint64{}}
 
 	sum.AuditLog = cfg.Sinks[1].Audit.Path
+	sum.Replica = filepath.Join(dir, "replica.lungo")
 	if err := runDaemon(ctx, cfg, opts, sum); err != nil {
 		return sum, err
 	}
@@ -169,6 +183,8 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	audited, problems := verifyAudit(ob, sum.AuditLog, sum.Written, opts)
 	sum.Audited = audited
 	sum.Problems = append(sum.Problems, problems...)
+	sum.Replicated = sum.Delivered[replicaSinkID]
+	sum.Problems = append(sum.Problems, verifyReplica(ctx, cfg)...)
 	sum.Verified = len(sum.Problems) == 0
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
@@ -450,4 +466,29 @@ func verifyAudit(ob *outbox.Outbox, path string, written int, opts Options) (uin
 		}
 	}
 	return n, problems
+}
+
+// verifyReplica compares the replica with the source, document by document,
+// as `godwit verify` does.
+func verifyReplica(ctx context.Context, cfg *config.Config) []string {
+	p := cfg.Pipelines()[0]
+	src, err := mongodb.Open(ctx, p.SourceURI, p.Dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer src.Close(ctx)
+	dst, err := mongodb.Open(ctx, p.Config.Target, p.Dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer dst.Close(ctx)
+	var out strings.Builder
+	rep, err := replicate.Verify(ctx, src.Client, dst.Client, replicate.VerifyConfig(p.Config, p.MetadataDB, &out))
+	if err != nil {
+		return []string{fmt.Sprintf("verify replica: %v", err)}
+	}
+	if !rep.Equal {
+		return []string{"the replica differs from the source:\n" + out.String()}
+	}
+	return nil
 }

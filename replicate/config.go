@@ -1,16 +1,12 @@
 package replicate
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 
-	"gopkg.in/yaml.v3"
 
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
@@ -299,70 +295,3 @@ type Pipeline struct {
 	Dir string
 }
 
-// Pipelines reads the replicate sinks of a configuration file: the sinks
-// entries with type: replicate and a replicate: block. Other parts of the
-// file are not validated here (config.Load does that).
-func Pipelines(path string) ([]Pipeline, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	var f struct {
-		Metadata struct {
-			Database string `yaml:"database"`
-		} `yaml:"metadata"`
-		Sources []struct {
-			ID  string `yaml:"id"`
-			URI string `yaml:"uri"`
-		} `yaml:"sources"`
-		Sinks []struct {
-			ID        string  `yaml:"id"`
-			Type      string  `yaml:"type"`
-			Replicate *Config `yaml:"replicate"`
-		} `yaml:"sinks"`
-	}
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&f); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	meta := f.Metadata.Database
-	if meta == "" {
-		meta = "godwit"
-	}
-	var out []Pipeline
-	var errs []error
-	for i, s := range f.Sinks {
-		if s.Type != "replicate" {
-			continue
-		}
-		field := fmt.Sprintf("sinks[%d].replicate", i)
-		if s.Replicate == nil {
-			errs = append(errs, fmt.Errorf("%s: required for type replicate", field))
-			continue
-		}
-		cfg := *s.Replicate
-		cfg.ID = s.ID
-		if err := cfg.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", field, err))
-			continue
-		}
-		p := Pipeline{Config: cfg, MetadataDB: meta, Dir: filepath.Dir(abs)}
-		for _, src := range f.Sources {
-			if src.ID == cfg.Source {
-				p.SourceURI = src.URI
-			}
-		}
-		if p.SourceURI == "" {
-			errs = append(errs, fmt.Errorf("%s.source: no source with id %q", field, cfg.Source))
-			continue
-		}
-		out = append(out, p)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("config %s:\n%w", path, err)
-	}
-	return out, nil
-}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,6 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
@@ -43,15 +48,16 @@ func TestMain(m *testing.M) {
 }
 
 type demoSummary struct {
-	Ops       int               `json:"ops"`
-	Written   int               `json:"written"`
-	Captured  uint64            `json:"captured"`
-	Delivered map[string]uint64 `json:"delivered"`
-	Verified  bool              `json:"verified"`
-	Problems  []string          `json:"problems"`
-	Outbox    string            `json:"outbox"`
-	Audited   uint64            `json:"audited"`
-	AuditLog  string            `json:"audit_log"`
+	Ops        int               `json:"ops"`
+	Written    int               `json:"written"`
+	Captured   uint64            `json:"captured"`
+	Delivered  map[string]uint64 `json:"delivered"`
+	Verified   bool              `json:"verified"`
+	Problems   []string          `json:"problems"`
+	Outbox     string            `json:"outbox"`
+	Audited    uint64            `json:"audited"`
+	AuditLog   string            `json:"audit_log"`
+	Replicated uint64            `json:"replicated"`
 }
 
 // runDemo runs the demo to completion and decodes its last output line.
@@ -75,7 +81,7 @@ func runDemo(t *testing.T, args ...string) (demoSummary, string) {
 func TestDemo_VerifiesEndToEnd(t *testing.T) {
 	s, _ := runDemo(t, "--ops", "300", "--data", t.TempDir())
 	if !s.Verified || s.Ops != 300 || s.Written != 300 || s.Captured != 300 ||
-		s.Delivered["events"] != 300 || s.Delivered["audit"] != 300 {
+		s.Delivered["events"] != 300 || s.Delivered["audit"] != 300 || s.Replicated != 300 {
 		t.Fatalf("summary = %+v", s)
 	}
 	// The workload's drop and delete burst are in the audit log, which
@@ -156,7 +162,7 @@ func TestDemo_SurvivesKill9(t *testing.T) {
 	}
 
 	s, _ := runDemo(t, "--ops", strconv.Itoa(ops), "--data", dir)
-	if !s.Verified || s.Captured != ops || s.Delivered["events"] != ops {
+	if !s.Verified || s.Captured != ops || s.Delivered["events"] != ops || s.Replicated != ops {
 		t.Fatalf("after %d kills: %+v", killed, s)
 	}
 	ob, err := outbox.Open(s.Outbox, outbox.Options{})
@@ -315,5 +321,45 @@ sources:
 	}
 	if !strings.Contains(log.String(), "godwit:xxxxx@127.0.0.1:1") {
 		t.Fatalf("the redacted URI should still say where godwit connects:\n%s", log.String())
+	}
+}
+
+// TestVerify_ComparesTwoDeployments runs `godwit verify` on two embedded
+// deployments: equal, then with one document changed on the target.
+func TestVerify_ComparesTwoDeployments(t *testing.T) {
+	dir := t.TempDir()
+	write := func(file string, docs ...bson.D) {
+		t.Helper()
+		conn, err := mongodb.Open(context.Background(), "lungo:"+filepath.Join(dir, file), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		for _, d := range docs {
+			if _, err := conn.Client.Database("shop").Collection("orders").ReplaceOne(context.Background(),
+				bson.D{d[0]}, d, options.Replace().SetUpsert(true)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	doc := func(id, qty int) bson.D { return bson.D{{Key: "_id", Value: id}, {Key: "qty", Value: qty}} }
+	docs := []bson.D{doc(1, 2), doc(2, 5), doc(3, 7)}
+	write("a.lungo", docs...)
+	write("b.lungo", docs...)
+	cfg := filepath.Join(dir, "godwit.yaml")
+	os.WriteFile(cfg, []byte(`
+sources: [{id: a, uri: "lungo:a.lungo"}]
+sinks: [{id: a2b, type: replicate, replicate: {source: a, target: "lungo:b.lungo"}}]
+`), 0o644)
+
+	out, err := exec.Command(godwit, "verify", "--config", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "equal") {
+		t.Fatalf("equal deployments: %v\n%s", err, string(out))
+	}
+	write("b.lungo", doc(2, 6))
+	out, err = exec.Command(godwit, "verify", "--config", cfg).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "shop.orders") || !strings.Contains(string(out), "2") {
+		t.Fatalf("a changed document must exit 1 and name the namespace and _id: %v\n%s", err, out)
 	}
 }

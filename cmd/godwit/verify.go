@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/replicate"
 )
@@ -28,10 +29,11 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	all, err := replicate.Pipelines(*path)
+	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
 	}
+	all := cfg.Pipelines()
 	var ps []replicate.Pipeline
 	for _, p := range all {
 		if *pipeline == "" || p.Config.ID == *pipeline {
