@@ -1,0 +1,150 @@
+// Package api serves triggers and functions over gRPC: the
+// godwit.trigger.v1 TriggerService and FunctionService, backed by a
+// trigger.Manager. Register both with rpc.New:
+//
+//	srv, err := rpc.New(cfg, log, api.New(manager))
+//
+// Errors map to gRPC codes: a bad field is InvalidArgument (the message
+// starts with the field's name), an unknown id NotFound, a taken name
+// AlreadyExists, deleting a function still in use FailedPrecondition.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
+	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/trigger"
+)
+
+// Service implements both services over one Manager.
+type Service struct {
+	m *trigger.Manager
+}
+
+// New returns the services for m.
+func New(m *trigger.Manager) *Service { return &Service{m: m} }
+
+// Register implements rpc.Service.
+func (s *Service) Register(r grpc.ServiceRegistrar) {
+	pb.RegisterTriggerServiceServer(r, triggerServer{s: s})
+	pb.RegisterFunctionServiceServer(r, functionServer{s: s})
+}
+
+// Names implements rpc.Service.
+func (s *Service) Names() []string {
+	return []string{pb.TriggerService_ServiceDesc.ServiceName, pb.FunctionService_ServiceDesc.ServiceName}
+}
+
+var _ rpc.Service = (*Service)(nil)
+
+// toStatus maps the trigger package's errors to gRPC status errors.
+func toStatus(err error, idField string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var fe *trigger.FieldError
+	switch {
+	case errors.As(err, &fe) && errors.Is(err, trigger.ErrNotFound):
+		return status.Error(codes.NotFound, fe.Error())
+	case errors.As(err, &fe):
+		return status.Error(codes.InvalidArgument, fe.Error())
+	case errors.Is(err, trigger.ErrNotFound):
+		return status.Error(codes.NotFound, idField+": "+err.Error())
+	case errors.Is(err, trigger.ErrExists):
+		return status.Error(codes.AlreadyExists, "name: "+err.Error())
+	case errors.Is(err, trigger.ErrInUse):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, trigger.ErrClosed):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func required(field, v string) error {
+	if v == "" {
+		return status.Error(codes.InvalidArgument, field+": required")
+	}
+	return nil
+}
+
+// actingUser resolves the user a request acts for: the authenticated user
+// when an interceptor set one (a different user_id is refused), otherwise
+// the request's user_id.
+func actingUser(ctx context.Context, requested string) (string, error) {
+	u, ok := rpc.UserFromContext(ctx)
+	if !ok {
+		return requested, nil
+	}
+	if requested != "" && requested != u {
+		return "", status.Errorf(codes.PermissionDenied, "user_id: %q is not the authenticated user", requested)
+	}
+	return u, nil
+}
+
+// owns hides other users' resources as NotFound when a user is
+// authenticated.
+func owns(ctx context.Context, owner, idField, id string) error {
+	if u, ok := rpc.UserFromContext(ctx); ok && u != owner {
+		return status.Errorf(codes.NotFound, "%s: %q: not found", idField, id)
+	}
+	return nil
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// parseExtJSON turns an Extended JSON document into BSON.
+func parseExtJSON(field, s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var d bson.D
+	if err := bson.UnmarshalExtJSON([]byte(s), false, &d); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: not an Extended JSON document: %v", field, err)
+	}
+	b, err := bson.Marshal(d)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
+	}
+	return b, nil
+}
+
+func extJSON(doc []byte) string {
+	if len(doc) == 0 {
+		return ""
+	}
+	b, err := bson.MarshalExtJSON(bson.Raw(doc), false, false)
+	if err != nil {
+		return fmt.Sprintf("<not a BSON document: %v>", err)
+	}
+	return string(b)
+}
+
+func durationOf(d *durationpb.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	return d.AsDuration()
+}

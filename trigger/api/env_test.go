@@ -1,0 +1,395 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/godwit-dev/godwit/guest/guestbuild"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/outbox"
+	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
+	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/sink"
+	"github.com/godwit-dev/godwit/trigger"
+	"github.com/godwit-dev/godwit/trigger/api"
+	"github.com/godwit-dev/godwit/trigger/wasm"
+)
+
+// Modules used by the tests: the hand-written ABI module (committed, see
+// trigger/wasm/testdata/abi.wat) and the Go examples, built from source once
+// per test binary.
+var (
+	abiWasm  []byte
+	guests   map[string][]byte
+	cacheDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if abiWasm, err = os.ReadFile("../wasm/testdata/abi.wasm"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "godwit-trigger-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cacheDir = filepath.Join(dir, "wazero-cache")
+		guests, err = guestbuild.Build(context.Background(), dir,
+			guestbuild.Examples+"cacheupdater", guestbuild.Examples+"auditenricher", guestbuild.Examples+"notifier")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := warmCache(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// warmCache compiles every guest once, in parallel, into the compilation
+// cache the tests share: compiling a Go guest takes about a second (many
+// under -race), loading it from the cache milliseconds.
+func warmCache() error {
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		return err
+	}
+	defer rt.Close(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(guests))
+	for name, b := range guests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := rt.Compile(ctx, b)
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				return
+			}
+			_ = m.Close(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// env is a running trigger manager behind a gRPC server on loopback, with
+// an outbox, a metadata engine and one data source ("src"), all under dir
+// so that a second env on the same dir is a restart.
+type env struct {
+	t    testing.TB
+	dir  string
+	ob   *outbox.Outbox
+	src  lungo.IClient
+	mgr  *trigger.Manager
+	srv  *rpc.Server
+	tc   pb.TriggerServiceClient
+	fc   pb.FunctionServiceClient
+	conn *grpc.ClientConn
+
+	audits  *auditLog
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	closers []func()
+}
+
+type envOptions struct {
+	clock     trigger.Clock
+	wasm      wasm.Config
+	keepAcked bool
+	// persist keeps metadata and the data source in files under dir, so a
+	// second env on dir is a restart. Default: in memory, which is much
+	// faster (an embedded file store rewrites the whole file, modules
+	// included, on every write).
+	persist bool
+}
+
+type auditLog struct {
+	mu     sync.Mutex
+	events []trigger.AuditEvent
+}
+
+func (a *auditLog) record(_ context.Context, e trigger.AuditEvent) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
+	return nil
+}
+
+func (a *auditLog) kinds() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, e := range a.events {
+		out = append(out, e.Kind+":"+e.TriggerName)
+	}
+	return out
+}
+
+func startEnv(t testing.TB, dir string, opts envOptions) *env {
+	t.Helper()
+	ctx := context.Background()
+	e := &env{t: t, dir: dir, audits: &auditLog{}, stopped: make(chan struct{})}
+	var err error
+	e.ob, err = outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{KeepAcked: opts.keepAcked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.closers = append(e.closers, func() { e.ob.Close() })
+	metaURI, srcURI := "lungo:memory", "lungo:memory"
+	if opts.persist {
+		metaURI, srcURI = "lungo:meta.lungo", "lungo:src.lungo"
+	}
+	meta, err := mongodb.Open(ctx, metaURI, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.closers = append(e.closers, func() { meta.Close(ctx) })
+	src, err := mongodb.Open(ctx, srcURI, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.closers = append(e.closers, func() { src.Close(ctx) })
+	e.src = src.Client
+	if opts.wasm.CacheDir == "" {
+		opts.wasm.CacheDir = cacheDir
+	}
+	if opts.wasm.Timeout == 0 {
+		opts.wasm.Timeout = 2 * time.Second
+	}
+	e.mgr, err = trigger.Open(ctx, trigger.Config{
+		Wasm:     opts.wasm,
+		Delivery: sinkConfig(),
+		Clock:    opts.clock,
+	}, trigger.Deps{
+		Outbox: e.ob, Metadata: meta.Client,
+		DataSources: map[string]lungo.IClient{"src": src.Client, "other": src.Client},
+		Log:         zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		Audit:       e.audits.record,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv, err = rpc.New(rpc.Config{Addr: "127.0.0.1:0"}, zerolog.Nop(), api.New(e.mgr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	e.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = e.mgr.Run(runCtx) }()
+	go func() { defer wg.Done(); _ = e.srv.Serve(runCtx) }()
+	go func() { wg.Wait(); close(e.stopped) }()
+	e.conn, err = grpc.NewClient(e.srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tc, e.fc = pb.NewTriggerServiceClient(e.conn), pb.NewFunctionServiceClient(e.conn)
+	t.Cleanup(e.stop)
+	return e
+}
+
+// stop shuts the env down like a daemon stopping; safe to call twice.
+func (e *env) stop() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	<-e.stopped
+	e.cancel = nil
+	e.conn.Close()
+	if err := e.mgr.Close(context.Background()); err != nil {
+		e.t.Error(err)
+	}
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (e *env) createFunction(name string, module []byte) *pb.Function {
+	e.t.Helper()
+	f, err := e.fc.CreateFunction(ctxT(e.t), &pb.CreateFunctionRequest{Function: &pb.Function{
+		UserId: "u1", Name: name, FunctionType: pb.FunctionType_FUNCTION_TYPE_WASM, Wasm: module}})
+	if err != nil {
+		e.t.Fatalf("create function %s: %v", name, err)
+	}
+	return f
+}
+
+func (e *env) createTrigger(tr *pb.Trigger) *pb.Trigger {
+	e.t.Helper()
+	if tr.UserId == "" {
+		tr.UserId = "u1"
+	}
+	got, err := e.tc.CreateTrigger(ctxT(e.t), &pb.CreateTriggerRequest{Trigger: tr})
+	if err != nil {
+		e.t.Fatalf("create trigger %s: %v", tr.Name, err)
+	}
+	return got
+}
+
+func dbTrigger(name, fnID string, cfg *pb.DatabaseConfig, writes ...string) *pb.Trigger {
+	if cfg.DataSource == "" {
+		cfg.DataSource = "src"
+	}
+	return &pb.Trigger{UserId: "u1", Name: name, TriggerType: pb.TriggerType_TRIGGER_TYPE_DATABASE, FunctionId: fnID, Enabled: true,
+		Config: &pb.Trigger_Database{Database: cfg}, Writes: &pb.WriteConfig{Namespaces: writes}}
+}
+
+var tokens atomic.Int64
+
+// event returns a change event in the server's format.
+func event(op, db, coll string, id any, full bson.D) []byte {
+	n := tokens.Add(1)
+	d := bson.D{
+		{Key: "_id", Value: bson.D{{Key: "_data", Value: fmt.Sprintf("%016X", n)}}},
+		{Key: "operationType", Value: op},
+		{Key: "clusterTime", Value: primitive.Timestamp{T: 1700000000, I: uint32(n)}},
+		{Key: "wallTime", Value: primitive.NewDateTimeFromTime(time.Unix(1700000000, 0))},
+		{Key: "ns", Value: bson.D{{Key: "db", Value: db}, {Key: "coll", Value: coll}}},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
+	}
+	if full != nil {
+		d = append(d, bson.E{Key: "fullDocument", Value: full})
+	}
+	b, err := bson.Marshal(d)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// add appends events of source to the outbox and returns the last sequence.
+func (e *env) add(source string, events ...[]byte) uint64 {
+	e.t.Helper()
+	seq, err := e.ob.Append(context.Background(), source, events, outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return seq
+}
+
+func (e *env) waitAcked(tr *pb.Trigger, seq uint64) {
+	e.t.Helper()
+	if err := e.mgr.WaitAcked(ctxT(e.t), tr.Id, seq); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// docs returns the documents of a data-source collection, sorted by _id.
+func (e *env) docs(ns string) []bson.M {
+	e.t.Helper()
+	db, coll := splitNS(ns)
+	cur, err := e.src.Database(db).Collection(coll).Find(context.Background(), bson.M{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []bson.M
+	if err := cur.All(context.Background(), &out); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func splitNS(ns string) (string, string) {
+	for i := range ns {
+		if ns[i] == '.' {
+			return ns[:i], ns[i+1:]
+		}
+	}
+	return ns, ""
+}
+
+// fakeClock is a Clock that moves only when the test advances it.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+	added   chan struct{}
+}
+
+type waiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock(now time.Time) *fakeClock {
+	return &fakeClock{now: now, added: make(chan struct{}, 100)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), ch: ch})
+	c.added <- struct{}{}
+	return ch
+}
+
+// awaitWaiter blocks until someone waits on the clock.
+func (c *fakeClock) awaitWaiter(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.added:
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing waits on the clock")
+	}
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.waiters = kept
+}
+
+func sinkConfig() sink.RunnerConfig {
+	return sink.RunnerConfig{BatchSize: 100, MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+}

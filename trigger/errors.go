@@ -1,0 +1,42 @@
+package trigger
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrInvalid is returned (wrapped in a *FieldError) when a trigger,
+	// function or request has a bad field.
+	ErrInvalid = errors.New("invalid argument")
+
+	// ErrNotFound is returned when no trigger or function has the given id.
+	ErrNotFound = errors.New("not found")
+
+	// ErrExists is returned when the user already has a trigger or function
+	// with the name.
+	ErrExists = errors.New("already exists")
+
+	// ErrInUse is returned by DeleteFunction while triggers still call the
+	// function; delete or re-point them first.
+	ErrInUse = errors.New("function is used by triggers")
+
+	// ErrClosed is returned by operations on a closed Manager.
+	ErrClosed = errors.New("trigger manager closed")
+)
+
+// FieldError names the field of a request that is wrong and why. It wraps
+// ErrInvalid, or ErrNotFound for references to missing functions.
+type FieldError struct {
+	Field  string
+	Reason string
+	Err    error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func invalid(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Err: ErrInvalid}
+}

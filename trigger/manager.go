@@ -1,0 +1,590 @@
+package trigger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/sink"
+	"github.com/godwit-dev/godwit/trigger/wasm"
+)
+
+// Config tunes a Manager. Zero fields take the documented defaults.
+type Config struct {
+	// MetadataDatabase is the database (in Deps.Metadata) holding the
+	// triggers, functions and function_chunks collections. Default "godwit".
+	MetadataDatabase string
+	// Wasm configures the runtime: compilation cache directory, memory cap
+	// per instance (default 128 MiB), per-call deadline (default 5s) and
+	// instances per function (default GOMAXPROCS).
+	Wasm wasm.Config
+	// MaxModuleBytes bounds a function's module. Default 32 MiB.
+	MaxModuleBytes int
+	// Delivery tunes every database trigger's runner: batch size, attempts
+	// per event before it is parked in the trigger's dead letters (default
+	// 5) and backoff between attempts (default 100ms doubling to 30s). The
+	// policy is always park. Scheduled triggers use MaxAttempts and the
+	// backoff too.
+	Delivery sink.RunnerConfig
+	// Clock drives scheduled triggers. Default: the system clock.
+	Clock Clock
+}
+
+// DefaultMaxModuleBytes is the default bound of a function's module.
+const DefaultMaxModuleBytes = 32 << 20
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	if err := c.Wasm.Validate(); err != nil {
+		return fmt.Errorf("wasm.%w", err)
+	}
+	if c.MaxModuleBytes < 0 {
+		return errors.New("max_module_bytes: must not be negative")
+	}
+	if c.Delivery.Policy == sink.PolicyHalt {
+		return errors.New("delivery.policy: triggers always park failed events in their dead letters")
+	}
+	if err := c.Delivery.Validate(); err != nil {
+		return fmt.Errorf("delivery.%w", err)
+	}
+	return nil
+}
+
+// Deps is what a Manager works with. The Manager does not close them.
+type Deps struct {
+	// Outbox holds the captured events; each enabled database trigger has
+	// a cursor "trigger:<id>" in it.
+	Outbox *outbox.Outbox
+	// Metadata is the deployment holding the metadata database.
+	Metadata lungo.IClient
+	// DataSources maps capture source ids to their deployments: the valid
+	// data_source values, and where functions' writes go.
+	DataSources map[string]lungo.IClient
+	// Log receives the manager's and the functions' logs.
+	Log zerolog.Logger
+	// Audit, when set, records events that need an audit trail (a trigger
+	// skipping or halting because its cursor fell behind retention).
+	Audit func(context.Context, AuditEvent) error
+}
+
+// AuditEvent is something a trigger did that must be audited.
+type AuditEvent struct {
+	// Kind is AuditResumeSkipped or AuditResumeHalted.
+	Kind        string
+	TriggerID   string
+	TriggerName string
+	UserID      string
+	// Detail says what happened, for people.
+	Detail string
+	At     time.Time
+}
+
+// Audit kinds.
+const (
+	AuditResumeSkipped = "trigger.resume_skipped"
+	AuditResumeHalted  = "trigger.resume_halted"
+)
+
+// Clock is the time source of scheduled triggers.
+type Clock interface {
+	Now() time.Time
+	// After sends the time once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Status is a trigger's runtime state.
+type Status struct {
+	// State is running, disabled, halted, waiting (its function is
+	// disabled) or error (it could not start; LastError says why).
+	State     string
+	LastError string
+	// Acked is the highest outbox sequence handled (database triggers).
+	Acked uint64
+	// Invocations counts successful calls since this process started.
+	Invocations uint64
+	// DeadLetters counts events parked in the trigger's dead letters.
+	DeadLetters uint64
+	// LastFired is the last scheduled time run (scheduled triggers) or the
+	// time of the last successful call.
+	LastFired time.Time
+}
+
+// Trigger states.
+const (
+	StateRunning  = "running"
+	StateDisabled = "disabled"
+	StateHalted   = "halted"
+	StateWaiting  = "waiting"
+	StateError    = "error"
+)
+
+// Manager owns triggers and functions: their storage, the wasm runtime,
+// one dispatcher per enabled trigger, and the scheduler.
+type Manager struct {
+	cfg     Config
+	deps    Deps
+	log     zerolog.Logger
+	store   *store
+	rt      *wasm.Runtime
+	sources []string
+
+	// mu serialises mutations and guards the fields below.
+	mu     sync.Mutex
+	runCtx context.Context // nil outside Run
+	active map[string]*active
+	closed bool
+
+	modMu   sync.Mutex
+	modules map[string]*loadedModule // by function id
+
+	statsMu sync.Mutex
+	stats   map[string]*stats
+}
+
+// active is a started trigger.
+type active struct {
+	t      Trigger
+	fn     Function
+	mod    *loadedModule
+	host   *triggerHost
+	cancel context.CancelFunc
+	done   chan struct{}
+	runner *sink.Runner
+}
+
+type stats struct {
+	invocations uint64
+	lastErr     string
+	lastFired   time.Time
+	startErr    string
+	changed     chan struct{}
+}
+
+// Open opens the metadata store and the wasm runtime. Triggers start
+// running with Run.
+func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Outbox == nil || deps.Metadata == nil {
+		return nil, errors.New("open triggers: Outbox and Metadata are required")
+	}
+	if cfg.MetadataDatabase == "" {
+		cfg.MetadataDatabase = "godwit"
+	}
+	if cfg.MaxModuleBytes == 0 {
+		cfg.MaxModuleBytes = DefaultMaxModuleBytes
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = wallClock{}
+	}
+	cfg.Delivery.Policy = sink.PolicyPark
+	rt, err := wasm.New(ctx, cfg.Wasm)
+	if err != nil {
+		return nil, fmt.Errorf("open triggers: %w", err)
+	}
+	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
+		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt,
+		active: map[string]*active{}, modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
+	for id := range deps.DataSources {
+		m.sources = append(m.sources, id)
+	}
+	sort.Strings(m.sources)
+	return m, nil
+}
+
+// Run starts every enabled trigger and keeps them running until ctx ends;
+// then it stops them and returns nil. Mutations made while Run is active
+// take effect at once.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if m.runCtx != nil {
+		m.mu.Unlock()
+		return errors.New("trigger manager is already running")
+	}
+	m.runCtx = ctx
+	all, err := m.store.findTriggers(ctx, bson.M{})
+	if err != nil {
+		m.runCtx = nil
+		m.mu.Unlock()
+		return err
+	}
+	for i := range all {
+		m.reconcileLocked(ctx, &all[i], all[i].ID, false)
+	}
+	m.log.Info().Int("triggers", len(all)).Int("running", len(m.active)).Msg("triggers running")
+	m.mu.Unlock()
+
+	<-ctx.Done()
+	m.mu.Lock()
+	for id := range m.active {
+		m.stopLocked(id)
+	}
+	m.runCtx = nil
+	m.mu.Unlock()
+	return nil
+}
+
+// Close stops every trigger, closes the function modules and the runtime.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	for id := range m.active {
+		m.stopLocked(id)
+	}
+	m.mu.Unlock()
+	m.modMu.Lock()
+	var errs []error
+	for id, lm := range m.modules {
+		errs = append(errs, lm.mod.Close(ctx))
+		delete(m.modules, id)
+	}
+	m.modMu.Unlock()
+	errs = append(errs, m.rt.Close(ctx))
+	return errors.Join(errs...)
+}
+
+func sinkID(triggerID string) string { return "trigger:" + triggerID }
+
+// SinkID returns the outbox sink id of a database trigger's cursor (and
+// dead letters).
+func SinkID(triggerID string) string { return sinkID(triggerID) }
+
+// reconcileLocked makes the running state of trigger id match t (nil: the
+// trigger is gone). restart forces a running trigger to restart (its
+// configuration or function changed).
+func (m *Manager) reconcileLocked(ctx context.Context, t *Trigger, id string, restart bool) {
+	a := m.active[id]
+	want := t != nil && t.Enabled && t.Halted == "" && m.runCtx != nil
+	var fn Function
+	if want {
+		var err error
+		fn, err = m.store.getFunction(ctx, t.FunctionID, false)
+		if err != nil {
+			m.setStartErr(id, err.Error())
+			want = false
+		} else if !fn.Enabled {
+			want = false
+		}
+	}
+	if a != nil && (!want || restart || a.fn.SHA256 != fn.SHA256) {
+		m.stopLocked(id)
+		a = nil
+	}
+	if !want {
+		if t == nil || t.Type == TypeDatabase {
+			m.unregister(id)
+		}
+		return
+	}
+	if a != nil {
+		a.t = *t // same config: keep running (for example a rename)
+		return
+	}
+	if err := m.startLocked(ctx, *t, fn); err != nil {
+		m.setStartErr(id, err.Error())
+		m.log.Error().Err(err).Str("trigger", t.Name).Str("trigger_id", id).Msg("trigger did not start")
+		return
+	}
+	m.setStartErr(id, "")
+}
+
+// unregister stops a database trigger's cursor from holding outbox
+// retention. It needs outbox support (UnregisterSink); without it the
+// cursor holds retention until godwit restarts, after which a disabled
+// trigger's cursor is never registered.
+func (m *Manager) unregister(id string) {
+	if u, ok := any(m.deps.Outbox).(interface{ UnregisterSink(string) error }); ok {
+		if err := u.UnregisterSink(sinkID(id)); err != nil {
+			m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
+		}
+	}
+}
+
+func (m *Manager) startLocked(ctx context.Context, t Trigger, fn Function) error {
+	lm, err := m.acquire(ctx, fn)
+	if err != nil {
+		return err
+	}
+	host, err := m.newHost(t, fn)
+	if err != nil {
+		lm.release()
+		return err
+	}
+	actx, cancel := context.WithCancel(m.runCtx)
+	a := &active{t: t, fn: fn, mod: lm, host: host, cancel: cancel, done: make(chan struct{})}
+	log := m.log.With().Str("trigger", t.Name).Str("trigger_id", t.ID).Logger()
+	switch t.Type {
+	case TypeDatabase:
+		ds, err := m.newDBSink(ctx, a)
+		if err != nil {
+			cancel()
+			lm.release()
+			return err
+		}
+		if ds == nil { // halted: behind retention
+			cancel()
+			lm.release()
+			return nil
+		}
+		a.runner = sink.NewRunner(sinkID(t.ID), m.deps.Outbox, ds, m.cfg.Delivery, log)
+		go func() {
+			defer close(a.done)
+			if err := a.runner.Run(actx); err != nil {
+				m.recordErr(t.ID, err.Error())
+				log.Error().Err(err).Msg("trigger stopped")
+			}
+		}()
+	case TypeScheduled:
+		go func() {
+			defer close(a.done)
+			m.runScheduled(actx, a, log)
+		}()
+	default: // authentication: called from ReportAuthEvent
+		close(a.done)
+	}
+	m.active[t.ID] = a
+	log.Info().Str("type", string(t.Type)).Str("function", fn.Name).Msg("trigger started")
+	return nil
+}
+
+func (m *Manager) stopLocked(id string) {
+	a := m.active[id]
+	if a == nil {
+		return
+	}
+	a.cancel()
+	<-a.done
+	a.mod.release()
+	delete(m.active, id)
+}
+
+func (m *Manager) audit(ctx context.Context, kind string, t Trigger, detail string) {
+	m.log.Warn().Str("trigger", t.Name).Str("trigger_id", t.ID).Str("audit", kind).Msg(detail)
+	if m.deps.Audit == nil {
+		return
+	}
+	ev := AuditEvent{Kind: kind, TriggerID: t.ID, TriggerName: t.Name, UserID: t.UserID, Detail: detail, At: time.Now().UTC()}
+	if err := m.deps.Audit(ctx, ev); err != nil {
+		m.log.Error().Err(err).Str("trigger_id", t.ID).Msg("could not audit trigger event")
+	}
+}
+
+// stats
+
+func (m *Manager) statsFor(id string) *stats {
+	s := m.stats[id]
+	if s == nil {
+		s = &stats{changed: make(chan struct{})}
+		m.stats[id] = s
+	}
+	return s
+}
+
+func (m *Manager) update(id string, fn func(*stats)) {
+	m.statsMu.Lock()
+	s := m.statsFor(id)
+	fn(s)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	m.statsMu.Unlock()
+}
+
+func (m *Manager) recordOK(id string, at time.Time) {
+	m.update(id, func(s *stats) { s.invocations++; s.lastFired = at })
+}
+
+func (m *Manager) recordErr(id, msg string) {
+	m.update(id, func(s *stats) { s.lastErr = msg })
+}
+
+func (m *Manager) setStartErr(id, msg string) {
+	m.update(id, func(s *stats) { s.startErr = msg })
+}
+
+// WaitInvocations blocks until trigger id has run its function successfully
+// n times since this process started, or ctx ends.
+func (m *Manager) WaitInvocations(ctx context.Context, id string, n uint64) error {
+	for {
+		m.statsMu.Lock()
+		s := m.statsFor(id)
+		got, ch, last := s.invocations, s.changed, s.lastErr
+		m.statsMu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("trigger %s ran %d of %d times (last error: %q): %w", id, got, n, last, ctx.Err())
+		}
+	}
+}
+
+// Status returns the runtime state of trigger t.
+func (m *Manager) Status(t Trigger) Status {
+	m.statsMu.Lock()
+	s := *m.statsFor(t.ID)
+	m.statsMu.Unlock()
+	m.mu.Lock()
+	a := m.active[t.ID]
+	m.mu.Unlock()
+	st := Status{Invocations: s.invocations, LastError: s.lastErr, LastFired: s.lastFired}
+	if t.Type == TypeScheduled {
+		st.LastFired = t.LastFired
+	}
+	switch {
+	case !t.Enabled:
+		st.State = StateDisabled
+	case t.Halted != "":
+		st.State, st.LastError = StateHalted, t.Halted
+	case a != nil && a.runner != nil && a.runner.Status().Halted:
+		st.State = StateHalted
+	case a != nil:
+		st.State = StateRunning
+	case s.startErr != "":
+		st.State, st.LastError = StateError, s.startErr
+	default:
+		st.State = StateWaiting
+	}
+	if t.Type == TypeDatabase {
+		if sinks, err := m.deps.Outbox.Sinks(); err == nil {
+			ss := sinks[sinkID(t.ID)]
+			st.Acked, st.DeadLetters = ss.Acked, ss.Parked
+		}
+	}
+	return st
+}
+
+// DeadLetters returns the events a database trigger gave up on.
+func (m *Manager) DeadLetters(id string) ([]outbox.DeadLetter, error) {
+	return m.deps.Outbox.DeadLetters(sinkID(id))
+}
+
+// modules
+
+// loadedModule is a compiled function shared by the triggers calling it;
+// it is closed when it was replaced and its last user released it.
+type loadedModule struct {
+	m       *Manager
+	mod     *wasm.Module
+	sha     string
+	refs    int
+	retired bool
+}
+
+func (lm *loadedModule) release() {
+	lm.m.modMu.Lock()
+	lm.refs--
+	closeIt := lm.retired && lm.refs == 0
+	lm.m.modMu.Unlock()
+	if closeIt {
+		_ = lm.mod.Close(context.Background())
+	}
+}
+
+// acquire returns the compiled module of fn, compiling it on first use.
+func (m *Manager) acquire(ctx context.Context, fn Function) (*loadedModule, error) {
+	m.modMu.Lock()
+	defer m.modMu.Unlock()
+	if lm := m.modules[fn.ID]; lm != nil && lm.sha == fn.SHA256 {
+		lm.refs++
+		return lm, nil
+	}
+	full, err := m.store.getFunction(ctx, fn.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := m.rt.Compile(ctx, full.Wasm)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
+	}
+	lm := &loadedModule{m: m, mod: mod, sha: full.SHA256, refs: 1}
+	m.retireLocked(fn.ID)
+	m.modules[fn.ID] = lm
+	return lm, nil
+}
+
+// adopt keeps a module compiled while validating a create or update, so
+// the first trigger does not compile it again.
+func (m *Manager) adopt(fnID, sha string, mod *wasm.Module) {
+	m.modMu.Lock()
+	defer m.modMu.Unlock()
+	m.retireLocked(fnID)
+	m.modules[fnID] = &loadedModule{m: m, mod: mod, sha: sha}
+}
+
+func (m *Manager) retireLocked(fnID string) {
+	old := m.modules[fnID]
+	if old == nil {
+		return
+	}
+	delete(m.modules, fnID)
+	old.retired = true
+	if old.refs == 0 {
+		go func() { _ = old.mod.Close(context.Background()) }()
+	}
+}
+
+func digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// compile validates a module for create and update.
+func (m *Manager) compile(ctx context.Context, b []byte) (*wasm.Module, error) {
+	if len(b) == 0 {
+		return nil, invalid("wasm", "required: the module's bytes")
+	}
+	if len(b) > m.cfg.MaxModuleBytes {
+		return nil, invalid("wasm", "%d bytes is more than the limit of %d", len(b), m.cfg.MaxModuleBytes)
+	}
+	mod, err := m.rt.Compile(ctx, b)
+	if errors.Is(err, wasm.ErrInvalidModule) || errors.Is(err, wasm.ErrABI) {
+		return nil, invalid("wasm", "%v", err)
+	}
+	return mod, err
+}
+
+func (m *Manager) check() error {
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// WaitAcked blocks until database trigger id has handled every event up to
+// seq (delivered or parked in its dead letters), or ctx ends. The trigger
+// must be running.
+func (m *Manager) WaitAcked(ctx context.Context, id string, seq uint64) error {
+	m.mu.Lock()
+	a := m.active[id]
+	m.mu.Unlock()
+	if a == nil || a.runner == nil {
+		return fmt.Errorf("trigger %s: %w (not a running database trigger)", id, ErrNotFound)
+	}
+	return a.runner.WaitAcked(ctx, seq)
+}
