@@ -37,6 +37,8 @@ type Config struct {
 	Outbox Outbox `yaml:"outbox"`
 	// API configures the network listeners.
 	API API `yaml:"api"`
+	// Triggers tunes the trigger functions' runtime.
+	Triggers Triggers `yaml:"triggers"`
 	// Sources are the deployments to capture.
 	Sources []Source `yaml:"sources"`
 	// Sinks drain the outbox.
@@ -51,6 +53,9 @@ type Metadata struct {
 	// Database is godwit's database name in every deployment it touches;
 	// capture always ignores it. Default "godwit".
 	Database string `yaml:"database"`
+	// URI is the deployment holding triggers and functions. Default
+	// "lungo:DATA_DIR/metadata.lungo" (an embedded engine).
+	URI string `yaml:"uri"`
 }
 
 // API configures godwit's listeners.
@@ -58,6 +63,61 @@ type API struct {
 	// HTTPAddr serves /metrics, /healthz and /readyz. Default
 	// "127.0.0.1:9464"; "off" disables the listener.
 	HTTPAddr string `yaml:"http_addr"`
+	// GRPCAddr serves the gRPC API (triggers, functions, events, audit,
+	// admin). Default "127.0.0.1:7701"; "off" disables it.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// Insecure allows plaintext gRPC on a non-loopback address. Default
+	// false: godwit refuses to start that way.
+	Insecure bool `yaml:"insecure"`
+	// TLS serves gRPC over TLS; with ClientCA, clients need certificates
+	// signed by it (mTLS).
+	TLS *TLS `yaml:"tls"`
+	// Tokens are the bearer tokens the API accepts. With none, the API needs
+	// no token (and should stay on loopback).
+	Tokens []Token `yaml:"tokens"`
+}
+
+// TLS names PEM files. Relative paths resolve against the config file's
+// directory.
+type TLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// Token is one API credential. The token itself is never in the config: only
+// its SHA-256 (`printf %s TOKEN | sha256sum`, or `godwit token hash`).
+type Token struct {
+	// User is the user id the token acts as: owner of what it creates.
+	User string `yaml:"user"`
+	// Role is "user" (default: sees only its own triggers and functions) or
+	// "admin" (sees everything).
+	Role string `yaml:"role"`
+	// SHA256 is the hex SHA-256 of the token.
+	SHA256 string `yaml:"sha256"`
+	// Allow limits what the user's triggers may watch and write. Empty
+	// lists allow everything.
+	Allow Allow `yaml:"allow"`
+}
+
+// Allow is a per-user allow-list.
+type Allow struct {
+	// Sources are the data sources (source ids) the user's triggers may
+	// watch and write.
+	Sources []string `yaml:"sources"`
+	// Namespaces are globs of the namespaces they may watch and write.
+	Namespaces []string `yaml:"namespaces"`
+}
+
+// Triggers tunes the wasm runtime of trigger functions.
+type Triggers struct {
+	// MemoryLimit caps each function instance's memory in bytes. Default
+	// 128 MiB.
+	MemoryLimit int64 `yaml:"memory_limit"`
+	// Timeout is the deadline of one function call. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxModuleBytes bounds an uploaded module. Default 32 MiB.
+	MaxModuleBytes int `yaml:"max_module_bytes"`
 }
 
 // Outbox configures the bbolt outbox.
@@ -172,6 +232,24 @@ func (c *Config) applyDefaults() {
 	if c.API.HTTPAddr == "" {
 		c.API.HTTPAddr = "127.0.0.1:9464"
 	}
+	if c.API.GRPCAddr == "" {
+		c.API.GRPCAddr = "127.0.0.1:7701"
+	}
+	if t := c.API.TLS; t != nil && c.dir != "" {
+		for _, p := range []*string{&t.Cert, &t.Key, &t.ClientCA} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(c.dir, *p)
+			}
+		}
+	}
+	for i := range c.API.Tokens {
+		if c.API.Tokens[i].Role == "" {
+			c.API.Tokens[i].Role = "user"
+		}
+	}
+	if c.Metadata.URI == "" {
+		c.Metadata.URI = "lungo:" + filepath.Join(c.DataDir, "metadata.lungo")
+	}
 	if c.Metadata.Database == "" {
 		c.Metadata.Database = "godwit"
 	}
@@ -220,6 +298,57 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("api.http_addr", "%q: want host:port (127.0.0.1:9464) or off", a)
 		}
+	}
+	if a := c.API.GRPCAddr; a != "off" {
+		if host, _, err := net.SplitHostPort(a); err != nil {
+			bad("api.grpc_addr", "%q: want host:port (127.0.0.1:7701) or off", a)
+		} else if !isLoopback(host) && c.API.TLS == nil && !c.API.Insecure {
+			bad("api.grpc_addr", "%q is not a loopback address: configure api.tls, or set api.insecure: true to serve plaintext on a trusted network", a)
+		}
+	}
+	if t := c.API.TLS; t != nil {
+		if t.Cert == "" || t.Key == "" {
+			bad("api.tls", "cert and key are both required")
+		}
+	}
+	users := map[string]bool{}
+	for i, tk := range c.API.Tokens {
+		f := fmt.Sprintf("api.tokens[%d]", i)
+		if !idRule.MatchString(tk.User) {
+			bad(f+".user", "%q: use 1 to 64 letters, digits, '_' or '-'", tk.User)
+		}
+		if tk.Role != "user" && tk.Role != "admin" {
+			bad(f+".role", "%q: use user or admin", tk.Role)
+		}
+		if len(tk.SHA256) != 64 || strings.Trim(strings.ToLower(tk.SHA256), "0123456789abcdef") != "" {
+			bad(f+".sha256", "want the 64 hex digits of the token's SHA-256 (printf %%s TOKEN | sha256sum); never the token itself")
+		}
+		if users[tk.SHA256] {
+			bad(f+".sha256", "the same token is listed twice")
+		}
+		users[tk.SHA256] = true
+		for j, g := range tk.Allow.Namespaces {
+			if _, err := change.ParseGlob(g); err != nil {
+				bad(fmt.Sprintf("%s.allow.namespaces[%d]", f, j), "%v", err)
+			}
+		}
+		for j, src := range tk.Allow.Sources {
+			if !slices.ContainsFunc(c.Sources, func(s Source) bool { return s.ID == src }) {
+				bad(fmt.Sprintf("%s.allow.sources[%d]", f, j), "no source with id %q", src)
+			}
+		}
+	}
+	if _, _, err := mongodb.ParseURI(c.Metadata.URI, c.dir); err != nil {
+		bad("metadata.uri", "%v", err)
+	}
+	if c.Triggers.MemoryLimit < 0 || (c.Triggers.MemoryLimit > 0 && c.Triggers.MemoryLimit < 64<<10) {
+		bad("triggers.memory_limit", "want at least 65536 bytes (one wasm page), or 0 for the default 128 MiB")
+	}
+	if c.Triggers.Timeout < 0 {
+		bad("triggers.timeout", "must not be negative")
+	}
+	if c.Triggers.MaxModuleBytes < 0 {
+		bad("triggers.max_module_bytes", "must not be negative")
 	}
 	if c.Outbox.MaxBytes < 0 {
 		bad("outbox.max_bytes", "must not be negative (0 means the default, 1 GiB)")
@@ -324,6 +453,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func levelOK(l string) (string, error) {

@@ -87,6 +87,13 @@ sinks: [{id: a, type: jsonl, jsonl: {path: x}}]`, []string{`sinks[0].id: "a" is 
 		{"jsonl without settings", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl}]", []string{"sinks[0].jsonl: required"}},
 		{"jsonl without path", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, jsonl: {}}]", []string{"sinks[0].jsonl: path: required"}},
 		{"bad failure policy", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, on_failure: retry, jsonl: {path: x}}]", []string{"sinks[0]", "on_failure"}},
+		{"grpc on a public address without TLS", "api: {grpc_addr: \"0.0.0.0:7701\"}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"api.grpc_addr", "api.tls", "api.insecure"}},
+		{"TLS without key", "api: {tls: {cert: c.pem}}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"api.tls: cert and key are both required"}},
+		{"token in clear", "api: {tokens: [{user: alice, sha256: hunter2}]}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"api.tokens[0].sha256", "never the token itself"}},
+		{"bad role", "api: {tokens: [{user: alice, role: root, sha256: " + strings.Repeat("ab", 32) + "}]}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"api.tokens[0].role"}},
+		{"allow-list names an unknown source", "api: {tokens: [{user: alice, sha256: " + strings.Repeat("ab", 32) + ", allow: {sources: [crm]}}]}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"api.tokens[0].allow.sources[0]", `"crm"`}},
+		{"bad metadata uri", "metadata: {uri: \"redis://x\"}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"metadata.uri"}},
+		{"tiny memory limit", "triggers: {memory_limit: 100}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"triggers.memory_limit"}},
 		{"unknown field", "sources: [{id: a, uri: \"lungo:memory\", colection: c}]", []string{"colection", "not found"}},
 	}
 	for _, c := range cases {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
 
 	"github.com/godwit-dev/godwit/audit"
@@ -224,6 +225,16 @@ func (d *Daemon) Audit(ctx context.Context, ev audit.SystemEvent) {
 			d.log.Error().Err(err).Str("class", ev.Class).Msg("could not write audit record")
 		}
 	}
+}
+
+// SourceClients maps source ids to their deployments (where trigger
+// functions write).
+func (d *Daemon) SourceClients() map[string]lungo.IClient {
+	out := map[string]lungo.IClient{}
+	for i, sc := range d.cfg.Sources {
+		out[sc.ID] = d.conns[i].Client
+	}
+	return out
 }
 
 // AuditSinks returns the open audit sinks.

@@ -28,11 +28,13 @@ import (
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
+	"github.com/godwit-dev/godwit/server"
 	"github.com/godwit-dev/godwit/sink/jsonl"
+	"github.com/godwit-dev/godwit/trigger"
 )
 
 // Options configures a demo run.
@@ -64,9 +66,11 @@ type Summary struct {
 	AuditLog   string            `json:"audit_log"`
 	// Replicated counts events delivered to the replica pipeline; the
 	// check compares the replica with the source document by document.
-	Replicated uint64  `json:"replicated"`
-	Replica    string  `json:"replica"`
-	Seconds    float64 `json:"seconds"`
+	Replicated uint64 `json:"replicated"`
+	Replica    string `json:"replica"`
+	// Triggered counts successful trigger function calls of this run.
+	Triggered uint64  `json:"triggered"`
+	Seconds   float64 `json:"seconds"`
 }
 
 const (
@@ -74,6 +78,7 @@ const (
 	eventsSinkID  = "events"
 	auditSinkID   = "audit"
 	replicaSinkID = "replica"
+	demoUser      = "demo"
 	progressColl  = "demo_workload"
 	metadataDB    = "godwit"
 	captureWindow = 2 * time.Minute
@@ -92,12 +97,13 @@ func Config(dataDir string) (*config.Config, error) {
 	}
 	yaml := fmt.Sprintf(`
 data_dir: %q
-api: {http_addr: "off"}
+api: {http_addr: "off", grpc_addr: "off"}
 outbox:
   keep_acked: true
 sources:
   - id: %s
     uri: lungo:source.lungo
+    ignore: ["cache.*", "audit.*", "notify.*"]   # where the demo's trigger functions write
 sinks:
   - id: %s
     type: jsonl
@@ -114,6 +120,7 @@ sinks:
     replicate:
       source: %s
       target: lungo:replica.lungo
+      ignore: ["cache.*", "audit.*", "notify.*"]
 `, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "), replicaSinkID, sourceID)
 	return config.Parse([]byte(yaml), dataDir)
 }
@@ -168,8 +175,8 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	for id, st := range sinks {
-		sum.Delivered[id] = st.Delivered
+	for _, sc := range cfg.Sinks { // trigger cursors are counted in triggered
+		sum.Delivered[sc.ID] = sinks[sc.ID].Delivered
 	}
 	st, _, err := ob.Source(sourceID)
 	if err != nil {
@@ -185,6 +192,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	sum.Problems = append(sum.Problems, problems...)
 	sum.Replicated = sum.Delivered[replicaSinkID]
 	sum.Problems = append(sum.Problems, verifyReplica(ctx, cfg)...)
+	sum.Problems = append(sum.Problems, verifyTriggers(ctx, ob, cfg)...)
 	sum.Verified = len(sum.Problems) == 0
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
@@ -193,17 +201,24 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 // runDaemon runs the daemon while the workload writes, until capture has
 // every operation and every sink has every event, then stops it.
 func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summary) error {
-	d, err := daemon.Open(ctx, cfg, opts.Log)
+	srv, err := server.Open(ctx, cfg, opts.Log)
 	if err != nil {
+		return err
+	}
+	d := srv.Daemon
+	// Triggers exist before the workload starts, so they see all of it.
+	triggers, err := ensureTriggers(ctx, srv.Triggers)
+	if err != nil {
+		_ = srv.Close(context.WithoutCancel(ctx))
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
-	go func() { ran <- d.Run(runCtx) }()
+	go func() { ran <- srv.Run(runCtx) }()
 	defer func() {
 		stop()
 		<-ran
-		if err := d.Close(context.WithoutCancel(ctx)); err != nil {
+		if err := srv.Close(context.WithoutCancel(ctx)); err != nil {
 			sum.Problems = append(sum.Problems, "closing: "+err.Error())
 		}
 	}()
@@ -259,7 +274,124 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 			sum.Problems = append(sum.Problems, err.Error())
 		}
 	}
+	for _, t := range triggers {
+		if err := srv.Triggers.WaitAcked(waitCtx, t.ID, last); err != nil {
+			sum.Problems = append(sum.Problems, fmt.Sprintf("trigger %s: %v", t.Name, err))
+		}
+		st := srv.Triggers.Status(t)
+		sum.Triggered += st.Invocations
+		if st.DeadLetters > 0 {
+			sum.Problems = append(sum.Problems, fmt.Sprintf("trigger %s parked %d events: %s", t.Name, st.DeadLetters, st.LastError))
+		}
+	}
 	return ctx.Err()
+}
+
+// demoTriggers are the example functions the demo runs, each on one of the
+// workload's collections. Their writes go to namespaces the demo source
+// ignores, so they do not feed back into the captured history.
+var demoTriggers = []struct {
+	function, name string
+	coll           change.Namespace
+	ops            []string
+	writes         string
+}{
+	{"cacheupdater", "cache-orders", change.Namespace{DB: "shop", Coll: "orders"}, nil, "cache.*"},
+	{"auditenricher", "enrich-customers", change.Namespace{DB: "shop", Coll: "customers"}, nil, "audit.*"},
+	{"notifier", "notify-items", change.Namespace{DB: "inventory", Coll: "items"}, []string{change.OpInsert, change.OpDelete}, "notify.*"},
+}
+
+// ensureTriggers registers the example functions and their database
+// triggers, unless an earlier run did.
+func ensureTriggers(ctx context.Context, m *trigger.Manager) ([]trigger.Trigger, error) {
+	var out []trigger.Trigger
+	for _, dt := range demoTriggers {
+		fns, err := m.QueryFunctions(ctx, trigger.FunctionQuery{UserID: demoUser, Name: dt.function})
+		if err != nil {
+			return nil, err
+		}
+		var fn trigger.Function
+		if len(fns) > 0 {
+			fn = fns[0]
+		} else {
+			wasm, err := guests.Wasm(dt.function)
+			if err != nil {
+				return nil, err
+			}
+			if fn, err = m.CreateFunction(ctx, trigger.Function{UserID: demoUser, Name: dt.function, Type: trigger.FunctionTypeWasm, Wasm: wasm}); err != nil {
+				return nil, fmt.Errorf("register function %s: %w", dt.function, err)
+			}
+		}
+		ts, err := m.QueryTriggers(ctx, trigger.TriggerQuery{UserID: demoUser, FunctionID: fn.ID})
+		if err != nil {
+			return nil, err
+		}
+		if len(ts) > 0 {
+			out = append(out, ts[0])
+			continue
+		}
+		t, err := m.CreateTrigger(ctx, trigger.Trigger{UserID: demoUser, Name: dt.name, Type: trigger.TypeDatabase,
+			FunctionID: fn.ID, Enabled: true,
+			Database: &trigger.DatabaseConfig{DataSource: sourceID, Database: dt.coll.DB, Collection: dt.coll.Coll,
+				OperationTypes: dt.ops, FullDocument: true},
+			Writes: trigger.Writes{Namespaces: []string{dt.writes}}})
+		if err != nil {
+			return nil, fmt.Errorf("register trigger %s: %w", dt.name, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// verifyTriggers checks the functions' writes: one enriched audit entry per
+// event on shop.customers and one notification per insert or delete on
+// inventory.items (both keyed by the event, so retries write once), and a
+// cache entry per live order.
+func verifyTriggers(ctx context.Context, ob *outbox.Outbox, cfg *config.Config) []string {
+	want := map[string]int64{}
+	for after := uint64(0); ; {
+		recs, err := ob.Read(after, 10000, 0)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			ev, err := change.Parse(r.Raw)
+			if err != nil || r.Source != sourceID {
+				continue
+			}
+			switch {
+			case ev.NS == demoTriggers[1].coll:
+				want["audit.enriched"]++
+			case ev.NS == demoTriggers[2].coll && (ev.OperationType == change.OpInsert || ev.OperationType == change.OpDelete):
+				want["notify.outbox"]++
+			}
+		}
+		after = recs[len(recs)-1].Seq
+	}
+	conn, err := mongodb.Open(ctx, cfg.Sources[0].URI, cfg.Dir())
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer conn.Close(ctx)
+	count := func(db, coll string) int64 {
+		n, err := conn.Client.Database(db).Collection(coll).CountDocuments(ctx, bson.M{})
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	want["cache.shop.orders"] = count("shop", "orders")
+	var problems []string
+	for _, ns := range []string{"audit.enriched", "notify.outbox", "cache.shop.orders"} {
+		db, coll, _ := strings.Cut(ns, ".")
+		if got := count(db, coll); got != want[ns] {
+			problems = append(problems, fmt.Sprintf("trigger writes: %s holds %d documents, want %d", ns, got, want[ns]))
+		}
+	}
+	return problems
 }
 
 // write applies the workload from the stored progress up to opts.Ops. Each

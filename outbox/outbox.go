@@ -811,3 +811,36 @@ func closedErr(err error) error {
 	}
 	return err
 }
+
+// UnregisterSink stops a sink's cursor from holding retention (a disabled
+// trigger, for example) and leaves its stored state alone: RegisterSink
+// later resumes from it, or reports ErrBehindRetention from Read if its
+// events were deleted meanwhile.
+func (o *Outbox) UnregisterSink(id string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return ErrClosed
+	}
+	delete(o.sinks, id)
+	return nil
+}
+
+// RemoveSink unregisters a sink and deletes its cursor and dead letters (a
+// deleted trigger, for example).
+func (o *Outbox) RemoveSink(id string) error {
+	if err := o.UnregisterSink(id); err != nil {
+		return err
+	}
+	o.writeMu.Lock()
+	defer o.writeMu.Unlock()
+	return o.updateTx(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSinks).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if tx.Bucket([]byte(deadPrefix+id)) != nil {
+			return tx.DeleteBucket([]byte(deadPrefix + id))
+		}
+		return nil
+	})
+}

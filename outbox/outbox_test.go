@@ -832,3 +832,35 @@ func writeBolt(t *testing.T, path string, fn func(*bolt.Tx) error) {
 		t.Fatal(err)
 	}
 }
+
+func TestOutbox_UnregisterSink(t *testing.T) {
+	ob, _ := newOutbox(t, outbox.Options{})
+	mustAppend(t, ob, "src", events(1, 10, 100), "t1")
+	mustRegister(t, ob, "fast")
+	mustRegister(t, ob, "paused")
+	mustAck(t, ob, "fast", 10)
+	if s := ob.Stats(); s.Oldest != 1 {
+		t.Fatalf("the paused sink holds retention: oldest = %d", s.Oldest)
+	}
+	if err := ob.UnregisterSink("paused"); err != nil {
+		t.Fatal(err)
+	}
+	mustAck(t, ob, "fast", 10)
+	if s := ob.Stats(); s.Oldest != 0 || s.Bytes != 0 {
+		t.Fatalf("after unregistering, retention should empty the outbox: %+v", s)
+	}
+	sinks, _ := ob.Sinks()
+	if _, kept := sinks["paused"]; !kept {
+		t.Fatal("UnregisterSink must keep the cursor")
+	}
+	if _, err := ob.Read(sinks["paused"].Acked, 10, 0); !errors.Is(err, outbox.ErrBehindRetention) {
+		t.Fatalf("the unregistered cursor's events were deleted: Read = %v, want ErrBehindRetention", err)
+	}
+	if err := ob.RemoveSink("paused"); err != nil {
+		t.Fatal(err)
+	}
+	sinks, _ = ob.Sinks()
+	if _, kept := sinks["paused"]; kept {
+		t.Fatal("RemoveSink must delete the cursor")
+	}
+}

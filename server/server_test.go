@@ -24,7 +24,7 @@ import (
 func start(t *testing.T, dir string) *server.Server {
 	t.Helper()
 	cfg, err := config.Parse([]byte(`
-api: {http_addr: "127.0.0.1:0"}
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
 sources: [{id: shop, uri: "lungo:source.lungo"}]
 sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 `), dir)

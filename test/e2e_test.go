@@ -58,6 +58,7 @@ type demoSummary struct {
 	Audited    uint64            `json:"audited"`
 	AuditLog   string            `json:"audit_log"`
 	Replicated uint64            `json:"replicated"`
+	Triggered  uint64            `json:"triggered"`
 }
 
 // runDemo runs the demo to completion and decodes its last output line.
@@ -81,7 +82,7 @@ func runDemo(t *testing.T, args ...string) (demoSummary, string) {
 func TestDemo_VerifiesEndToEnd(t *testing.T) {
 	s, _ := runDemo(t, "--ops", "300", "--data", t.TempDir())
 	if !s.Verified || s.Ops != 300 || s.Written != 300 || s.Captured != 300 ||
-		s.Delivered["events"] != 300 || s.Delivered["audit"] != 300 || s.Replicated != 300 {
+		s.Delivered["events"] != 300 || s.Delivered["audit"] != 300 || s.Replicated != 300 || s.Triggered == 0 {
 		t.Fatalf("summary = %+v", s)
 	}
 	// The workload's drop and delete burst are in the audit log, which
@@ -180,7 +181,7 @@ func writeConfig(t *testing.T, dir string) string {
 	path := filepath.Join(dir, "godwit.yaml")
 	cfg := `
 data_dir: data
-api: {http_addr: "127.0.0.1:0"}
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
 sources:
   - id: local
     uri: lungo:source.lungo
@@ -282,7 +283,7 @@ func TestServe_LogsNeverContainPasswords(t *testing.T) {
 	path := filepath.Join(dir, "godwit.yaml")
 	cfg := fmt.Sprintf(`
 data_dir: data
-api: {http_addr: "127.0.0.1:0"}
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
 sources:
   - id: remote
     uri: "mongodb://godwit:%s@127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"

@@ -218,6 +218,10 @@ func (m *Manager) DeleteTrigger(ctx context.Context, id string) error {
 	if err := m.store.deleteTrigger(ctx, id); err != nil {
 		return err
 	}
+	// The cursor and dead letters go with the trigger.
+	if err := m.deps.Outbox.RemoveSink(sinkID(id)); err != nil {
+		m.log.Warn().Err(err).Str("trigger_id", id).Msg("remove trigger cursor")
+	}
 	m.statsMu.Lock()
 	delete(m.stats, id)
 	m.statsMu.Unlock()

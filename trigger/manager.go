@@ -313,14 +313,10 @@ func (m *Manager) reconcileLocked(ctx context.Context, t *Trigger, id string, re
 }
 
 // unregister stops a database trigger's cursor from holding outbox
-// retention. It needs outbox support (UnregisterSink); without it the
-// cursor holds retention until godwit restarts, after which a disabled
-// trigger's cursor is never registered.
+// retention; the cursor stays, so enabling the trigger resumes from it.
 func (m *Manager) unregister(id string) {
-	if u, ok := any(m.deps.Outbox).(interface{ UnregisterSink(string) error }); ok {
-		if err := u.UnregisterSink(sinkID(id)); err != nil {
-			m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
-		}
+	if err := m.deps.Outbox.UnregisterSink(sinkID(id)); err != nil {
+		m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 
 	"github.com/godwit-dev/godwit/demo"
 	"github.com/godwit-dev/godwit/logging"
@@ -42,11 +43,17 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 		fmt.Fprintf(m.Stdout, "godwit demo — data in %s\n", sum.DataDir)
 		fmt.Fprintf(m.Stdout, "  workload operations: %d (%d written by this run)\n", sum.Ops, sum.Written)
 		fmt.Fprintf(m.Stdout, "  events captured:     %d  (outbox %s)\n", sum.Captured, sum.Outbox)
-		for id, n := range sum.Delivered {
-			fmt.Fprintf(m.Stdout, "  delivered to %-7s %d\n", id+":", n)
+		ids := make([]string, 0, len(sum.Delivered))
+		for id := range sum.Delivered {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			fmt.Fprintf(m.Stdout, "  delivered to %-8s %d\n", id+":", sum.Delivered[id])
 		}
 		fmt.Fprintf(m.Stdout, "  events file:         %s\n", sum.EventsFile)
 		fmt.Fprintf(m.Stdout, "  replicated:          %d events into %s (compared document by document)\n", sum.Replicated, sum.Replica)
+		fmt.Fprintf(m.Stdout, "  trigger calls:       %d  (cache updater, audit enricher, notifier; their writes checked)\n", sum.Triggered)
 		fmt.Fprintf(m.Stdout, "  audit records:       %d  (%s; check it with `godwit audit verify --file %s`)\n", sum.Audited, sum.AuditLog, sum.AuditLog)
 		for _, p := range sum.Problems {
 			fmt.Fprintf(m.Stdout, "  PROBLEM: %s\n", p)
