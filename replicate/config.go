@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 
-
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
 )
@@ -294,4 +293,3 @@ type Pipeline struct {
 	// resolve against it.
 	Dir string
 }
-
