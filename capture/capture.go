@@ -371,7 +371,11 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 		// The embedded engine resumes by cluster time; a real server gives
 		// a resume token as soon as the stream opens (stored below).
 		if st.StartAt == 0 && s.conn.Embedded {
+			// Start right after the newest write that exists now.
 			st.StartAt = uint64(time.Now().Unix()) << 32
+			if ts, ok := s.conn.LastOplogTime(); ok {
+				st.StartAt = uint64(ts.T)<<32 | uint64(ts.I) + 1
+			}
 			if err := s.ob.UpdateSource(s.cfg.ID, func(x *outbox.SourceState) { x.StartAt = st.StartAt }); err != nil {
 				return haltError{fmt.Sprintf("storing the start point: %v", err)}
 			}

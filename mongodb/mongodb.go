@@ -178,6 +178,20 @@ func embeddedOptions(store lungo.Store) lungo.Options {
 		MinOplogAge: EmbeddedMinOplogAge, ExpireErrors: func(error) {}}
 }
 
+// LastOplogTime returns the cluster time of the newest entry in an embedded
+// engine's oplog (false for real deployments or an empty oplog).
+func (c *Conn) LastOplogTime() (primitive.Timestamp, bool) {
+	if c.Engine == nil {
+		return primitive.Timestamp{}, false
+	}
+	oplog := c.Engine.Catalog().Namespaces[lungo.Oplog]
+	if oplog == nil || len(oplog.Documents.List) == 0 {
+		return primitive.Timestamp{}, false
+	}
+	ts, ok := bsonkit.Get(oplog.Documents.List[len(oplog.Documents.List)-1], "clusterTime").(primitive.Timestamp)
+	return ts, ok
+}
+
 // advanceClock makes sure the engine's next cluster time is after the last
 // one in its stored oplog. lungo's timestamps are (unix second, counter in
 // this process); a process restarted within the same second would otherwise
