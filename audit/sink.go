@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/lines"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -130,11 +130,10 @@ func (s *Sink) recover() error {
 		return err
 	}
 	size := fi.Size()
-	nl, err := lastIndexByte(s.f, size, '\n')
+	end, err := lines.CompleteEnd(s.f, size)
 	if err != nil {
 		return err
 	}
-	end := nl + 1
 	if end < size {
 		// Records are fsync'd before anything acknowledges them, so a
 		// partial line was never acknowledged: its events come again.
@@ -238,12 +237,8 @@ func (s *Sink) checkRecordAt(end int64, h Head) error {
 		}
 		return nil
 	}
-	start, err := lastIndexByte(s.f, end-1, '\n')
+	line, _, err := lines.Before(s.f, end)
 	if err != nil {
-		return err
-	}
-	line := make([]byte, end-1-(start+1))
-	if _, err := s.f.ReadAt(line, start+1); err != nil {
 		return err
 	}
 	r, err := DecodeLine(line)
@@ -252,22 +247,6 @@ func (s *Sink) checkRecordAt(end int64, h Head) error {
 			ErrHeadMismatch, h.Index, h.Hash, s.cfg.Path, h)
 	}
 	return nil
-}
-
-// lastIndexByte returns the offset of the last c before limit, or -1.
-func lastIndexByte(f io.ReaderAt, limit int64, c byte) (int64, error) {
-	buf := make([]byte, 64<<10)
-	for limit > 0 {
-		n := min(int64(len(buf)), limit)
-		if _, err := f.ReadAt(buf[:n], limit-n); err != nil {
-			return 0, err
-		}
-		if i := bytes.LastIndexByte(buf[:n], c); i >= 0 {
-			return limit - n + int64(i), nil
-		}
-		limit -= n
-	}
-	return -1, nil
 }
 
 // replayKey identifies a record written for an event, so that a redelivered

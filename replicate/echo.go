@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/outbox"
 )
@@ -19,7 +20,7 @@ import (
 const (
 	// MarkersCollection holds the origin markers: one document per applied
 	// group, inserted first and deleted last in the group's transaction.
-	MarkersCollection = "origin_markers"
+	MarkersCollection = capture.MarkersCollection
 	// StateCollection holds each pipeline's initial-sync progress and
 	// applied positions.
 	StateCollection = "replicate_state"

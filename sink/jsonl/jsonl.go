@@ -11,7 +11,6 @@ package jsonl
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/internal/lines"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -93,47 +93,21 @@ func recoverTail(f *os.File) (uint64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	size := fi.Size()
-	// Find the end of the last complete line: the last '\n'.
-	end, err := lastIndexByte(f, size, '\n')
-	if err != nil || end < 0 {
+	end, err := lines.CompleteEnd(f, fi.Size())
+	if err != nil || end == 0 {
 		return 0, 0, err
 	}
-	end++ // keep the newline
-	start, err := lastIndexByte(f, end-1, '\n')
+	line, start, err := lines.Before(f, end)
 	if err != nil {
-		return 0, 0, err
-	}
-	line := make([]byte, end-1-(start+1))
-	if _, err := f.ReadAt(line, start+1); err != nil {
 		return 0, 0, err
 	}
 	var l struct {
 		Seq uint64 `json:"seq"`
 	}
 	if err := json.Unmarshal(line, &l); err != nil {
-		return 0, 0, fmt.Errorf("last line (at byte %d) is not a godwit event line: %v", start+1, err)
+		return 0, 0, fmt.Errorf("last line (at byte %d) is not a godwit event line: %v", start, err)
 	}
 	return l.Seq, end, nil
-}
-
-// lastIndexByte returns the offset of the last c before limit, or -1.
-func lastIndexByte(f *os.File, limit int64, c byte) (int64, error) {
-	buf := make([]byte, 64<<10)
-	for limit > 0 {
-		n := int64(len(buf))
-		if n > limit {
-			n = limit
-		}
-		if _, err := f.ReadAt(buf[:n], limit-n); err != nil {
-			return 0, err
-		}
-		if i := bytes.LastIndexByte(buf[:n], c); i >= 0 {
-			return limit - n + int64(i), nil
-		}
-		limit -= n
-	}
-	return -1, nil
 }
 
 // Deliver implements sink.Sink.
