@@ -6,6 +6,7 @@ import (
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 )
 
@@ -13,7 +14,10 @@ import (
 type Status struct {
 	Sources []SourceStatus `json:"sources"`
 	Sinks   []SinkStatus   `json:"sinks"`
-	Outbox  outbox.Stats   `json:"outbox"`
+	// Pipelines are the replicate sinks' own progress: phase (copying x of
+	// y documents, streaming, halted), applied events, lag, last error.
+	Pipelines []replicate.Status `json:"pipelines,omitempty"`
+	Outbox    outbox.Stats       `json:"outbox"`
 }
 
 // SourceStatus is a source's live state plus its stored checkpoint.
@@ -59,6 +63,9 @@ func (d *Daemon) Status() Status {
 			backlog = st.Outbox.Last - rs.Acked
 		}
 		st.Sinks = append(st.Sinks, SinkStatus{Status: rs, Backlog: backlog})
+	}
+	for _, p := range d.pipelines {
+		st.Pipelines = append(st.Pipelines, p.sink.Status())
 	}
 	return st
 }
