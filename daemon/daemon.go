@@ -22,6 +22,7 @@ import (
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
@@ -49,7 +50,16 @@ type pipeline struct {
 	sink     *replicate.Sink
 	sourceID string
 	source   *mongodb.Conn
+	syncErr  *syncError // set when the initial sync failed
 }
+
+type syncError struct {
+	mu  sync.Mutex
+	msg string
+}
+
+func (e *syncError) set(msg string) { e.mu.Lock(); e.msg = msg; e.mu.Unlock() }
+func (e *syncError) get() string    { e.mu.Lock(); defer e.mu.Unlock(); return e.msg }
 
 // Option changes how Open builds the daemon.
 type Option func(*options)
@@ -190,7 +200,7 @@ func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map
 	if err != nil {
 		return nil, err
 	}
-	d.pipelines = append(d.pipelines, pipeline{sink: s, sourceID: rc.Source, source: srcConns[rc.Source]})
+	d.pipelines = append(d.pipelines, pipeline{sink: s, sourceID: rc.Source, source: srcConns[rc.Source], syncErr: &syncError{}})
 	return s, nil
 }
 
@@ -303,6 +313,8 @@ func (d *Daemon) initialSync(ctx context.Context, p pipeline) bool {
 	}
 	if err := p.sink.InitialSync(ctx, p.source); err != nil {
 		if ctx.Err() == nil {
+			msg := fmt.Sprintf("initial sync failed: %v; the pipeline does not stream until godwit restarts", err)
+			p.syncErr.set(logging.RedactText(msg))
 			d.log.Error().Err(err).Str("source", p.sourceID).Msg("initial sync failed; the pipeline does not stream until godwit restarts")
 		}
 		return false

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -27,8 +28,9 @@ sources:
   - {id: a, uri: "lungo:a.lungo"}
   - {id: b, uri: "lungo:b.lungo"}
 sinks:
-  - {id: a2b, type: replicate, on_failure: halt, replicate: {source: a, target: "lungo:b.lungo", bidirectional: true}}
-  - {id: b2a, type: replicate, on_failure: halt, replicate: {source: b, target: "lungo:a.lungo", bidirectional: true}}
+  # Two empty sides: no initial copy (docs/replicate.md, two-way).
+  - {id: a2b, type: replicate, on_failure: halt, replicate: {source: a, target: "lungo:b.lungo", bidirectional: true, initial_sync: false}}
+  - {id: b2a, type: replicate, on_failure: halt, replicate: {source: b, target: "lungo:a.lungo", bidirectional: true, initial_sync: false}}
 `), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +120,8 @@ func waitConverged(t *testing.T, ctx context.Context, d *daemon.Daemon, a, b *mo
 		last := d.Outbox().LastSeq()
 		for _, r := range d.Runners() {
 			if err := r.WaitAcked(ctx, last); err != nil {
-				t.Fatal(err)
+				st, _ := json.MarshalIndent(d.Status(), "", "  ")
+				t.Fatalf("%v\nstatus: %s", err, st)
 			}
 		}
 		rep, err := replicate.Verify(ctx, a.Client, b.Client, replicate.VerifyOptions{})

@@ -65,7 +65,11 @@ func (d *Daemon) Status() Status {
 		st.Sinks = append(st.Sinks, SinkStatus{Status: rs, Backlog: backlog})
 	}
 	for _, p := range d.pipelines {
-		st.Pipelines = append(st.Pipelines, p.sink.Status())
+		ps := p.sink.Status()
+		if msg := p.syncErr.get(); msg != "" {
+			ps.Phase, ps.LastError = replicate.PhaseHalted, msg
+		}
+		st.Pipelines = append(st.Pipelines, ps)
 	}
 	return st
 }

@@ -88,5 +88,10 @@ func NotReady(st daemon.Status) []string {
 			out = append(out, fmt.Sprintf("sink %s is halted: %s", s.ID, s.LastError))
 		}
 	}
+	for _, p := range st.Pipelines {
+		if p.Phase == "halted" {
+			out = append(out, fmt.Sprintf("pipeline %s is halted: %s", p.Pipeline, p.LastError))
+		}
+	}
 	return out
 }
