@@ -188,8 +188,12 @@ var SinkTypes = []string{"jsonl", "audit", "replicate"}
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// Load reads and validates a config file.
-func Load(path string) (*Config, error) {
+// Override changes a parsed configuration before defaults and validation:
+// a command-line flag standing in for a field (godwit serve --insecure).
+type Override func(*Config)
+
+// Load reads and validates a config file, applying overrides first.
+func Load(path string, overrides ...Override) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -198,21 +202,24 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Parse(data, filepath.Dir(abs))
+	c, err := Parse(data, filepath.Dir(abs), overrides...)
 	if err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", path, err)
 	}
 	return c, nil
 }
 
-// Parse decodes YAML (rejecting unknown fields), applies defaults and
-// validates. dir resolves relative paths.
-func Parse(data []byte, dir string) (*Config, error) {
+// Parse decodes YAML (rejecting unknown fields), applies overrides and
+// defaults, and validates. dir resolves relative paths.
+func Parse(data []byte, dir string, overrides ...Override) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("  %v", err)
+	}
+	for _, o := range overrides {
+		o(&c)
 	}
 	c.dir = dir
 	c.applyDefaults()
@@ -303,7 +310,7 @@ func (c *Config) Validate() error {
 		if host, _, err := net.SplitHostPort(a); err != nil {
 			bad("api.grpc_addr", "%q: want host:port (127.0.0.1:7701) or off", a)
 		} else if !isLoopback(host) && c.API.TLS == nil && !c.API.Insecure {
-			bad("api.grpc_addr", "%q is not a loopback address: configure api.tls, or set api.insecure: true to serve plaintext on a trusted network", a)
+			bad("api.grpc_addr", "%q is not a loopback address: configure api.tls, or set api.insecure: true (or start with --insecure) to serve plaintext on a trusted network", a)
 		}
 	}
 	if t := c.API.TLS; t != nil {

@@ -16,7 +16,9 @@
 // keeps a copy of the event.
 //
 // Retention deletes the prefix of events that every registered sink has
-// acknowledged. The retained events are bounded in bytes: [Outbox.Append]
+// acknowledged, and that no reader holds: a reader without a cursor (a live
+// event subscription) keeps the events it has yet to read with
+// [Outbox.Hold], in memory only. The retained events are bounded in bytes: [Outbox.Append]
 // blocks while the bound would be exceeded, so capture pauses and nothing is
 // dropped.
 //
@@ -26,6 +28,9 @@
 //   - A sink cursor that is not registered in this process does not hold
 //     retention; when it is registered again after its events were deleted,
 //     Read reports [ErrBehindRetention].
+//   - Holds yield to back-pressure: when an append would wait for space,
+//     retention ignores them, so a reader that stopped reading never pauses
+//     capture; it finds its events deleted instead.
 //   - A single batch larger than the bound is accepted when the outbox is
 //     empty, so an oversized event never deadlocks capture.
 package outbox

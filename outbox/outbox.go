@@ -130,6 +130,7 @@ type Outbox struct {
 	oldest  uint64
 	bytes   int64
 	sinks   map[string]uint64 // registered sinks → acked
+	holds   map[string]uint64 // readers without a cursor → last read (see Hold)
 	changed chan struct{}     // closed and replaced on every append, retention or pause
 	closed  bool
 	paused  int           // appends waiting for space
@@ -151,7 +152,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
-	o := &Outbox{db: db, path: path, opts: opts, sinks: map[string]uint64{},
+	o := &Outbox{db: db, path: path, opts: opts, sinks: map[string]uint64{}, holds: map[string]uint64{},
 		changed: make(chan struct{}), pauseCh: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = db.Close()
@@ -329,6 +330,7 @@ const maxKeptArena = 8 << 20
 func recordOverhead(source string) int { return 2 + len(source) + 8 + 8 /* key */ }
 
 func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
+	released := false
 	for {
 		o.mu.Lock()
 		if o.closed {
@@ -338,6 +340,16 @@ func (o *Outbox) awaitSpace(ctx context.Context, size int64) error {
 		if o.fitsLocked(size) {
 			o.mu.Unlock()
 			return nil
+		}
+		if !released && len(o.holds) > 0 {
+			// Holds never pause capture: delete what only they kept,
+			// then look again.
+			o.mu.Unlock()
+			released = true
+			if err := o.retainWithoutHolds(); err != nil {
+				return err
+			}
+			continue
 		}
 		o.paused++
 		close(o.pauseCh)
@@ -654,10 +666,7 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	o.mu.Lock()
-	acked := map[string]uint64{}
-	for k, v := range o.sinks {
-		acked[k] = v
-	}
+	acked := o.cursorsLocked(true)
 	o.mu.Unlock()
 
 	var st SinkState
@@ -827,20 +836,130 @@ func (o *Outbox) UnregisterSink(id string) error {
 }
 
 // RemoveSink unregisters a sink and deletes its cursor and dead letters (a
-// deleted trigger, for example).
+// deleted trigger, for example). The events only it was holding are deleted
+// at once: when it held retention at the bound, capture is paused and the
+// other sinks, having acked everything, would never ack again to free them.
 func (o *Outbox) RemoveSink(id string) error {
 	if err := o.UnregisterSink(id); err != nil {
 		return err
 	}
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
-	return o.updateTx(func(tx *bolt.Tx) error {
+	o.mu.Lock()
+	acked := o.cursorsLocked(true)
+	o.mu.Unlock()
+	var oldest uint64
+	var newBytes int64
+	deleted := false
+	err := o.updateTx(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketSinks).Delete([]byte(id)); err != nil {
 			return err
 		}
 		if tx.Bucket([]byte(deadPrefix+id)) != nil {
-			return tx.DeleteBucket([]byte(deadPrefix + id))
+			if err := tx.DeleteBucket([]byte(deadPrefix + id)); err != nil {
+				return err
+			}
 		}
-		return nil
+		var err error
+		deleted, oldest, newBytes, err = o.retain(tx, acked)
+		return err
 	})
+	if err != nil {
+		return fmt.Errorf("remove sink %s: %w", id, err)
+	}
+	if deleted {
+		o.mu.Lock()
+		o.oldest = oldest
+		o.bytes = newBytes
+		o.broadcastLocked()
+		o.mu.Unlock()
+	}
+	return nil
+}
+
+// holdKey prefixes holds among the cursors retention respects; sink ids
+// never contain a NUL byte.
+const holdKey = "\x00hold:"
+
+// cursorsLocked copies what retention respects: the registered sinks'
+// cursors and, with withHolds and no append waiting for space, the holds.
+// Without registered sinks retention deletes nothing, holds or not.
+func (o *Outbox) cursorsLocked(withHolds bool) map[string]uint64 {
+	acked := make(map[string]uint64, len(o.sinks)+len(o.holds))
+	if len(o.sinks) == 0 {
+		return acked
+	}
+	for k, v := range o.sinks {
+		acked[k] = v
+	}
+	if withHolds && o.paused == 0 {
+		for k, v := range o.holds {
+			acked[holdKey+k] = v
+		}
+	}
+	return acked
+}
+
+// Hold keeps the events after seq from retention for reader id: a reader
+// without a cursor, such as a live event subscription, which would
+// otherwise find the events it is about to read deleted by fast sinks. A
+// hold is never stored and never pauses capture: while an append waits for
+// space, retention ignores every hold (the reader then finds its next
+// events deleted: ErrBehindRetention). Calling Hold again moves it.
+func (o *Outbox) Hold(id string, seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		o.holds[id] = seq
+	}
+}
+
+// HoldLast holds after the last appended sequence and returns it, in one
+// step: a reader starting "now" misses nothing.
+func (o *Outbox) HoldLast(id string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		o.holds[id] = o.last
+	}
+	return o.last
+}
+
+// Release drops reader id's hold.
+func (o *Outbox) Release(id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.holds, id)
+}
+
+// retainWithoutHolds deletes what every registered sink acknowledged,
+// whatever the holds say.
+func (o *Outbox) retainWithoutHolds() error {
+	o.writeMu.Lock()
+	defer o.writeMu.Unlock()
+	o.mu.Lock()
+	acked := o.cursorsLocked(false)
+	o.mu.Unlock()
+	if len(acked) == 0 {
+		return nil
+	}
+	var oldest uint64
+	var newBytes int64
+	deleted := false
+	err := o.updateTx(func(tx *bolt.Tx) error {
+		var err error
+		deleted, oldest, newBytes, err = o.retain(tx, acked)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	if deleted {
+		o.mu.Lock()
+		o.oldest = oldest
+		o.bytes = newBytes
+		o.broadcastLocked()
+		o.mu.Unlock()
+	}
+	return nil
 }

@@ -864,3 +864,99 @@ func TestOutbox_UnregisterSink(t *testing.T) {
 		t.Fatal("RemoveSink must delete the cursor")
 	}
 }
+
+// TestOutbox_RemoveSink checks that removing the one cursor holding
+// retention frees its events at once: with capture paused at the bound and
+// every other sink caught up, nothing else would ever ack again.
+func TestOutbox_RemoveSink(t *testing.T) {
+	ob, _ := newOutbox(t, outbox.Options{MaxBytes: 10 * recordBytes("src", 100)})
+	mustRegister(t, ob, "fast")
+	mustRegister(t, ob, "held")
+	mustAppend(t, ob, "src", events(1, 10, 100), "t1")
+	mustAck(t, ob, "fast", 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	blocked := appendAsync(ctx, ob, "src", events(11, 1, 100), "t2")
+	if err := ob.WaitPaused(ctx); err != nil {
+		t.Fatalf("the append did not wait for space: %v", err)
+	}
+	if err := ob.RemoveSink("held"); err != nil {
+		t.Fatal(err)
+	}
+	res := <-blocked
+	if res.err != nil || res.last != 11 {
+		t.Fatalf("paused append after RemoveSink = %d, %v; want 11, nil", res.last, res.err)
+	}
+	if s := ob.Stats(); s.Oldest != 11 || s.Bytes != recordBytes("src", 100) {
+		t.Fatalf("after RemoveSink retention should keep only event 11: %+v", s)
+	}
+}
+
+func TestOutbox_Hold(t *testing.T) {
+	t.Run("KeepsEventsFromRetention", func(t *testing.T) {
+		ob, _ := newOutbox(t, outbox.Options{})
+		mustRegister(t, ob, "fast")
+		mustAppend(t, ob, "src", events(1, 10, 100), "t1")
+		ob.Hold("reader", 4)
+		mustAck(t, ob, "fast", 10)
+		if s := ob.Stats(); s.Oldest != 5 {
+			t.Fatalf("oldest = %d, want 5: the hold keeps what the reader has not read", s.Oldest)
+		}
+		ob.Hold("reader", 7)
+		mustAck(t, ob, "fast", 10)
+		if s := ob.Stats(); s.Oldest != 8 {
+			t.Fatalf("after moving the hold oldest = %d, want 8", s.Oldest)
+		}
+		ob.Release("reader")
+		mustAck(t, ob, "fast", 10)
+		if s := ob.Stats(); s.Oldest != 0 {
+			t.Fatalf("after Release the outbox should be empty: %+v", s)
+		}
+	})
+
+	t.Run("HoldLast", func(t *testing.T) {
+		ob, _ := newOutbox(t, outbox.Options{})
+		mustRegister(t, ob, "fast")
+		mustAppend(t, ob, "src", events(1, 3, 100), "t1")
+		if got := ob.HoldLast("reader"); got != 3 {
+			t.Fatalf("HoldLast = %d, want 3", got)
+		}
+		mustAppend(t, ob, "src", events(4, 2, 100), "t2")
+		mustAck(t, ob, "fast", 5)
+		if recs := mustRead(t, ob, 3, 10, 0); !equalJSON(t, seqs(recs), []uint64{4, 5}) {
+			t.Fatalf("the reader holding after 3 reads %v, want 4 and 5", seqs(recs))
+		}
+	})
+
+	t.Run("WithoutSinksDeletesNothing", func(t *testing.T) {
+		ob, _ := newOutbox(t, outbox.Options{})
+		mustAppend(t, ob, "src", events(1, 3, 100), "t1")
+		ob.Hold("reader", 3)
+		// An ack of an unregistered cursor runs retention with no sink.
+		mustAck(t, ob, "unregistered", 3)
+		if s := ob.Stats(); s.Oldest != 1 {
+			t.Fatalf("oldest = %d, want 1", s.Oldest)
+		}
+	})
+
+	// A reader that stopped reading never pauses capture: an append that
+	// needs the space its hold keeps gets it.
+	t.Run("YieldsToBackPressure", func(t *testing.T) {
+		ob, _ := newOutbox(t, outbox.Options{MaxBytes: 10 * recordBytes("src", 100)})
+		mustRegister(t, ob, "fast")
+		mustAppend(t, ob, "src", events(1, 10, 100), "t1")
+		ob.Hold("stalled", 0)
+		mustAck(t, ob, "fast", 10)
+		if s := ob.Stats(); s.Oldest != 1 {
+			t.Fatalf("oldest = %d, want 1 while nothing needs the space", s.Oldest)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if last, err := ob.Append(ctx, "src", events(11, 1, 100), outbox.Checkpoint{Token: []byte("t2")}); err != nil || last != 11 {
+			t.Fatalf("append at the bound with only a hold in the way = %d, %v", last, err)
+		}
+		if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrBehindRetention) {
+			t.Fatalf("the stalled reader's next read = %v, want ErrBehindRetention", err)
+		}
+	})
+}

@@ -9,19 +9,24 @@
 // until its context ends, Close stops gracefully within its context's
 // deadline and then forcibly. Services implement Service.
 //
-// # Users
+// # Security
 //
-// Until bearer tokens land (issue 7), requests name their user in user_id
-// fields. Services ask UserFromContext for the acting user: an
-// authentication interceptor (Config.UnaryInterceptors and
-// StreamInterceptors) will put it there with WithUser, and services then
-// refuse to act on other users' resources.
+// Every call passes, in order: a guard that turns a handler's panic into
+// an Internal error and strips passwords from error messages; the token
+// check of Config.Auth (when it has tokens: "authorization: Bearer TOKEN",
+// else Unauthenticated), which puts the caller's auth.Identity in the
+// context; then Config.UnaryInterceptors and StreamInterceptors. Services
+// read the caller with auth.FromContext (or UserFromContext) and act only
+// on what the caller may see. The standard health service needs no token;
+// reflection does. Config.TLS serves TLS, and mTLS with a client CA.
+// Dial is the matching client.
 //
 // # Caveats
 //
-// The default address is loopback: without authentication, anyone who can
-// reach the port can run functions. Config.Validate refuses a non-loopback
-// address unless AllowRemote is set.
+// The default address is loopback: without tokens, anyone who can reach
+// the port can run functions. Config.Validate refuses a non-loopback
+// address without TLS unless AllowRemote is set, and New logs a warning for
+// plaintext or token-less serving on a non-loopback address.
 package rpc
 
 import (
@@ -33,9 +38,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/godwit-dev/godwit/auth"
 )
 
 // DefaultAddr is the default listen address: loopback only.
@@ -49,8 +57,14 @@ type Config struct {
 	// Addr is host:port to listen on. Default DefaultAddr; port 0 picks a
 	// free port (see Server.Addr).
 	Addr string
-	// AllowRemote permits a non-loopback Addr. Default false.
+	// AllowRemote permits a non-loopback Addr without TLS (`godwit serve
+	// --insecure`). Default false. TLS alone permits a non-loopback Addr.
 	AllowRemote bool
+	// TLS, when set, serves TLS (and mTLS with a client CA).
+	TLS *TLS
+	// Auth checks bearer tokens; nil or without tokens, every call is let
+	// through without an identity.
+	Auth *auth.Authenticator
 	// MaxMessageBytes bounds request and response messages. Default 40 MiB.
 	MaxMessageBytes int
 	// UnaryInterceptors and StreamInterceptors run before every call, in
@@ -69,8 +83,8 @@ func (c Config) Validate() error {
 	if err != nil {
 		return fmt.Errorf("addr: %q: %v (use host:port, for example %s)", addr, err, DefaultAddr)
 	}
-	if !c.AllowRemote && !isLoopback(host) {
-		return fmt.Errorf("addr: %q is not a loopback address; the API has no authentication yet, so set allow_remote only behind a trusted network", addr)
+	if !c.AllowRemote && c.TLS == nil && !isLoopback(host) {
+		return fmt.Errorf("addr: %q is not a loopback address: serve TLS (api.tls), or start with --insecure (api.insecure) on a trusted network", addr)
 	}
 	if c.MaxMessageBytes < 0 {
 		return errors.New("max_message_bytes: must not be negative")
@@ -102,6 +116,9 @@ type Server struct {
 	health *health.Server
 	log    zerolog.Logger
 
+	tls, mtls bool
+	tokens    int
+
 	mu      sync.Mutex
 	serving bool
 }
@@ -118,16 +135,24 @@ func New(cfg Config, log zerolog.Logger, services ...Service) (*Server, error) {
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	log = log.With().Str("component", "rpc").Logger()
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxMessageBytes), grpc.MaxSendMsgSize(cfg.MaxMessageBytes)}
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.serverConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	g, a := guard{log: log}, authenticator{a: cfg.Auth, log: log}
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{g.unary, a.unary}, cfg.UnaryInterceptors...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{g.stream, a.stream}, cfg.StreamInterceptors...)...))
 	lis, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("gRPC listen on %s: %w (choose another api.grpc_addr)", cfg.Addr, err)
 	}
-	srv := grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
-		grpc.ChainStreamInterceptor(cfg.StreamInterceptors...),
-	)
+	srv := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
@@ -138,11 +163,41 @@ func New(cfg Config, log zerolog.Logger, services ...Service) (*Server, error) {
 		}
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return &Server{lis: lis, srv: srv, health: hs, log: log.With().Str("component", "rpc").Logger()}, nil
+	warnExposure(log, cfg)
+	return &Server{lis: lis, srv: srv, health: hs, log: log,
+		tls: cfg.TLS != nil, mtls: cfg.TLS != nil && cfg.TLS.ClientCA != "", tokens: cfg.Auth.Len()}, nil
+}
+
+// warnExposure says, once at startup, when the API is reachable from the
+// network without encryption or without tokens.
+func warnExposure(log zerolog.Logger, cfg Config) {
+	host, _, _ := net.SplitHostPort(cfg.Addr)
+	if isLoopback(host) {
+		return
+	}
+	if cfg.TLS == nil {
+		log.Warn().Str("addr", cfg.Addr).Msg("gRPC API serves PLAINTEXT on a non-loopback address (--insecure / api.insecure): " +
+			"tokens and data cross the network unencrypted; configure api.tls unless the network is trusted")
+	}
+	if !cfg.Auth.Enabled() {
+		log.Warn().Str("addr", cfg.Addr).Msg("gRPC API needs no token on a non-loopback address: " +
+			"anyone who reaches it can manage triggers and run functions; configure api.tokens")
+	}
 }
 
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// SetServing sets the health status of service ("" is the server as a
+// whole; any name works, for example "source/ID"). After Close every
+// service stays NOT_SERVING.
+func (s *Server) SetServing(service string, serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus(service, st)
+}
 
 // Serve serves until ctx ends or Close is called, and returns nil then.
 func (s *Server) Serve(ctx context.Context) error {
@@ -155,7 +210,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.lis) }()
-	s.log.Info().Str("addr", s.Addr()).Msg("gRPC API listening")
+	s.log.Info().Str("addr", s.Addr()).Bool("tls", s.tls).Bool("mtls", s.mtls).Int("tokens", s.tokens).Msg("gRPC API listening")
 	select {
 	case err := <-errc:
 		if errors.Is(err, grpc.ErrServerStopped) {
@@ -192,17 +247,17 @@ func (s *Server) stop(ctx context.Context) {
 	_ = s.lis.Close()
 }
 
-type userKey struct{}
-
-// WithUser returns ctx carrying the authenticated user id.
+// WithUser returns ctx carrying an authenticated user with the user role
+// and no allow-list: a shorthand of auth.WithIdentity for tests and
+// interceptors.
 func WithUser(ctx context.Context, user string) context.Context {
-	return context.WithValue(ctx, userKey{}, user)
+	return auth.WithIdentity(ctx, auth.Identity{User: user, Role: auth.RoleUser})
 }
 
-// UserFromContext returns the authenticated user, if an interceptor set
-// one. Without authentication (today) it returns "", false and services
-// trust the user_id of the request.
+// UserFromContext returns the authenticated user, if the call carried a
+// valid token. Without tokens configured it returns "", false and services
+// trust the user_id of the request. auth.FromContext also gives the role.
 func UserFromContext(ctx context.Context) (string, bool) {
-	u, ok := ctx.Value(userKey{}).(string)
-	return u, ok && u != ""
+	id, ok := auth.FromContext(ctx)
+	return id.User, ok
 }

@@ -24,6 +24,7 @@ func TestConfig_Validate(t *testing.T) {
 		{rpc.Config{Addr: "[::1]:7701"}, ""},
 		{rpc.Config{Addr: "0.0.0.0:7701"}, "addr: \"0.0.0.0:7701\" is not a loopback address"},
 		{rpc.Config{Addr: "0.0.0.0:7701", AllowRemote: true}, ""},
+		{rpc.Config{Addr: "0.0.0.0:7701", TLS: &rpc.TLS{Cert: "c.pem", Key: "k.pem"}}, ""},
 		{rpc.Config{Addr: "7701"}, "addr:"},
 		{rpc.Config{MaxMessageBytes: -1}, "max_message_bytes"},
 	} {

@@ -13,9 +13,14 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/godwit-dev/godwit/admin"
 	"github.com/godwit-dev/godwit/audit"
+	auditapi "github.com/godwit-dev/godwit/audit/api"
+	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/events"
+	eventsapi "github.com/godwit-dev/godwit/events/api"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/metrics"
 	"github.com/godwit-dev/godwit/mongodb"
@@ -31,9 +36,14 @@ type Server struct {
 	Triggers *trigger.Manager
 	HTTP     *httpapi.Server // nil when api.http_addr is "off"
 	RPC      *rpc.Server     // nil when api.grpc_addr is "off"
+	// Events serves event subscriptions; it is open even without gRPC, so
+	// that durable subscriptions' cursors hold retention.
+	Events *events.Engine
+	Admin  *admin.Service
 
-	meta *mongodb.Conn
-	log  zerolog.Logger
+	meta     *mongodb.Conn
+	auditAPI *auditapi.Service
+	log      zerolog.Logger
 }
 
 // Open opens the daemon and the trigger manager and binds the listeners.
@@ -53,6 +63,14 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Serve
 	if s.meta, err = mongodb.Open(ctx, cfg.Metadata.URI, cfg.Dir()); err != nil {
 		return nil, fmt.Errorf("metadata.uri: %w", err)
 	}
+	authn, err := auth.New(authTokens(cfg.API.Tokens))
+	if err != nil { // one problem per line, each naming its field
+		return nil, errors.New("api." + strings.ReplaceAll(err.Error(), "\n", "\napi."))
+	}
+	var allow func(string) auth.Allow
+	if authn.Enabled() {
+		allow = authn.AllowOf
+	}
 	s.Triggers, err = trigger.Open(ctx, trigger.Config{
 		MetadataDatabase: cfg.Metadata.Database,
 		Wasm: wasm.Config{
@@ -67,30 +85,79 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Serve
 		DataSources: s.Daemon.SourceClients(),
 		Log:         log.With().Str("component", "triggers").Logger(),
 		Audit:       s.auditTrigger,
+		Allow:       allow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("triggers: %w", err)
 	}
+	if s.Events, err = events.Open(s.Daemon.Outbox(), events.Config{}, log); err != nil {
+		return nil, err
+	}
+	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
+	m.Registry.MustRegister(s.Admin.Collector())
+	s.auditAPI = auditapi.New(auditLogs(cfg))
 	if cfg.API.HTTPAddr != "off" {
 		if s.HTTP, err = httpapi.Listen(cfg.API.HTTPAddr, m, s.Daemon.Status, log); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.API.GRPCAddr != "off" {
-		rc := rpc.Config{Addr: cfg.API.GRPCAddr, AllowRemote: cfg.API.Insecure || cfg.API.TLS != nil}
-		if s.RPC, err = rpc.New(rc, log, api.New(s.Triggers)); err != nil {
+		rc := rpc.Config{Addr: cfg.API.GRPCAddr, AllowRemote: cfg.API.Insecure || cfg.API.TLS != nil, Auth: authn,
+			MaxMessageBytes: max(rpc.DefaultMaxMessageBytes, cfg.Triggers.MaxModuleBytes+8<<20)}
+		if t := cfg.API.TLS; t != nil {
+			rc.TLS = &rpc.TLS{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA}
+		}
+		if s.RPC, err = rpc.New(rc, log, api.New(s.Triggers), eventsapi.New(s.Events), s.Admin, s.auditAPI); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-// auditTrigger records what the trigger manager must audit.
+// auditLogs maps the audit sinks' ids to their log files.
+func auditLogs(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, sc := range cfg.Sinks {
+		if sc.Type == "audit" && sc.Audit != nil {
+			out[sc.ID] = sc.Audit.Path
+		}
+	}
+	return out
+}
+
+// authTokens translates the configured tokens.
+func authTokens(in []config.Token) []auth.Token {
+	out := make([]auth.Token, len(in))
+	for i, t := range in {
+		out[i] = auth.Token{User: t.User, Role: auth.Role(t.Role), SHA256: t.SHA256,
+			Sources: t.Allow.Sources, Namespaces: t.Allow.Namespaces}
+	}
+	return out
+}
+
+// auditTrigger records what the trigger manager must audit: the acting
+// user (the owner when no token named one) and what changed.
 func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error {
+	user := ev.Actor
+	if user == "" {
+		user = ev.UserID
+	}
+	what := fmt.Sprintf("trigger %s (%s)", ev.TriggerName, ev.TriggerID)
+	details := map[string]any{"owner": ev.UserID}
+	if ev.Kind == trigger.AuditFunctionChanged {
+		what = fmt.Sprintf("function %s (%s)", ev.FunctionName, ev.FunctionID)
+		details["function_id"] = ev.FunctionID
+	} else {
+		details["trigger_id"] = ev.TriggerID
+	}
+	if ev.Action != "" {
+		details["action"] = ev.Action
+	}
 	s.Daemon.Audit(ctx, audit.SystemEvent{
 		Class:   strings.ReplaceAll(ev.Kind, ".", "_"),
-		User:    ev.UserID,
-		Message: fmt.Sprintf("trigger %s (%s): %s", ev.TriggerName, ev.TriggerID, ev.Detail),
+		User:    user,
+		Message: what + ": " + ev.Detail,
+		Details: details,
 		Time:    ev.At,
 	})
 	return nil
@@ -100,7 +167,7 @@ func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error 
 // daemon, and returns the first error.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 8)
 	goRun := func(f func() error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- f() }()
@@ -112,6 +179,13 @@ func (s *Server) Run(ctx context.Context) error {
 		goRun(func() error { return s.RPC.Serve(ctx) })
 	}
 	goRun(func() error { return s.Triggers.Run(ctx) })
+	// Streams end only when told: these end them when ctx does, so that
+	// the gRPC server's graceful stop can finish.
+	goRun(func() error { return s.Events.Run(ctx) })
+	goRun(func() error { return s.auditAPI.Run(ctx) })
+	if s.RPC != nil {
+		goRun(func() error { return s.Admin.WatchHealth(ctx, s.RPC, 0) })
+	}
 	runErr := s.Daemon.Run(ctx)
 	if s.HTTP != nil {
 		_ = s.HTTP.Close(context.WithoutCancel(ctx))

@@ -81,6 +81,9 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if err := t.validate(m.sources); err != nil {
 		return Trigger{}, err
 	}
+	if err := t.checkAllow(m.allowOf(t.UserID)); err != nil {
+		return Trigger{}, err
+	}
 	if err := m.lock(); err != nil {
 		return Trigger{}, err
 	}
@@ -105,6 +108,7 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 		return Trigger{}, err
 	}
 	m.reconcileLocked(ctx, &t, t.ID, false)
+	m.changed(ctx, "create", t)
 	return t, nil
 }
 
@@ -137,6 +141,9 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if err := t.validate(m.sources); err != nil {
 		return Trigger{}, err
 	}
+	if err := t.checkAllow(m.allowOf(t.UserID)); err != nil {
+		return Trigger{}, err
+	}
 	if err := m.checkFunctionRef(ctx, &t); err != nil {
 		return Trigger{}, err
 	}
@@ -149,6 +156,7 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 		return Trigger{}, err
 	}
 	m.reconcileLocked(ctx, &t, t.ID, true)
+	m.changed(ctx, "update", t)
 	return t, nil
 }
 
@@ -182,6 +190,7 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 		return Trigger{}, err
 	}
 	m.reconcileLocked(ctx, &t, id, restart)
+	m.changed(ctx, "enable", t)
 	return t, nil
 }
 
@@ -202,6 +211,7 @@ func (m *Manager) DisableTrigger(ctx context.Context, id string) (Trigger, error
 		return Trigger{}, err
 	}
 	m.reconcileLocked(ctx, &t, id, false)
+	m.changed(ctx, "disable", t)
 	return t, nil
 }
 
@@ -211,13 +221,15 @@ func (m *Manager) DeleteTrigger(ctx context.Context, id string) error {
 		return err
 	}
 	defer m.mu.Unlock()
-	if _, err := m.store.getTrigger(ctx, id); err != nil {
+	t, err := m.store.getTrigger(ctx, id)
+	if err != nil {
 		return err
 	}
 	m.reconcileLocked(ctx, nil, id, false)
 	if err := m.store.deleteTrigger(ctx, id); err != nil {
 		return err
 	}
+	m.changed(ctx, "delete", t)
 	// The cursor and dead letters go with the trigger.
 	if err := m.deps.Outbox.RemoveSink(sinkID(id)); err != nil {
 		m.log.Warn().Err(err).Str("trigger_id", id).Msg("remove trigger cursor")
@@ -278,6 +290,7 @@ func (m *Manager) CreateFunction(ctx context.Context, f Function) (Function, err
 	}
 	m.adopt(f.ID, f.SHA256, mod)
 	f.Wasm = nil
+	m.functionChanged(ctx, "create", f)
 	return f, nil
 }
 
@@ -344,6 +357,7 @@ func (m *Manager) UpdateFunction(ctx context.Context, f Function) (Function, err
 			return Function{}, err
 		}
 	}
+	m.functionChanged(ctx, "update", upd)
 	return upd, nil
 }
 
@@ -373,6 +387,11 @@ func (m *Manager) setFunctionEnabled(ctx context.Context, id string, enabled boo
 	if err := m.store.putFunction(ctx, f); err != nil {
 		return Function{}, err
 	}
+	action := "disable"
+	if enabled {
+		action = "enable"
+	}
+	m.functionChanged(ctx, action, f)
 	return f, m.reconcileUsersLocked(ctx, id)
 }
 
@@ -415,6 +434,7 @@ func (m *Manager) DeleteFunction(ctx context.Context, id string) error {
 	m.modMu.Lock()
 	m.retireLocked(id)
 	m.modMu.Unlock()
+	m.functionChanged(ctx, "delete", f)
 	return nil
 }
 

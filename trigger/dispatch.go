@@ -16,7 +16,9 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
+	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/trigger/wasm"
@@ -29,16 +31,29 @@ type triggerHost struct {
 	client lungo.IClient // nil: no writes allowed
 	globs  []change.Glob
 	metaDB string
+	// allow is the owner's allow-list, checked on every write as well as
+	// when the trigger was stored: it may have been narrowed since.
+	allow auth.Allow
+	owner string
+	// deniedSource is the write data source when the allow-list refuses it.
+	deniedSource string
 }
 
 func (m *Manager) newHost(t Trigger, fn Function) (*triggerHost, error) {
-	h := &triggerHost{metaDB: m.cfg.MetadataDatabase,
+	h := &triggerHost{metaDB: m.cfg.MetadataDatabase, allow: m.allowOf(t.UserID), owner: t.UserID,
 		log: m.log.With().Str("trigger", t.Name).Str("function", fn.Name).Logger()}
+	if err := t.checkAllow(h.allow); err != nil {
+		h.log.Warn().Err(err).Msg("trigger is outside its owner's allow-list (narrowed since it was stored): " +
+			"events outside it are skipped and writes outside it denied")
+	}
 	if len(t.Writes.Namespaces) > 0 {
 		ds := t.writeSource()
 		h.client = m.deps.DataSources[ds]
 		if h.client == nil {
 			return nil, fmt.Errorf("writes.data_source %q is not configured", ds)
+		}
+		if !h.allow.Source(ds) {
+			h.deniedSource = ds
 		}
 	}
 	for _, g := range t.Writes.Namespaces {
@@ -78,8 +93,14 @@ func (h *triggerHost) allowed(ns string) (change.Namespace, error) {
 	if err != nil {
 		return n, err
 	}
+	if h.deniedSource != "" {
+		return n, fmt.Errorf("%w: data source %s is outside the allow-list of user %s", wasm.ErrWriteDenied, h.deniedSource, h.owner)
+	}
 	if n.DB == h.metaDB {
 		return n, fmt.Errorf("%w: %s is in godwit's metadata database", wasm.ErrWriteDenied, ns)
+	}
+	if !h.allow.Namespace(n) {
+		return n, fmt.Errorf("%w: %s is outside the allow-list of user %s", wasm.ErrWriteDenied, ns, h.owner)
 	}
 	for _, g := range h.globs {
 		if g.Match(n) {
@@ -119,7 +140,7 @@ func (h *triggerHost) Write(ctx context.Context, w wasm.Write) error {
 		return fmt.Errorf("%w: %s into %s", wasm.ErrDuplicateKey, w.Kind, w.Namespace)
 	}
 	if err != nil {
-		return fmt.Errorf("%s into %s: %v", w.Kind, w.Namespace, err)
+		return fmt.Errorf("%s into %s: %s", w.Kind, w.Namespace, logging.RedactText(err.Error()))
 	}
 	return nil
 }
@@ -131,11 +152,16 @@ type eventFilter struct {
 	ops              map[string]bool // nil: the four DML types
 	fullDoc, preImg  bool
 	match, project   *bson.D
+	// allow is the owner's allow-list: events outside it are skipped.
+	allow       auth.Allow
+	sourceOK    bool
+	checkAllows bool // the allow-list limits namespaces
 }
 
-func newFilter(c *DatabaseConfig) (*eventFilter, error) {
+func newFilter(c *DatabaseConfig, allow auth.Allow) (*eventFilter, error) {
 	f := &eventFilter{source: c.DataSource, db: c.Database, coll: c.Collection,
-		fullDoc: c.FullDocument, preImg: c.FullDocumentBeforeChange}
+		fullDoc: c.FullDocument, preImg: c.FullDocumentBeforeChange,
+		allow: allow, sourceOK: allow.Source(c.DataSource), checkAllows: len(allow.Namespaces()) > 0}
 	f.ops = map[string]bool{}
 	ops := c.OperationTypes
 	if len(ops) == 0 {
@@ -158,7 +184,7 @@ func newFilter(c *DatabaseConfig) (*eventFilter, error) {
 // does not fire for it. Events needing no change are passed through
 // without copying.
 func (f *eventFilter) apply(rec outbox.Record) (ev []byte, ok bool, err error) {
-	if rec.Source != f.source {
+	if rec.Source != f.source || !f.sourceOK {
 		return nil, false, nil
 	}
 	doc := bsoncore.Document(rec.Raw)
@@ -166,11 +192,14 @@ func (f *eventFilter) apply(rec outbox.Record) (ev []byte, ok bool, err error) {
 	if !f.ops[op] {
 		return nil, false, nil
 	}
-	if f.db != "" || f.coll != "" {
+	if f.db != "" || f.coll != "" || f.checkAllows {
 		ns, _ := doc.Lookup("ns").DocumentOK()
 		db, _ := ns.Lookup("db").StringValueOK()
 		coll, _ := ns.Lookup("coll").StringValueOK()
 		if (f.db != "" && db != f.db) || (f.coll != "" && coll != f.coll) {
+			return nil, false, nil
+		}
+		if f.checkAllows && !f.allow.Namespace(change.Namespace{DB: db, Coll: coll}) {
 			return nil, false, nil
 		}
 	}
@@ -249,7 +278,7 @@ type dbSink struct {
 // trigger halted because its cursor fell behind.
 func (m *Manager) newDBSink(ctx context.Context, a *active) (*dbSink, error) {
 	t := a.t
-	filter, err := newFilter(t.Database)
+	filter, err := newFilter(t.Database, m.allowOf(t.UserID))
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,15 @@
 // trigger's dead letters. Scheduled triggers run on Config.Clock.
 // Authentication triggers run when ReportAuthEvent is called.
 //
+// # Users
+//
+// Triggers and functions belong to a user (UserID). Deps.Allow bounds what
+// a user's triggers may watch and write: checked when a trigger is stored
+// (ErrNotAllowed) and again for every event and write while it runs. Every
+// stored change is passed to Deps.Audit with the acting user from the
+// context (auth.FromContext). Who may call what is the API's concern
+// (trigger/api).
+//
 // # Caveats
 //
 //   - Delivery is at least once: a function's writes made before a failure

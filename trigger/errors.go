@@ -3,6 +3,8 @@ package trigger
 import (
 	"errors"
 	"fmt"
+
+	"github.com/godwit-dev/godwit/auth"
 )
 
 var (
@@ -23,10 +25,17 @@ var (
 
 	// ErrClosed is returned by operations on a closed Manager.
 	ErrClosed = errors.New("trigger manager closed")
+
+	// ErrNotAllowed is returned (wrapped in a *FieldError) by CreateTrigger
+	// and UpdateTrigger when the trigger would watch or write a data source
+	// or namespace outside its owner's allow-list (Deps.Allow). It is
+	// auth.ErrNotAllowed.
+	ErrNotAllowed = auth.ErrNotAllowed
 )
 
 // FieldError names the field of a request that is wrong and why. It wraps
-// ErrInvalid, or ErrNotFound for references to missing functions.
+// ErrInvalid, ErrNotFound for references to missing functions, or
+// ErrNotAllowed.
 type FieldError struct {
 	Field  string
 	Reason string

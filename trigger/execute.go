@@ -118,6 +118,9 @@ type AuthEvent struct {
 	Time time.Time
 	// Details is an optional BSON document passed through to functions.
 	Details []byte
+	// Owner, when set, limits the event to that user's triggers: a user
+	// reporting an event must not run other users' functions.
+	Owner string
 }
 
 // AuthResult says which triggers ran for an authentication event.
@@ -163,6 +166,9 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	for _, a := range m.active {
 		c := a.t.Authentication
 		if a.t.Type != TypeAuthentication || !slices.Contains(c.OperationTypes, ev.Operation) {
+			continue
+		}
+		if ev.Owner != "" && a.t.UserID != ev.Owner {
 			continue
 		}
 		if len(c.Providers) > 0 && !slices.Contains(c.Providers, ev.Provider) {

@@ -14,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/auth"
+	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/trigger/wasm"
@@ -72,18 +74,37 @@ type Deps struct {
 	DataSources map[string]lungo.IClient
 	// Log receives the manager's and the functions' logs.
 	Log zerolog.Logger
-	// Audit, when set, records events that need an audit trail (a trigger
-	// skipping or halting because its cursor fell behind retention).
+	// Audit, when set, records events that need an audit trail: every
+	// change to a trigger or function, and a trigger skipping or halting
+	// because its cursor fell behind retention. It is called after the
+	// change is stored.
 	Audit func(context.Context, AuditEvent) error
+	// Allow, when set, returns the allow-list of a user's triggers: which
+	// data sources and namespaces they may watch and write. CreateTrigger
+	// and UpdateTrigger refuse a trigger outside its owner's allow-list
+	// (ErrNotAllowed); a running trigger skips events and is denied writes
+	// outside it, so a list narrowed later still binds older triggers.
+	// Nil allows everything.
+	Allow func(user string) auth.Allow
 }
 
-// AuditEvent is something a trigger did that must be audited.
+// AuditEvent is something that must be audited.
 type AuditEvent struct {
-	// Kind is AuditResumeSkipped or AuditResumeHalted.
-	Kind        string
-	TriggerID   string
-	TriggerName string
-	UserID      string
+	// Kind is one of the Audit constants.
+	Kind string
+	// Action is what changed for AuditTriggerChanged and
+	// AuditFunctionChanged: create, update, enable, disable or delete.
+	Action       string
+	TriggerID    string
+	TriggerName  string
+	FunctionID   string
+	FunctionName string
+	// UserID is the owner of the trigger or function.
+	UserID string
+	// Actor is the authenticated user who made the change (an admin may
+	// change another user's trigger); empty for what godwit did itself or
+	// without tokens.
+	Actor string
 	// Detail says what happened, for people.
 	Detail string
 	At     time.Time
@@ -91,8 +112,10 @@ type AuditEvent struct {
 
 // Audit kinds.
 const (
-	AuditResumeSkipped = "trigger.resume_skipped"
-	AuditResumeHalted  = "trigger.resume_halted"
+	AuditResumeSkipped   = "trigger.resume_skipped"
+	AuditResumeHalted    = "trigger.resume_halted"
+	AuditTriggerChanged  = "trigger.changed"
+	AuditFunctionChanged = "function.changed"
 )
 
 // Clock is the time source of scheduled triggers.
@@ -380,13 +403,60 @@ func (m *Manager) stopLocked(id string) {
 
 func (m *Manager) audit(ctx context.Context, kind string, t Trigger, detail string) {
 	m.log.Warn().Str("trigger", t.Name).Str("trigger_id", t.ID).Str("audit", kind).Msg(detail)
+	m.record(ctx, AuditEvent{Kind: kind, TriggerID: t.ID, TriggerName: t.Name, UserID: t.UserID, Detail: detail})
+}
+
+func (m *Manager) record(ctx context.Context, ev AuditEvent) {
 	if m.deps.Audit == nil {
 		return
 	}
-	ev := AuditEvent{Kind: kind, TriggerID: t.ID, TriggerName: t.Name, UserID: t.UserID, Detail: detail, At: time.Now().UTC()}
+	ev.At = time.Now().UTC()
 	if err := m.deps.Audit(ctx, ev); err != nil {
-		m.log.Error().Err(err).Str("trigger_id", t.ID).Msg("could not audit trigger event")
+		m.log.Error().Err(err).Str("audit", ev.Kind).Str("trigger_id", ev.TriggerID).Str("function_id", ev.FunctionID).
+			Msg("could not audit")
 	}
+}
+
+// actor is the authenticated user acting in ctx ("" without tokens).
+func actor(ctx context.Context) string {
+	id, _ := auth.FromContext(ctx)
+	return id.User
+}
+
+// changed logs and audits a stored change to trigger t.
+func (m *Manager) changed(ctx context.Context, action string, t Trigger) {
+	who := actor(ctx)
+	m.log.Info().Str("trigger", t.Name).Str("trigger_id", t.ID).Str("owner", t.UserID).Str("actor", who).
+		Str("action", action).Msg("trigger changed")
+	m.record(ctx, AuditEvent{Kind: AuditTriggerChanged, Action: action, TriggerID: t.ID, TriggerName: t.Name,
+		FunctionID: t.FunctionID, UserID: t.UserID, Actor: who, Detail: describe(action, t.UserID, who)})
+}
+
+// functionChanged logs and audits a stored change to function f.
+func (m *Manager) functionChanged(ctx context.Context, action string, f Function) {
+	who := actor(ctx)
+	m.log.Info().Str("function", f.Name).Str("function_id", f.ID).Str("owner", f.UserID).Str("actor", who).
+		Str("action", action).Msg("function changed")
+	m.record(ctx, AuditEvent{Kind: AuditFunctionChanged, Action: action, FunctionID: f.ID, FunctionName: f.Name,
+		UserID: f.UserID, Actor: who, Detail: describe(action, f.UserID, who) + ", module sha256 " + f.SHA256})
+}
+
+func describe(action, owner, actor string) string {
+	switch {
+	case actor == "":
+		return action + "d (owner " + owner + ")"
+	case actor == owner:
+		return action + "d by " + actor
+	}
+	return action + "d by " + actor + " (owner " + owner + ")"
+}
+
+// allowOf returns the allow-list of user's triggers.
+func (m *Manager) allowOf(user string) auth.Allow {
+	if m.deps.Allow == nil {
+		return auth.Allow{}
+	}
+	return m.deps.Allow(user)
 }
 
 // stats
@@ -413,11 +483,15 @@ func (m *Manager) recordOK(id string, at time.Time) {
 	m.update(id, func(s *stats) { s.invocations++; s.lastFired = at })
 }
 
+// recordErr keeps a trigger's last error for Status, which the API shows:
+// driver errors may quote URIs, so passwords are removed here.
 func (m *Manager) recordErr(id, msg string) {
+	msg = logging.RedactText(msg)
 	m.update(id, func(s *stats) { s.lastErr = msg })
 }
 
 func (m *Manager) setStartErr(id, msg string) {
+	msg = logging.RedactText(msg)
 	m.update(id, func(s *stats) { s.startErr = msg })
 }
 

@@ -11,7 +11,9 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
 // Type is what fires a trigger.
@@ -220,6 +222,43 @@ func (t *Trigger) validate(sources []string) error {
 	return nil
 }
 
+// checkAllow refuses a trigger that would watch or write outside its
+// owner's allow-list. Which field is refused and what the list holds is in
+// the message, so the user knows whom to ask.
+func (t *Trigger) checkAllow(allow auth.Allow) error {
+	if allow.Unrestricted() {
+		return nil
+	}
+	deny := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Err: ErrNotAllowed,
+			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" is not in the allow-list of user %s (%s)", t.UserID, allow)}
+	}
+	if c := t.Database; t.Type == TypeDatabase && c != nil {
+		if !allow.Source(c.DataSource) {
+			return deny("database.data_source", "data source %q", c.DataSource)
+		}
+		if !allow.Watch(c.Database, c.Collection) {
+			field, what := "database.collection", c.Database+"."+c.Collection
+			switch {
+			case c.Database == "":
+				field, what = "database.database", "every database"
+			case c.Collection == "":
+				what = "every collection of " + c.Database
+			}
+			return deny(field, "watching %s", what)
+		}
+	}
+	if ds := t.writeSource(); ds != "" && (len(t.Writes.Namespaces) > 0 || t.Writes.DataSource != "") && !allow.Source(ds) {
+		return deny("writes.data_source", "writing to data source %q", ds)
+	}
+	for i, g := range t.Writes.Namespaces {
+		if !allow.Glob(g) {
+			return deny(fmt.Sprintf("writes.namespaces[%d]", i), "writing %q", g)
+		}
+	}
+	return nil
+}
+
 // writeSource is the data source the function's writes go to.
 func (t *Trigger) writeSource() string {
 	if t.Writes.DataSource != "" {
@@ -249,11 +288,68 @@ func parseDoc(s string) (*bson.D, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
+	d, err := ParseExtJSON(s)
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// MaxDepth is the most levels of documents and arrays nested inside a
+// top-level document that godwit accepts from outside: in Extended JSON of
+// API requests and in BSON from functions. It is MongoDB's own limit for
+// stored documents.
+const MaxDepth = wasm.MaxDepth
+
+// ParseExtJSON parses one Extended JSON document (relaxed or canonical)
+// from an API request. It refuses nesting deeper than MaxDepth before
+// parsing: the BSON library limits nested documents but not nested
+// arrays, and decoding, matching or encoding a deeply nested value
+// recurses until the goroutine's stack overflows, which no recover
+// catches.
+func ParseExtJSON(s string) (bson.D, error) {
+	if depth := jsonDepth(s, MaxDepth+1); depth > MaxDepth+1 {
+		return nil, fmt.Errorf("not an Extended JSON document: nested deeper than %d levels", MaxDepth)
+	}
 	var d bson.D
 	if err := bson.UnmarshalExtJSON([]byte(s), false, &d); err != nil {
 		return nil, fmt.Errorf("not an Extended JSON document: %v", err)
 	}
-	return &d, nil
+	return d, nil
+}
+
+// jsonDepth returns the nesting depth of the brackets in JSON text outside
+// strings, stopping as soon as it passes limit.
+func jsonDepth(s string, limit int) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 func parseMatch(s string) (*bson.D, error) {

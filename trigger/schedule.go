@@ -94,8 +94,11 @@ func (m *Manager) fireScheduled(ctx context.Context, a *active, at time.Time, lo
 	for i := 1; ; i++ {
 		_, err := a.mod.mod.Call(ctx, ev, a.host)
 		if err == nil {
+			// Stored before counted: whoever waits for the invocation
+			// (WaitInvocations) then reads the new last run.
+			m.saveLastFired(ctx, t.ID, at)
 			m.recordOK(t.ID, at)
-			break
+			return
 		}
 		if ctx.Err() != nil {
 			return

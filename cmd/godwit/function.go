@@ -26,7 +26,10 @@ const functionUsage = `<create|update|enable|disable|delete|get|list|exec> [ID] 
   list    [--user U] [--name N]
   exec    (ID | --wasm FILE) --event JSON|@FILE [--call-timeout D]
           runs the function once on the event (Extended JSON) and prints its
-          result, the writes it asked for (not applied) and its logs`
+          result, the writes it asked for (not applied) and its logs
+
+Connection flags (every subcommand): --addr, --token (or GODWIT_TOKEN), --ca-cert, --cert/--key
+  (mTLS), --tls, --server-name, --insecure. See docs/security.md.`
 
 func readArg(v string) ([]byte, error) {
 	if rest, ok := strings.CutPrefix(v, "@"); ok {
@@ -41,7 +44,7 @@ func readArg(v string) ([]byte, error) {
 func runFunction(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlags("function", functionUsage)
 	cf := addClientFlags(fs)
-	user := fs.String("user", "", "user id (create: owner; list: filter)")
+	user := fs.String("user", "", "user id (create without tokens: owner, with a token it is the token's user; list: filter, admins only)")
 	name := fs.String("name", "", "function name (letters, digits, '_', '-'; at most 64)")
 	wasmFile := fs.String("wasm", "", "the module file (a GOOS=wasip1 -buildmode=c-shared build, see docs/abi.md)")
 	wasmOut := fs.String("wasm-out", "", "get: write the module to this file")

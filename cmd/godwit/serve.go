@@ -18,6 +18,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlags("serve", "--config FILE")
 	path := fs.String("config", "", "configuration file (YAML; see docs/config.md)")
 	httpAddr := fs.String("http-addr", "", "listen address for /metrics, /healthz, /readyz (overrides api.http_addr; off disables)")
+	insecure := fs.Bool("insecure", false, "serve plaintext gRPC on a non-loopback api.grpc_addr (sets api.insecure); only on a trusted network")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -25,7 +26,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, func(c *config.Config) { c.API.Insecure = c.API.Insecure || *insecure })
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -34,33 +33,52 @@ const triggerUsage = `<create|update|enable|disable|delete|get|list> [ID] [flags
   get     ID
   list    [--user U] [--function FID] [--type T] [--source S] [--database D] [--collection C]
 
+Connection flags (every subcommand): --addr, --token (or GODWIT_TOKEN), --ca-cert, --cert/--key
+  (mTLS), --tls, --server-name, --insecure. See docs/security.md.
+
 Config flags: database: --source --database --collection --ops insert,update,replace,delete
   --full-document --pre-image --tolerate-resume-errors --unordered --match JSON --project JSON;
   scheduled: --schedule "*/5 * * * *" (UTC) --skip-missed; authentication: --auth-ops login,create,delete
   --providers P1,P2. Writes: --writes "ns-glob,..." [--write-source S]. Or --from FILE with the trigger as JSON.`
 
-// client flags shared by trigger and function.
+// client flags shared by the commands that talk to a running godwit.
 type clientFlags struct {
 	addr    *string
 	asJSON  *bool
 	timeout *time.Duration
+
+	token, caCert, cert, key, serverName *string
+	useTLS, insecure                     *bool
 }
+
+// tokenEnv holds the token when --token is not given: an environment
+// variable stays out of shell history and `ps`.
+const tokenEnv = "GODWIT_TOKEN"
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
 		addr:    fs.String("addr", rpc.DefaultAddr, "gRPC address of the godwit daemon (api.grpc_addr)"),
 		asJSON:  fs.Bool("json", false, "print JSON (one object per line)"),
 		timeout: fs.Duration("timeout", 60*time.Second, "give up after this long"),
+		// The default is read at dial time, not shown here: -h must not
+		// print the token.
+		token:      fs.String("token", "", "bearer token (default: $"+tokenEnv+")"),
+		caCert:     fs.String("ca-cert", "", "PEM file of the CA that signed the daemon's certificate (turns TLS on)"),
+		cert:       fs.String("cert", "", "client certificate PEM file, for mTLS (turns TLS on; needs --key)"),
+		key:        fs.String("key", "", "client key PEM file, for mTLS"),
+		serverName: fs.String("server-name", "", "name to verify in the daemon's certificate (default: the host of --addr)"),
+		useTLS:     fs.Bool("tls", false, "connect over TLS, verifying the daemon with the system's CAs"),
+		insecure:   fs.Bool("insecure", false, "send the token without TLS to a non-loopback --addr (trusted networks only)"),
 	}
 }
 
 func (c clientFlags) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(rpc.DefaultMaxMessageBytes), grpc.MaxCallSendMsgSize(rpc.DefaultMaxMessageBytes)))
-	if err != nil {
-		return nil, fmt.Errorf("--addr %s: %w", *c.addr, err)
+	token := *c.token
+	if token == "" {
+		token = os.Getenv(tokenEnv)
 	}
-	return conn, nil
+	return rpc.Dial(rpc.ClientConfig{Addr: *c.addr, Token: strings.TrimSpace(token), TLS: *c.useTLS, CACert: *c.caCert,
+		Cert: *c.cert, Key: *c.key, ServerName: *c.serverName, AllowPlaintextToken: *c.insecure})
 }
 
 // parseInterspersed parses flags that may follow positional arguments
@@ -126,7 +144,7 @@ func typeName(t pb.TriggerType) string {
 func runTrigger(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlags("trigger", triggerUsage)
 	cf := addClientFlags(fs)
-	user := fs.String("user", "", "user id (create: owner; list: filter)")
+	user := fs.String("user", "", "user id (create without tokens: owner, with a token it is the token's user; list: filter, admins only)")
 	name := fs.String("name", "", "trigger name (letters, digits, '_', '-'; at most 64)")
 	typ := fs.String("type", "", "database, scheduled or authentication")
 	fn := fs.String("function", "", "function id")

@@ -6,7 +6,19 @@
 //
 // Errors map to gRPC codes: a bad field is InvalidArgument (the message
 // starts with the field's name), an unknown id NotFound, a taken name
-// AlreadyExists, deleting a function still in use FailedPrecondition.
+// AlreadyExists, deleting a function still in use FailedPrecondition, a
+// trigger outside its owner's allow-list PermissionDenied.
+//
+// # Users
+//
+// With tokens configured, the caller is the auth.Identity the rpc package
+// put in the context. The owner of what a call creates is that user,
+// never the request's user_id (a different user_id is PermissionDenied).
+// A user sees, changes, runs and reports events to only its own triggers
+// and functions; anything else is NotFound, exactly like an id that does
+// not exist, so ids cannot be probed. An admin sees and changes
+// everything. Without tokens there is no identity: requests name their
+// user in user_id, and everything is visible.
 package api
 
 import (
@@ -22,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/godwit-dev/godwit/auth"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
 	"github.com/godwit-dev/godwit/trigger"
@@ -60,6 +73,8 @@ func toStatus(err error, idField string) error {
 	switch {
 	case errors.As(err, &fe) && errors.Is(err, trigger.ErrNotFound):
 		return status.Error(codes.NotFound, fe.Error())
+	case errors.As(err, &fe) && errors.Is(err, trigger.ErrNotAllowed):
+		return status.Error(codes.PermissionDenied, fe.Error())
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())
 	case errors.Is(err, trigger.ErrNotFound):
@@ -85,25 +100,39 @@ func required(field, v string) error {
 	return nil
 }
 
-// actingUser resolves the user a request acts for: the authenticated user
-// when an interceptor set one (a different user_id is refused), otherwise
-// the request's user_id.
-func actingUser(ctx context.Context, requested string) (string, error) {
-	u, ok := rpc.UserFromContext(ctx)
+// owner resolves who owns what a request creates: the authenticated user
+// (a different user_id is refused, for admins too: an admin acts as
+// itself), otherwise the request's user_id.
+func owner(ctx context.Context, requested string) (string, error) {
+	id, ok := auth.FromContext(ctx)
 	if !ok {
 		return requested, nil
 	}
-	if requested != "" && requested != u {
-		return "", status.Errorf(codes.PermissionDenied, "user_id: %q is not the authenticated user", requested)
+	if requested != "" && requested != id.User {
+		return "", status.Errorf(codes.PermissionDenied, "user_id: %q is not the authenticated user %q; the owner is always the token's user (leave user_id empty)", requested, id.User)
 	}
-	return u, nil
+	return id.User, nil
 }
 
-// owns hides other users' resources as NotFound when a user is
-// authenticated.
-func owns(ctx context.Context, owner, idField, id string) error {
-	if u, ok := rpc.UserFromContext(ctx); ok && u != owner {
-		return status.Errorf(codes.NotFound, "%s: %q: not found", idField, id)
+// queryUser resolves the user_id filter of a query: any (or none) for an
+// admin or without tokens, only the caller's own for a user.
+func queryUser(ctx context.Context, requested string) (string, error) {
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.IsAdmin() {
+		return requested, nil
+	}
+	if requested != "" && requested != id.User {
+		return "", status.Errorf(codes.PermissionDenied, "user_id: %q: a user lists only its own triggers and functions", requested)
+	}
+	return id.User, nil
+}
+
+// owns hides other users' resources from a user as NotFound, with exactly
+// the message an unknown id gets: an answer must not tell whether a
+// guessed id exists. kind is "trigger" or "function".
+func owns(ctx context.Context, owner, kind, idField, id string) error {
+	if who, ok := auth.FromContext(ctx); ok && !who.IsAdmin() && who.User != owner {
+		return toStatus(fmt.Errorf("%s %q: %w", kind, id, trigger.ErrNotFound), idField)
 	}
 	return nil
 }
@@ -120,9 +149,9 @@ func parseExtJSON(field, s string) ([]byte, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var d bson.D
-	if err := bson.UnmarshalExtJSON([]byte(s), false, &d); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%s: not an Extended JSON document: %v", field, err)
+	d, err := trigger.ParseExtJSON(s)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
 	}
 	b, err := bson.Marshal(d)
 	if err != nil {

@@ -304,7 +304,7 @@ func TestManager_BehindRetention(t *testing.T) {
 	if st := h.GetStatus(); st.State != "halted" || !strings.Contains(st.LastError, "retention") {
 		t.Fatalf("intolerant trigger: %v, want halted about retention", st)
 	}
-	want := []string{"trigger.resume_skipped:skip", "trigger.resume_halted:halt"}
+	want := []string{"trigger.resume_skipped:skip", "trigger.changed:skip", "trigger.resume_halted:halt", "trigger.changed:halt"}
 	if got := e.audits.kinds(); !slices.Equal(got, want) {
 		t.Fatalf("audited %v, want %v", got, want)
 	}

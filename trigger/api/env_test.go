@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/guest/guestbuild"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
@@ -123,6 +124,11 @@ type envOptions struct {
 	// faster (an embedded file store rewrites the whole file, modules
 	// included, on every write).
 	persist bool
+	// tokens turn authentication on: the API needs one of them, and the
+	// users' allow-lists bind their triggers.
+	tokens []auth.Token
+	// maxModuleBytes bounds uploaded modules (default 32 MiB).
+	maxModuleBytes int
 }
 
 type auditLog struct {
@@ -178,20 +184,30 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 	if opts.wasm.Timeout == 0 {
 		opts.wasm.Timeout = 2 * time.Second
 	}
+	authn, err := auth.New(opts.tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allow func(string) auth.Allow
+	if authn.Enabled() {
+		allow = authn.AllowOf
+	}
 	e.mgr, err = trigger.Open(ctx, trigger.Config{
-		Wasm:     opts.wasm,
-		Delivery: sinkConfig(),
-		Clock:    opts.clock,
+		Wasm:           opts.wasm,
+		Delivery:       sinkConfig(),
+		Clock:          opts.clock,
+		MaxModuleBytes: opts.maxModuleBytes,
 	}, trigger.Deps{
 		Outbox: e.ob, Metadata: meta.Client,
 		DataSources: map[string]lungo.IClient{"src": src.Client, "other": src.Client},
 		Log:         zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 		Audit:       e.audits.record,
+		Allow:       allow,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = rpc.New(rpc.Config{Addr: "127.0.0.1:0"}, zerolog.Nop(), api.New(e.mgr))
+	e.srv, err = rpc.New(rpc.Config{Addr: "127.0.0.1:0", Auth: authn}, zerolog.Nop(), api.New(e.mgr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +226,23 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 	e.tc, e.fc = pb.NewTriggerServiceClient(e.conn), pb.NewFunctionServiceClient(e.conn)
 	t.Cleanup(e.stop)
 	return e
+}
+
+// client is one caller of the API.
+type client struct {
+	tc pb.TriggerServiceClient
+	fc pb.FunctionServiceClient
+}
+
+// as returns a client sending token with every call.
+func (e *env) as(token string) client {
+	e.t.Helper()
+	conn, err := rpc.Dial(rpc.ClientConfig{Addr: e.srv.Addr(), Token: token, MaxMessageBytes: 64 << 20})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	return client{tc: pb.NewTriggerServiceClient(conn), fc: pb.NewFunctionServiceClient(conn)}
 }
 
 // stop shuts the env down like a daemon stopping; safe to call twice.

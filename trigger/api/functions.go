@@ -41,7 +41,7 @@ func (x functionServer) get(ctx context.Context, id string) (trigger.Function, e
 	if err != nil {
 		return f, toStatus(err, "id")
 	}
-	return f, owns(ctx, f.UserID, "id", id)
+	return f, owns(ctx, f.UserID, "function", "id", id)
 }
 
 func (x functionServer) CreateFunction(ctx context.Context, req *pb.CreateFunctionRequest) (*pb.Function, error) {
@@ -49,7 +49,7 @@ func (x functionServer) CreateFunction(ctx context.Context, req *pb.CreateFuncti
 	if p == nil {
 		return nil, status.Error(codes.InvalidArgument, "function: required")
 	}
-	user, err := actingUser(ctx, p.GetUserId())
+	user, err := owner(ctx, p.GetUserId())
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (x functionServer) GetFunction(ctx context.Context, req *pb.GetFunctionRequ
 
 func (x functionServer) QueryFunctions(req *pb.QueryFunctionsRequest, stream grpc.ServerStreamingServer[pb.Function]) error {
 	ctx := stream.Context()
-	user, err := actingUser(ctx, req.GetUserId())
+	user, err := queryUser(ctx, req.GetUserId())
 	if err != nil {
 		return err
 	}

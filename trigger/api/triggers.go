@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/godwit-dev/godwit/auth"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/trigger"
 )
@@ -83,7 +84,7 @@ func (x triggerServer) get(ctx context.Context, id string) (trigger.Trigger, err
 	if err != nil {
 		return t, toStatus(err, "id")
 	}
-	return t, owns(ctx, t.UserID, "id", id)
+	return t, owns(ctx, t.UserID, "trigger", "id", id)
 }
 
 func (x triggerServer) CreateTrigger(ctx context.Context, req *pb.CreateTriggerRequest) (*pb.Trigger, error) {
@@ -92,7 +93,7 @@ func (x triggerServer) CreateTrigger(ctx context.Context, req *pb.CreateTriggerR
 	}
 	t := fromPB(req.GetTrigger())
 	var err error
-	if t.UserID, err = actingUser(ctx, t.UserID); err != nil {
+	if t.UserID, err = owner(ctx, t.UserID); err != nil {
 		return nil, err
 	}
 	t, err = x.s.m.CreateTrigger(ctx, t)
@@ -163,7 +164,7 @@ func (x triggerServer) GetTrigger(ctx context.Context, req *pb.GetTriggerRequest
 
 func (x triggerServer) QueryTriggers(req *pb.QueryTriggersRequest, stream grpc.ServerStreamingServer[pb.Trigger]) error {
 	ctx := stream.Context()
-	user, err := actingUser(ctx, req.GetUserId())
+	user, err := queryUser(ctx, req.GetUserId())
 	if err != nil {
 		return err
 	}
@@ -190,6 +191,9 @@ func (x triggerServer) ReportAuthEvent(ctx context.Context, req *pb.ReportAuthEv
 		return nil, err
 	}
 	ev := trigger.AuthEvent{Operation: req.GetOperationType(), Provider: req.GetProvider(), UserID: req.GetUserId(), Details: details}
+	if id, ok := auth.FromContext(ctx); ok && !id.IsAdmin() {
+		ev.Owner = id.User // a user's report runs only the user's own triggers
+	}
 	if req.GetTime() != nil {
 		ev.Time = req.GetTime().AsTime()
 	}

@@ -29,4 +29,8 @@
 //   - Host writes are performed during the call: a call that fails after a
 //     write leaves the write in place. Functions are run at least once per
 //     event and must be idempotent.
+//   - What a guest hands the host is checked before anyone trusts it: results
+//     and written documents must be well-formed BSON nested at most MaxDepth
+//     levels (CheckDocument), results at most Config.MaxResultBytes; logs are
+//     cut at Config.MaxLogBytes.
 package wasm

@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -124,16 +125,25 @@ func hostSetError(r *Runtime, _ context.Context, mod api.Module, stack []uint64)
 	in.errMsg = string(b)
 }
 
+// hostSetResult keeps the guest's result only when it is a BSON document
+// of bounded size and depth: the result travels on to API clients and
+// encoders that would trust it.
 func hostSetResult(r *Runtime, _ context.Context, mod api.Module, stack []uint64) {
 	in := r.current(mod)
 	if in == nil {
 		return
 	}
-	b, ok := read(mod, stack[0], stack[1])
+	if n := uint64(uint32(stack[1])); n > uint64(r.cfg.MaxResultBytes) {
+		panic(fmt.Errorf("%w: set_result of %d bytes is more than the limit of %d", ErrABI, n, r.cfg.MaxResultBytes))
+	}
+	b, ok := view(mod, stack[0], stack[1])
 	if !ok {
 		panic(fmt.Errorf("%w: set_result document is outside memory", ErrTrap))
 	}
-	in.result = b
+	if err := CheckDocument(b); err != nil {
+		panic(fmt.Errorf("%w: set_result: %v", ErrABI, err))
+	}
+	in.result = append([]byte(nil), b...)
 }
 
 func hostInsert(r *Runtime, ctx context.Context, mod api.Module, stack []uint64) {
@@ -168,11 +178,15 @@ func (r *Runtime) write(ctx context.Context, mod api.Module, w *Write, nsPtr, ns
 	}
 	w.Namespace, w.Document = string(ns), doc
 	w.Upsert, w.Many = flags&FlagUpsert != 0, flags&FlagMany != 0
-	if !isDocument(w.Document) || (w.Kind == "update" && !isDocument(w.Update)) {
-		in.host.Log(LevelWarn, fmt.Sprintf("%s %s: argument is not a BSON document", w.Kind, w.Namespace))
+	err := CheckDocument(w.Document)
+	if err == nil && w.Kind == "update" {
+		err = CheckDocument(w.Update)
+	}
+	if err != nil {
+		in.host.Log(LevelWarn, fmt.Sprintf("%s %s: argument is not a usable BSON document: %v", w.Kind, w.Namespace, err))
 		return CodeInvalid
 	}
-	err := in.host.Write(ctx, *w)
+	err = in.host.Write(ctx, *w)
 	switch {
 	case err == nil:
 		return CodeOK
@@ -190,8 +204,117 @@ func (r *Runtime) write(ctx context.Context, mod api.Module, w *Write, nsPtr, ns
 	}
 }
 
-// isDocument checks the BSON framing (length prefix and terminator); the
-// host's database driver validates the rest.
-func isDocument(b []byte) bool {
-	return len(b) >= 5 && int(binary.LittleEndian.Uint32(b)) == len(b) && b[len(b)-1] == 0
+// MaxDepth is the most levels of documents and arrays nested inside a
+// top-level document that godwit accepts from guests (and, in Extended
+// JSON, from API requests): MongoDB's own limit for stored documents.
+const MaxDepth = 100
+
+// CheckDocument reports why b is not one well-formed BSON document nested
+// at most MaxDepth levels deep, or nil. It checks the structure (lengths,
+// terminators, element types), not the contents of strings. It walks the
+// document without recursion: hostile input must not exhaust the stack
+// here, and the depth limit keeps it from exhausting it in the recursive
+// encoders that see the document later.
+func CheckDocument(b []byte) error {
+	bad := func(pos int, format string, args ...any) error {
+		return fmt.Errorf("not a BSON document: at byte %d: %s", pos, fmt.Sprintf(format, args...))
+	}
+	int32At := func(pos, end int) (int, bool) {
+		if pos < 0 || pos+4 > end {
+			return 0, false
+		}
+		return int(int32(binary.LittleEndian.Uint32(b[pos:]))), true
+	}
+	if len(b) < 5 {
+		return fmt.Errorf("not a BSON document: %d bytes, at least 5 needed", len(b))
+	}
+	if n, _ := int32At(0, len(b)); n != len(b) {
+		return bad(0, "length prefix says %d bytes, there are %d", n, len(b))
+	}
+	ends := []int{len(b)} // exclusive end of each open document, root first
+	pos := 4
+	for len(ends) > 0 {
+		end := ends[len(ends)-1]
+		if pos >= end {
+			return bad(pos, "element runs past the end of its document")
+		}
+		typ := b[pos]
+		if typ == 0 {
+			if pos != end-1 {
+				return bad(pos, "terminator before the end of its document")
+			}
+			pos++
+			ends = ends[:len(ends)-1]
+			continue
+		}
+		pos++
+		k := bytes.IndexByte(b[pos:end], 0)
+		if k < 0 {
+			return bad(pos, "key without terminator")
+		}
+		pos += k + 1
+		size := -1
+		switch typ {
+		case 0x06, 0x0A, 0x7F, 0xFF: // undefined, null, max key, min key
+			size = 0
+		case 0x08: // bool
+			size = 1
+		case 0x10: // int32
+			size = 4
+		case 0x01, 0x09, 0x11, 0x12: // double, datetime, timestamp, int64
+			size = 8
+		case 0x07: // ObjectId
+			size = 12
+		case 0x13: // decimal128
+			size = 16
+		case 0x02, 0x0D, 0x0E, 0x0C: // string, JavaScript, symbol, DBPointer
+			if n, ok := int32At(pos, end); ok && n >= 1 && pos+4+n <= end && b[pos+4+n-1] == 0 {
+				size = 4 + n
+				if typ == 0x0C {
+					size += 12
+				}
+			}
+		case 0x05: // binary
+			if n, ok := int32At(pos, end); ok && n >= 0 {
+				size = 4 + 1 + n
+			}
+		case 0x0B: // regular expression: two C strings
+			if i := bytes.IndexByte(b[pos:end], 0); i >= 0 {
+				if j := bytes.IndexByte(b[pos+i+1:end], 0); j >= 0 {
+					size = i + 1 + j + 1
+				}
+			}
+		case 0x03, 0x04, 0x0F: // document, array, code with scope
+			docStart := pos
+			docEnd := -1
+			if typ == 0x0F {
+				total, ok := int32At(pos, end)
+				strLen, ok2 := int32At(pos+4, end)
+				if ok && ok2 && strLen >= 1 && total >= 14 && pos+8+strLen <= end && b[pos+8+strLen-1] == 0 {
+					docStart = pos + 8 + strLen
+					docEnd = pos + total
+				}
+			}
+			n, ok := int32At(docStart, end)
+			if typ != 0x0F {
+				docEnd = docStart + n
+			}
+			if !ok || n < 5 || docEnd > end || docStart+n != docEnd {
+				return bad(pos, "embedded document with a bad length")
+			}
+			if len(ends) > MaxDepth {
+				return bad(pos, "nested deeper than %d levels", MaxDepth)
+			}
+			ends = append(ends, docEnd)
+			pos = docStart + 4
+			continue
+		default:
+			return bad(pos-k-2, "unknown element type 0x%02X", typ)
+		}
+		if size < 0 || pos+size > end {
+			return bad(pos, "value of type 0x%02X runs past the end of its document", typ)
+		}
+		pos += size
+	}
+	return nil
 }

@@ -46,6 +46,10 @@ type Config struct {
 	// MaxLogBytes bounds the log and stderr text one call keeps. Default
 	// 64 KiB.
 	MaxLogBytes int
+	// MaxResultBytes bounds the document a guest passes to set_result; a
+	// larger one fails the call with ErrABI. Default 16 MiB, MongoDB's
+	// document limit.
+	MaxResultBytes int
 }
 
 // DefaultMemoryLimit is the default per-instance memory cap.
@@ -68,6 +72,8 @@ func (c Config) Validate() error {
 		return errors.New("pool_size: must not be negative")
 	case c.MaxLogBytes < 0:
 		return errors.New("max_log_bytes: must not be negative")
+	case c.MaxResultBytes < 0:
+		return errors.New("max_result_bytes: must not be negative")
 	}
 	return nil
 }
@@ -87,6 +93,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = 64 << 10
+	}
+	if c.MaxResultBytes == 0 {
+		c.MaxResultBytes = 16 << 20
 	}
 }
 

@@ -1,0 +1,84 @@
+package admin
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/godwit-dev/godwit/trigger"
+)
+
+var (
+	descTriggerBacklog = prometheus.NewDesc("godwit_trigger_backlog_events",
+		"Events captured after a database trigger's cursor.", []string{"trigger", "name"}, nil)
+	descTriggerCalls = prometheus.NewDesc("godwit_trigger_invocations_total",
+		"Successful function calls of a trigger since godwit started.", []string{"trigger", "name"}, nil)
+	descTriggerDead = prometheus.NewDesc("godwit_trigger_dead_letters_total",
+		"Events parked in a database trigger's dead letters.", []string{"trigger", "name"}, nil)
+	descTriggerUp = prometheus.NewDesc("godwit_trigger_up",
+		"1 while a trigger runs, 0 otherwise (state says why).", []string{"trigger", "name", "state"}, nil)
+	descSubsConnected = prometheus.NewDesc("godwit_subscriptions_connected",
+		"Event streams connected now, durable or not.", []string{"durable"}, nil)
+	descSubBacklog = prometheus.NewDesc("godwit_subscription_backlog_events",
+		"Events captured after a durable subscription's cursor.", []string{"subscription"}, nil)
+)
+
+// Collector returns Prometheus metrics of triggers and event
+// subscriptions, read at scrape time like the daemon's. Only durable
+// subscriptions have their own series: live ones come and go.
+func (s *Service) Collector() prometheus.Collector { return collector{s} }
+
+type collector struct{ s *Service }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTriggerBacklog, descTriggerCalls, descTriggerDead, descTriggerUp,
+		descSubsConnected, descSubBacklog} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.s.d
+	last := d.Daemon.Outbox().LastSeq()
+	if m := d.Triggers; m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
+		cancel()
+		if err == nil {
+			for _, t := range triggers {
+				st := m.Status(t)
+				ch <- prometheus.MustNewConstMetric(descTriggerCalls, prometheus.CounterValue, float64(st.Invocations), t.ID, t.Name)
+				up := 0.0
+				if st.State == trigger.StateRunning {
+					up = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, st.State)
+				if t.Type == trigger.TypeDatabase {
+					ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.CounterValue, float64(st.DeadLetters), t.ID, t.Name)
+					ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(last-min(st.Acked, last)), t.ID, t.Name)
+				}
+			}
+		}
+	}
+	if e := d.Events; e != nil {
+		subs, err := e.Subscriptions()
+		if err != nil {
+			return
+		}
+		var live, durable float64
+		for _, sub := range subs {
+			switch {
+			case !sub.Durable:
+				live++
+			case sub.Connected:
+				durable++
+			}
+			if sub.Durable {
+				ch <- prometheus.MustNewConstMetric(descSubBacklog, prometheus.GaugeValue, float64(sub.Backlog), sub.Name)
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, live, "false")
+		ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, durable, "true")
+	}
+}
