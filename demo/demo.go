@@ -31,6 +31,7 @@ import (
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/progress"
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/server"
 	"github.com/godwit-dev/godwit/sink/jsonl"
@@ -394,61 +395,79 @@ func verifyTriggers(ctx context.Context, ob *outbox.Outbox, cfg *config.Config) 
 	return problems
 }
 
-// write applies the workload from the stored progress up to opts.Ops. Each
-// operation and the progress marker commit in one source transaction.
+// write applies the workload from the stored progress up to opts.Ops,
+// showing its progress.
 func write(ctx context.Context, client lungo.IClient, opts Options) (int, error) {
-	progress := client.Database(metadataDB).Collection(progressColl)
-	var p struct {
-		Next int `bson:"next"`
+	next, err := storedNext(ctx, client)
+	if err != nil {
+		return 0, err
 	}
-	err := progress.FindOne(ctx, bson.M{"_id": "workload"}).Decode(&p)
-	if err != nil && !errors.Is(err, lungoErrNoDocuments) {
-		return 0, fmt.Errorf("read workload progress: %w", err)
+	if next > 0 {
+		fmt.Fprintf(opts.Progress, "resuming the workload at operation %d of %d\n", next, opts.Ops)
 	}
 	w := NewWorkload(opts.Seed)
-	for i := 0; i < p.Next; i++ {
+	for i := 0; i < next; i++ {
 		w.Next()
 	}
-	if p.Next > 0 {
-		fmt.Fprintf(opts.Progress, "resuming the workload at operation %d of %d\n", p.Next, opts.Ops)
-	}
+	meter := progress.New(opts.Progress, "workload", int64(opts.Ops), "operations", progress.WithStart(int64(next)))
 	written := 0
-	every := max(opts.Ops/10, 1)
-	for i := p.Next; i < opts.Ops; i++ {
+	for i := next; i < opts.Ops; i++ {
 		if err := ctx.Err(); err != nil {
 			return written, err
 		}
-		op := w.Next()
-		if op.Kind == change.OpDrop {
-			// The embedded engine cannot drop inside a transaction. Dropping
-			// again after a crash is harmless: a missing collection drops
-			// without an event, so the history still has exactly one.
-			if err := apply(ctx, client, op); err != nil {
-				return written, fmt.Errorf("workload operation %d (drop %s): %w", i, op.NS, err)
-			}
-		}
-		err := client.UseSession(ctx, func(sc lungo.ISessionContext) error {
-			_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
-				if op.Kind != change.OpDrop {
-					if err := apply(tc, client, op); err != nil {
-						return nil, err
-					}
-				}
-				_, err := progress.UpdateOne(tc, bson.M{"_id": "workload"},
-					bson.M{"$set": bson.M{"next": i + 1}}, options.Update().SetUpsert(true))
-				return nil, err
-			})
-			return err
-		})
-		if err != nil {
-			return written, fmt.Errorf("workload operation %d (%s %s %d): %w", i, op.Kind, op.NS, op.ID, err)
+		if err := writeOp(ctx, client, w.Next(), i); err != nil {
+			return written, err
 		}
 		written++
-		if (i+1)%every == 0 {
-			fmt.Fprintf(opts.Progress, "workload: %d/%d operations written\n", i+1, opts.Ops)
-		}
+		meter.Add(1)
+	}
+	if written > 0 {
+		meter.Finish()
 	}
 	return written, nil
+}
+
+// storedNext reads the index of the next workload operation to write.
+func storedNext(ctx context.Context, client lungo.IClient) (int, error) {
+	var p struct {
+		Next int `bson:"next"`
+	}
+	err := client.Database(metadataDB).Collection(progressColl).FindOne(ctx, bson.M{"_id": "workload"}).Decode(&p)
+	if err != nil && !errors.Is(err, lungoErrNoDocuments) {
+		return 0, fmt.Errorf("read workload progress: %w", err)
+	}
+	return p.Next, nil
+}
+
+// writeOp applies operation i and moves the stored progress past it, in
+// one source transaction.
+func writeOp(ctx context.Context, client lungo.IClient, op Op, i int) error {
+	progress := client.Database(metadataDB).Collection(progressColl)
+	if op.Kind == change.OpDrop {
+		// The embedded engine cannot drop inside a transaction. Dropping
+		// again after a crash is harmless: a missing collection drops
+		// without an event, so the history still has exactly one.
+		if err := apply(ctx, client, op); err != nil {
+			return fmt.Errorf("workload operation %d (drop %s): %w", i, op.NS, err)
+		}
+	}
+	err := client.UseSession(ctx, func(sc lungo.ISessionContext) error {
+		_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
+			if op.Kind != change.OpDrop {
+				if err := apply(tc, client, op); err != nil {
+					return nil, err
+				}
+			}
+			_, err := progress.UpdateOne(tc, bson.M{"_id": "workload"},
+				bson.M{"$set": bson.M{"next": i + 1}}, options.Update().SetUpsert(true))
+			return nil, err
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("workload operation %d (%s %s %d): %w", i, op.Kind, op.NS, op.ID, err)
+	}
+	return nil
 }
 
 func apply(ctx context.Context, client lungo.IClient, op Op) error {

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the Go code of proto/ (committed, so builds need no protoc).
 #
-# Needs protoc (Debian: apt-get install protobuf-compiler) and the Go plugins:
-#   go install google.golang.org/protobuf/cmd/protoc-gen-go@latest
-#   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@latest
+# Every .proto under proto/ is compiled (godwit/trigger/v1, godwit/event/v1,
+# godwit/admin/v1, godwit/audit/v1, ...): a new package needs no change here.
+#
+# Needs protoc (Debian: apt-get install protobuf-compiler; the committed code
+# was made with 3.21.12) and the Go plugins, pinned so that regenerating
+# unchanged files changes nothing:
+#   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+#   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$(go env GOPATH)/bin:$PATH"

@@ -7,8 +7,12 @@ import (
 	"os"
 	"sort"
 
+	"github.com/rs/zerolog"
+
 	"github.com/godwit-dev/godwit/demo"
+	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/rpc"
 )
 
 func init() {
@@ -16,17 +20,24 @@ func init() {
 }
 
 func runDemo(ctx context.Context, m *Main, args []string) error {
-	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json]")
+	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A]]")
 	ops := fs.Int("ops", 1000, "total workload operations (a rerun with the same --data continues up to this number)")
 	data := fs.String("data", "", "data directory (default: a new temporary directory); rerun with the same one to continue")
 	asJSON := fs.Bool("json", false, "end with one JSON line summarising the run")
 	seed := fs.Uint64("seed", 1, "workload seed")
 	level := fs.String("log-level", "warn", "log level for the daemon's logs (debug, info, warn, error)")
+	keep := fs.Bool("keep-running", false, "after the verified run, keep the daemon running with its gRPC API and HTTP listener until Ctrl-C: try `godwit status`, `godwit events tail`, the trigger CLI")
+	rate := fs.Float64("rate", 0, "with --keep-running: workload operations per second to keep writing (0: none)")
+	grpcAddr := fs.String("grpc-addr", rpc.DefaultAddr, "with --keep-running: gRPC API address (port 0: any free port)")
+	httpAddr := fs.String("http-addr", httpapi.DefaultAddr, "with --keep-running: address of /metrics, /healthz and /readyz")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *ops <= 0 {
 		return fmt.Errorf("--ops must be positive")
+	}
+	if *rate < 0 {
+		return fmt.Errorf("--rate must not be negative")
 	}
 	log, err := logging.New(os.Stderr, *level)
 	if err != nil {
@@ -65,5 +76,43 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	if !sum.Verified {
 		return &exitError{code: 1, msg: "verification failed"}
 	}
+	if *keep {
+		return keepRunning(ctx, m, log, demo.ServeOptions{DataDir: sum.DataDir, Seed: *seed, GRPCAddr: *grpcAddr,
+			HTTPAddr: *httpAddr, Rate: *rate}, *asJSON)
+	}
+	return nil
+}
+
+// keepRunning serves the demo's daemon until interrupted and says how to
+// reach it.
+func keepRunning(ctx context.Context, m *Main, log zerolog.Logger, opts demo.ServeOptions, asJSON bool) error {
+	opts.Log = log
+	opts.Ready = func(l demo.Listening) {
+		if asJSON {
+			b, _ := json.Marshal(struct {
+				Running bool `json:"running"`
+				demo.Listening
+			}{true, l})
+			fmt.Fprintln(m.Stdout, string(b))
+			return
+		}
+		writing := "writing nothing"
+		if opts.Rate > 0 {
+			writing = fmt.Sprintf("writing %g workload operations per second", opts.Rate)
+		}
+		fmt.Fprintf(m.Stdout, "\ngodwit is running (%s): gRPC %s, HTTP %s; Ctrl-C to stop. Try:\n", writing, l.GRPCAddr, l.HTTPAddr)
+		addr := ""
+		if l.GRPCAddr != rpc.DefaultAddr {
+			addr = " --addr " + l.GRPCAddr
+		}
+		fmt.Fprintf(m.Stdout, "  godwit status%s\n  godwit events tail%s --ns 'shop.*'\n  godwit trigger list%s\n  curl -s http://%s/metrics | grep ^godwit_\n",
+			addr, addr, addr, l.HTTPAddr)
+	}
+	total, err := demo.Serve(ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stderr, "godwit demo: stopped; the workload has %d operations: `godwit demo --data %s --ops %d` verifies them all\n",
+		total, opts.DataDir, total)
 	return nil
 }

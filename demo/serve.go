@@ -1,0 +1,129 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/godwit-dev/godwit/httpapi"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/server"
+)
+
+// ServeOptions configures Serve.
+type ServeOptions struct {
+	// DataDir is a demo's data directory (Summary.DataDir of a Run).
+	DataDir string
+	// Seed is the workload's seed (the one Run used). Default 1.
+	Seed uint64
+	// GRPCAddr and HTTPAddr are the listeners' addresses. Defaults
+	// rpc.DefaultAddr and httpapi.DefaultAddr, so that `godwit status`
+	// and `godwit events tail` find the daemon without flags; port 0
+	// picks a free port.
+	GRPCAddr, HTTPAddr string
+	// Rate is how many workload operations per second to write meanwhile
+	// (0: none), continuing the deterministic workload.
+	Rate float64
+	// Log receives the daemon's logs.
+	Log zerolog.Logger
+	// Ready is called once the listeners serve and capture runs.
+	Ready func(Listening)
+}
+
+// Listening says where a served demo listens.
+type Listening struct {
+	GRPCAddr string `json:"grpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Serve runs the demo's daemon, with the gRPC API and the HTTP listener,
+// until ctx ends, writing the workload at opts.Rate meanwhile. It returns
+// how many workload operations the source then holds: a later Run with at
+// least that many Ops continues and verifies the whole history.
+func Serve(ctx context.Context, opts ServeOptions) (int, error) {
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	if opts.GRPCAddr == "" {
+		opts.GRPCAddr = rpc.DefaultAddr
+	}
+	if opts.HTTPAddr == "" {
+		opts.HTTPAddr = httpapi.DefaultAddr
+	}
+	if opts.Rate < 0 {
+		return 0, errors.New("rate: must not be negative")
+	}
+	cfg, err := Config(opts.DataDir)
+	if err != nil {
+		return 0, err
+	}
+	cfg.API.GRPCAddr, cfg.API.HTTPAddr = opts.GRPCAddr, opts.HTTPAddr
+	srv, err := server.Open(ctx, cfg, opts.Log)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := ensureTriggers(ctx, srv.Triggers); err != nil {
+		_ = srv.Close(context.WithoutCancel(ctx))
+		return 0, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-ran
+		_ = srv.Close(context.WithoutCancel(ctx))
+	}()
+	select {
+	case <-srv.Daemon.Sources()[0].Ready():
+	case err := <-ran:
+		ran <- err
+		return 0, fmt.Errorf("daemon stopped before capture started: %v", err)
+	case <-ctx.Done():
+		return 0, nil
+	}
+	if opts.Ready != nil {
+		opts.Ready(Listening{GRPCAddr: srv.RPC.Addr(), HTTPAddr: srv.HTTP.Addr()})
+	}
+
+	conn, err := mongodb.Open(ctx, cfg.Sources[0].URI, cfg.Dir())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	next, err := storedNext(ctx, conn.Client)
+	if err != nil {
+		return 0, err
+	}
+	if opts.Rate == 0 {
+		<-ctx.Done()
+		return next, nil
+	}
+	w := NewWorkload(opts.Seed)
+	for i := 0; i < next; i++ {
+		w.Next()
+	}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / opts.Rate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return next, nil
+		case err := <-ran:
+			ran <- err
+			return next, fmt.Errorf("daemon stopped: %v", err)
+		case <-tick.C:
+		}
+		if err := writeOp(ctx, conn.Client, w.Next(), next); err != nil {
+			if ctx.Err() != nil {
+				return next, nil
+			}
+			return next, err
+		}
+		next++
+	}
+}
