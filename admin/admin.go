@@ -110,6 +110,16 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 		res.Sinks = append(res.Sinks, &pb.SinkStatus{Id: sk.ID, Type: sinkTypes[sk.ID], Acked: sk.Acked, Backlog: sk.Backlog,
 			Delivered: sk.Delivered, DeadLetters: sk.Parked, Halted: sk.Halted, LastError: logging.RedactText(sk.LastError)})
 	}
+	for _, p := range st.Pipelines {
+		var lag uint64
+		if st.Outbox.Last > p.Seq {
+			lag = st.Outbox.Last - p.Seq
+		}
+		res.Pipelines = append(res.Pipelines, &pb.PipelineStatus{Id: p.Pipeline, Source: p.Source,
+			Target: logging.RedactURI(p.Target), Phase: p.Phase, Namespace: p.Namespace, Copied: p.Copied,
+			Total: p.Total, Applied: p.Applied, Conflicts: p.Conflicts, LagEvents: lag,
+			LagSeconds: p.LagSeconds, LastError: logging.RedactText(p.LastError)})
+	}
 	if m := s.d.Triggers; m != nil {
 		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
 		if err != nil {

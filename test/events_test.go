@@ -137,7 +137,7 @@ func TestDemo_KeepRunning_Status(t *testing.T) {
 		t.Fatal(err)
 	}
 	human := d.cli(t, "status")
-	for _, want := range []string{"SOURCES", "demo", "running", "SINKS", "replica", "TRIGGERS", "cache-orders", "OUTBOX"} {
+	for _, want := range []string{"SOURCES", "demo", "running", "SINKS", "replica", "PIPELINES", "streaming", "TRIGGERS", "cache-orders", "OUTBOX"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("status output lacks %q:\n%s", want, human)
 		}
@@ -165,6 +165,9 @@ func TestDemo_KeepRunning_Status(t *testing.T) {
 		if s.Acked != sinks[s.Id].Acked || s.Delivered != sinks[s.Id].Delivered || s.Backlog != obs.Last-s.Acked {
 			t.Errorf("status sink %v, stored %+v", s, sinks[s.Id])
 		}
+	}
+	if p := st.Pipelines; len(p) != 1 || p[0].Id != "replica" || p[0].Phase != "streaming" || p[0].Applied+p[0].LagEvents == 0 || p[0].LastError != "" {
+		t.Errorf("status pipelines %v, want the demo's replica streaming", p)
 	}
 	if len(st.Triggers) != 3 || len(st.Problems) != 0 {
 		t.Errorf("triggers %v, problems %q", st.Triggers, st.Problems)

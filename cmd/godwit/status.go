@@ -80,6 +80,16 @@ func printStatus(out io.Writer, s *pb.StatusResponse) {
 		detail(w, sk.LastError)
 	}
 
+	if len(s.Pipelines) > 0 {
+		section("PIPELINES", "ID", "SOURCE", "PHASE", "COPIED", "APPLIED", "LAG", "TARGET")
+		for _, p := range s.Pipelines {
+			copied := fmt.Sprintf("%d/%d", p.Copied, p.Total)
+			lag := fmt.Sprintf("%d events, %s", p.LagEvents, (time.Duration(p.LagSeconds * float64(time.Second))).Round(100*time.Millisecond))
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Id, p.Source, p.Phase, copied, p.Applied, lag, p.Target)
+			detail(w, p.LastError)
+		}
+	}
+
 	if len(s.Triggers) > 0 {
 		section("TRIGGERS", "NAME", "ID", "USER", "TYPE", "STATE", "ACKED", "BACKLOG", "CALLS", "DEAD")
 		for _, t := range s.Triggers {

@@ -75,7 +75,9 @@ type StatusResponse struct {
 	Outbox        *OutboxStatus          `protobuf:"bytes,6,opt,name=outbox,proto3" json:"outbox,omitempty"`
 	// Why godwit is not ready (the same list /readyz reports); empty when
 	// every source runs and no sink is halted.
-	Problems      []string `protobuf:"bytes,7,rep,name=problems,proto3" json:"problems,omitempty"`
+	Problems []string `protobuf:"bytes,7,rep,name=problems,proto3" json:"problems,omitempty"`
+	// Replication pipelines (replicate sinks).
+	Pipelines     []*PipelineStatus `protobuf:"bytes,8,rep,name=pipelines,proto3" json:"pipelines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +157,13 @@ func (x *StatusResponse) GetOutbox() *OutboxStatus {
 func (x *StatusResponse) GetProblems() []string {
 	if x != nil {
 		return x.Problems
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetPipelines() []*PipelineStatus {
+	if x != nil {
+		return x.Pipelines
 	}
 	return nil
 }
@@ -645,6 +654,143 @@ func (x *SubscriptionStatus) GetConnectedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type PipelineStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Source string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The target deployment, password removed.
+	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// starting, copying, streaming or halted.
+	Phase string `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	// The collection being copied, and documents copied of the total.
+	Namespace string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Copied    int64  `protobuf:"varint,6,opt,name=copied,proto3" json:"copied,omitempty"`
+	Total     int64  `protobuf:"varint,7,opt,name=total,proto3" json:"total,omitempty"`
+	Applied   uint64 `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`
+	Conflicts uint64 `protobuf:"varint,9,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Lag in events (outbox events after the pipeline's last delivered one)
+	// and in seconds (how far behind the source the last event was applied).
+	LagEvents     uint64  `protobuf:"varint,10,opt,name=lag_events,json=lagEvents,proto3" json:"lag_events,omitempty"`
+	LagSeconds    float64 `protobuf:"fixed64,11,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	LastError     string  `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineStatus) Reset() {
+	*x = PipelineStatus{}
+	mi := &file_godwit_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineStatus) ProtoMessage() {}
+
+func (x *PipelineStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineStatus.ProtoReflect.Descriptor instead.
+func (*PipelineStatus) Descriptor() ([]byte, []int) {
+	return file_godwit_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PipelineStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PipelineStatus) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PipelineStatus) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *PipelineStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *PipelineStatus) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PipelineStatus) GetCopied() int64 {
+	if x != nil {
+		return x.Copied
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetLagEvents() uint64 {
+	if x != nil {
+		return x.LagEvents
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 type OutboxStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -664,7 +810,7 @@ type OutboxStatus struct {
 
 func (x *OutboxStatus) Reset() {
 	*x = OutboxStatus{}
-	mi := &file_godwit_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_godwit_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +822,7 @@ func (x *OutboxStatus) String() string {
 func (*OutboxStatus) ProtoMessage() {}
 
 func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_godwit_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_godwit_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +835,7 @@ func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxStatus.ProtoReflect.Descriptor instead.
 func (*OutboxStatus) Descriptor() ([]byte, []int) {
-	return file_godwit_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_godwit_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OutboxStatus) GetPath() string {
@@ -746,7 +892,7 @@ var File_godwit_admin_v1_admin_proto protoreflect.FileDescriptor
 const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x1bgodwit/admin/v1/admin.proto\x12\x0fgodwit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\x86\x03\n" +
+	"\rStatusRequest\"\xc5\x03\n" +
 	"\x0eStatusResponse\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\asources\x18\x02 \x03(\v2\x1d.godwit.admin.v1.SourceStatusR\asources\x121\n" +
@@ -754,7 +900,8 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"\btriggers\x18\x04 \x03(\v2\x1e.godwit.admin.v1.TriggerStatusR\btriggers\x12I\n" +
 	"\rsubscriptions\x18\x05 \x03(\v2#.godwit.admin.v1.SubscriptionStatusR\rsubscriptions\x125\n" +
 	"\x06outbox\x18\x06 \x01(\v2\x1d.godwit.admin.v1.OutboxStatusR\x06outbox\x12\x1a\n" +
-	"\bproblems\x18\a \x03(\tR\bproblems\"\xd9\x02\n" +
+	"\bproblems\x18\a \x03(\tR\bproblems\x12=\n" +
+	"\tpipelines\x18\b \x03(\v2\x1f.godwit.admin.v1.PipelineStatusR\tpipelines\"\xd9\x02\n" +
 	"\fSourceStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03uri\x18\x02 \x01(\tR\x03uri\x12\x14\n" +
@@ -809,7 +956,24 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\n" +
 	" \x01(\tR\tlastError\x12=\n" +
-	"\fconnected_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"\xda\x01\n" +
+	"\fconnected_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"\xc9\x02\n" +
+	"\x0ePipelineStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x16\n" +
+	"\x06copied\x18\x06 \x01(\x03R\x06copied\x12\x14\n" +
+	"\x05total\x18\a \x01(\x03R\x05total\x12\x18\n" +
+	"\aapplied\x18\b \x01(\x04R\aapplied\x12\x1c\n" +
+	"\tconflicts\x18\t \x01(\x04R\tconflicts\x12\x1d\n" +
+	"\n" +
+	"lag_events\x18\n" +
+	" \x01(\x04R\tlagEvents\x12\x1f\n" +
+	"\vlag_seconds\x18\v \x01(\x01R\n" +
+	"lagSeconds\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError\"\xda\x01\n" +
 	"\fOutboxStatus\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x1b\n" +
@@ -834,7 +998,7 @@ func file_godwit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_godwit_admin_v1_admin_proto_rawDescData
 }
 
-var file_godwit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_godwit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_godwit_admin_v1_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: godwit.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: godwit.admin.v1.StatusResponse
@@ -842,27 +1006,29 @@ var file_godwit_admin_v1_admin_proto_goTypes = []any{
 	(*SinkStatus)(nil),            // 3: godwit.admin.v1.SinkStatus
 	(*TriggerStatus)(nil),         // 4: godwit.admin.v1.TriggerStatus
 	(*SubscriptionStatus)(nil),    // 5: godwit.admin.v1.SubscriptionStatus
-	(*OutboxStatus)(nil),          // 6: godwit.admin.v1.OutboxStatus
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*PipelineStatus)(nil),        // 6: godwit.admin.v1.PipelineStatus
+	(*OutboxStatus)(nil),          // 7: godwit.admin.v1.OutboxStatus
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_godwit_admin_v1_admin_proto_depIdxs = []int32{
-	7,  // 0: godwit.admin.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 0: godwit.admin.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: godwit.admin.v1.StatusResponse.sources:type_name -> godwit.admin.v1.SourceStatus
 	3,  // 2: godwit.admin.v1.StatusResponse.sinks:type_name -> godwit.admin.v1.SinkStatus
 	4,  // 3: godwit.admin.v1.StatusResponse.triggers:type_name -> godwit.admin.v1.TriggerStatus
 	5,  // 4: godwit.admin.v1.StatusResponse.subscriptions:type_name -> godwit.admin.v1.SubscriptionStatus
-	6,  // 5: godwit.admin.v1.StatusResponse.outbox:type_name -> godwit.admin.v1.OutboxStatus
-	7,  // 6: godwit.admin.v1.SourceStatus.last_cluster_time:type_name -> google.protobuf.Timestamp
-	7,  // 7: godwit.admin.v1.SourceStatus.token_time:type_name -> google.protobuf.Timestamp
-	7,  // 8: godwit.admin.v1.TriggerStatus.last_fired:type_name -> google.protobuf.Timestamp
-	7,  // 9: godwit.admin.v1.SubscriptionStatus.connected_at:type_name -> google.protobuf.Timestamp
-	0,  // 10: godwit.admin.v1.AdminService.Status:input_type -> godwit.admin.v1.StatusRequest
-	1,  // 11: godwit.admin.v1.AdminService.Status:output_type -> godwit.admin.v1.StatusResponse
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 5: godwit.admin.v1.StatusResponse.outbox:type_name -> godwit.admin.v1.OutboxStatus
+	6,  // 6: godwit.admin.v1.StatusResponse.pipelines:type_name -> godwit.admin.v1.PipelineStatus
+	8,  // 7: godwit.admin.v1.SourceStatus.last_cluster_time:type_name -> google.protobuf.Timestamp
+	8,  // 8: godwit.admin.v1.SourceStatus.token_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: godwit.admin.v1.TriggerStatus.last_fired:type_name -> google.protobuf.Timestamp
+	8,  // 10: godwit.admin.v1.SubscriptionStatus.connected_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: godwit.admin.v1.AdminService.Status:input_type -> godwit.admin.v1.StatusRequest
+	1,  // 12: godwit.admin.v1.AdminService.Status:output_type -> godwit.admin.v1.StatusResponse
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_godwit_admin_v1_admin_proto_init() }
@@ -876,7 +1042,7 @@ func file_godwit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_admin_v1_admin_proto_rawDesc), len(file_godwit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
