@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -65,8 +66,12 @@ func (e *syncError) get() string    { e.mu.Lock(); defer e.mu.Unlock(); return e
 type Option func(*options)
 
 type options struct {
-	observe func(sinkID string) func(time.Duration, int, error)
+	observe  func(sinkID string) func(time.Duration, int, error)
+	progress io.Writer
 }
+
+// WithProgress draws the progress of initial syncs to w.
+func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
 
 // WithDeliveryObserver calls observe once per sink; the function it returns
 // is called after every delivery to that sink (for latency metrics).
@@ -106,7 +111,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		echoes[sc.ID] = replicate.NewEchoFilter(cfg.Metadata.Database)
 	}
 	for _, sc := range cfg.Sinks {
-		s, err := d.openSink(ctx, sc, srcConns, echoes)
+		s, err := d.openSink(ctx, sc, srcConns, echoes, o.progress)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
@@ -155,7 +160,7 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	}
 }
 
-func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter) (sink.Sink, error) {
+func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer) (sink.Sink, error) {
 	log := d.log.With().Str("sink", sc.ID).Logger()
 	switch sc.Type {
 	case "jsonl":
@@ -163,14 +168,14 @@ func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[stri
 	case "audit":
 		return audit.Open(*sc.Audit, log)
 	case "replicate":
-		return d.openReplicate(ctx, sc, srcConns, echoes, log)
+		return d.openReplicate(ctx, sc, srcConns, echoes, progress, log)
 	}
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
 }
 
 // openReplicate opens a pipeline's target and, for a two-way pair, links it
 // to the capture of that target.
-func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, log zerolog.Logger) (sink.Sink, error) {
+func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer, log zerolog.Logger) (sink.Sink, error) {
 	rc := *sc.Replicate
 	rc.ID = sc.ID
 	target, err := mongodb.Open(ctx, rc.Target, d.cfg.Dir())
@@ -184,6 +189,9 @@ func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map
 			Message: fmt.Sprintf("pipeline %s: %s of _id %v resolved by last writer wins", c.Pipeline, c.Operation, c.ID),
 			Details: map[string]any{"incoming": c.Incoming, "current": c.Current}})
 	})}
+	if progress != nil {
+		opts = append(opts, replicate.WithProgress(progress))
+	}
 	if rc.Bidirectional {
 		peer := ""
 		for _, src := range d.cfg.Sources {

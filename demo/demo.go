@@ -28,6 +28,7 @@ import (
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
@@ -202,7 +203,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 // runDaemon runs the daemon while the workload writes, until capture has
 // every operation and every sink has every event, then stops it.
 func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summary) error {
-	srv, err := server.Open(ctx, cfg, opts.Log)
+	srv, err := server.Open(ctx, cfg, opts.Log, daemon.WithProgress(opts.Progress))
 	if err != nil {
 		return err
 	}

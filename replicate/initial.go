@@ -16,6 +16,7 @@ import (
 
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/progress"
 )
 
 // InitialSync copies the pipeline's namespaces from source to the target,
@@ -51,6 +52,11 @@ func (s *Sink) InitialSync(ctx context.Context, source *mongodb.Conn) error {
 	}
 	s.useInitial(st)
 	s.set(func(x *Status) { x.Phase = PhaseCopying })
+	if s.progressOut != nil {
+		cur := s.Status()
+		s.meter = progress.New(s.progressOut, "initial sync "+s.cfg.ID, cur.Total, "documents", progress.WithStart(cur.Copied))
+		defer s.meter.Finish()
+	}
 	start := time.Now()
 	for i := range st.Namespaces {
 		n := &st.Namespaces[i]
@@ -163,6 +169,9 @@ func (s *Sink) copyCollection(ctx context.Context, source *mongodb.Conn, st *ini
 		}
 		n.Copied += int64(len(batch))
 		s.set(func(x *Status) { x.Copied += int64(len(batch)) })
+		if s.meter != nil {
+			s.meter.Add(int64(len(batch)))
+		}
 		log.Debug().Int64("copied", n.Copied).Int64("of", n.Total).Msg("copy progress")
 		s.logProgress(false)
 		return saveInitial(ctx, s.target.Client, s.metadataDB, st)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/progress"
 	"github.com/godwit-dev/godwit/sink"
 )
 
@@ -87,6 +89,11 @@ type Option func(*Sink)
 // when Config.Bidirectional is set.
 func WithPeer(p Peer) Option { return func(s *Sink) { s.peer = &p } }
 
+// WithProgress draws initial-sync progress (documents copied, rate, time
+// left) to w: redrawn in place on a terminal, a plain line every few
+// seconds otherwise.
+func WithProgress(w io.Writer) Option { return func(s *Sink) { s.progressOut = w } }
+
 // WithConflictHook calls fn for every conflict, after it was logged (for
 // the audit sink).
 func WithConflictHook(fn func(Conflict)) Option { return func(s *Sink) { s.onConflict = fn } }
@@ -95,15 +102,17 @@ func WithConflictHook(fn func(Conflict)) Option { return func(s *Sink) { s.onCon
 // sink.Sink and sink.Closer. Deliver and InitialSync must not run
 // concurrently (the daemon runs InitialSync before the runner starts).
 type Sink struct {
-	cfg        Config
-	target     *mongodb.Conn
-	metadataDB string
-	log        zerolog.Logger
-	filter     change.Filter
-	mapper     mapper
-	peer       *Peer
-	onConflict func(Conflict)
-	fenceSeq   atomic.Int64
+	progressOut io.Writer       // initial-sync progress (nil: none)
+	meter       *progress.Meter // set during the initial sync
+	cfg         Config
+	target      *mongodb.Conn
+	metadataDB  string
+	log         zerolog.Logger
+	filter      change.Filter
+	mapper      mapper
+	peer        *Peer
+	onConflict  func(Conflict)
+	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
 	// at or before it are skipped. Only Deliver touches it (workers write

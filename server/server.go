@@ -48,7 +48,9 @@ type Server struct {
 
 // Open opens the daemon and the trigger manager and binds the listeners.
 // Nothing runs until Run.
-func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Server, err error) {
+//
+// Daemon options (for example daemon.WithProgress) pass through.
+func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...daemon.Option) (_ *Server, err error) {
 	s := &Server{log: log}
 	defer func() {
 		if err != nil {
@@ -57,7 +59,8 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (_ *Serve
 	}()
 	var m *metrics.Metrics
 	m = metrics.New(func() daemon.Status { return s.Daemon.Status() })
-	if s.Daemon, err = daemon.Open(ctx, cfg, log, daemon.WithDeliveryObserver(m.ObserveDelivery)); err != nil {
+	opts = append(opts, daemon.WithDeliveryObserver(m.ObserveDelivery))
+	if s.Daemon, err = daemon.Open(ctx, cfg, log, opts...); err != nil {
 		return nil, err
 	}
 	if s.meta, err = mongodb.Open(ctx, cfg.Metadata.URI, cfg.Dir()); err != nil {

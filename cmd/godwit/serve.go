@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/server"
 )
@@ -37,7 +38,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.Open(ctx, cfg, log)
+	srv, err := server.Open(ctx, cfg, log, daemon.WithProgress(m.Stderr))
 	if err != nil {
 		return err
 	}
