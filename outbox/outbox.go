@@ -704,13 +704,18 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 	if _, ok := o.sinks[sink]; ok {
 		o.sinks[sink] = st.Acked
 	}
-	if deleted {
-		o.oldest = oldest
-		o.bytes = newBytes
-		o.broadcastLocked()
-	}
+	o.retainedLocked(deleted, oldest, newBytes)
 	o.mu.Unlock()
 	return nil
+}
+
+// retainedLocked publishes what a committed retention pass deleted and wakes
+// appends waiting for space.
+func (o *Outbox) retainedLocked(deleted bool, oldest uint64, bytes int64) {
+	if deleted {
+		o.oldest, o.bytes = oldest, bytes
+		o.broadcastLocked()
+	}
 }
 
 // retain deletes events every registered sink has acknowledged.
@@ -867,13 +872,9 @@ func (o *Outbox) RemoveSink(id string) error {
 	if err != nil {
 		return fmt.Errorf("remove sink %s: %w", id, err)
 	}
-	if deleted {
-		o.mu.Lock()
-		o.oldest = oldest
-		o.bytes = newBytes
-		o.broadcastLocked()
-		o.mu.Unlock()
-	}
+	o.mu.Lock()
+	o.retainedLocked(deleted, oldest, newBytes)
+	o.mu.Unlock()
 	return nil
 }
 
@@ -954,12 +955,8 @@ func (o *Outbox) retainWithoutHolds() error {
 	if err != nil {
 		return fmt.Errorf("retention: %w", err)
 	}
-	if deleted {
-		o.mu.Lock()
-		o.oldest = oldest
-		o.bytes = newBytes
-		o.broadcastLocked()
-		o.mu.Unlock()
-	}
+	o.mu.Lock()
+	o.retainedLocked(deleted, oldest, newBytes)
+	o.mu.Unlock()
 	return nil
 }
