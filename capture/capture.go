@@ -48,6 +48,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/backoff"
 	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
@@ -260,7 +261,7 @@ func (s *Source) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		attempt++
-		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+		wait := backoff.Delay(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
 		msg := logging.RedactText(err.Error())
 		s.set(func(x *Status) { x.State, x.LastError = StateReconnecting, msg })
 		s.log.Warn().Str("uri", s.conn.Redacted).Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg("change stream failed; reconnecting")
@@ -412,10 +413,10 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 		}
 		if !ok {
 			if ctx.Err() != nil {
-				return b.flush(ctx, nil, true)
+				return b.flush(ctx, nil)
 			}
 			if err := cs.Err(); err != nil {
-				if ferr := b.flush(ctx, nil, true); ferr != nil {
+				if ferr := b.flush(ctx, nil); ferr != nil {
 					return ferr
 				}
 				cerr := s.classify(err)
@@ -428,7 +429,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 				return errors.New("embedded change stream closed")
 			}
 			// An empty getMore: persist the post-batch token.
-			if err := b.flush(ctx, cs.ResumeToken(), false); err != nil {
+			if err := b.flush(ctx, cs.ResumeToken()); err != nil {
 				return err
 			}
 			continue
@@ -442,7 +443,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 			} else if inv {
 				// Invalidate: the stream is over. Store it, then reopen after
 				// it (real servers accept startAfter an invalidate token).
-				return b.flush(ctx, nil, true)
+				return b.flush(ctx, nil)
 			}
 			n++
 			if n >= s.cfg.BatchSize || time.Since(start) >= s.cfg.BatchInterval {
@@ -455,7 +456,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 				break
 			}
 		}
-		if err := b.flush(ctx, nil, true); err != nil {
+		if err := b.flush(ctx, nil); err != nil {
 			return err
 		}
 	}
@@ -548,7 +549,7 @@ func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
 // resume token from an empty getMore. A flush without events (the token moved
 // past filtered events) writes at most once per CheckpointInterval, and at
 // shutdown.
-func (b *batcher) flush(ctx context.Context, postBatch bson.Raw, _ bool) error {
+func (b *batcher) flush(ctx context.Context, postBatch bson.Raw) error {
 	s := b.src
 	token := b.safe
 	if len(postBatch) > 0 && len(b.events) == 0 && b.frags.empty() && (s.echo == nil || !s.echo.Pending()) {
@@ -623,19 +624,4 @@ func current(cs lungo.IChangeStream) bson.Raw {
 		return nil
 	}
 	return raw
-}
-
-func backoff(min, max time.Duration, attempt int) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	return time.Duration(min64(int64(d), int64(max)))
-}
-
-func min64(a, b int64) int64 {
-	if a < b {
-		return a
-	}
-	return b
 }

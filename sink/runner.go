@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/godwit-dev/godwit/internal/backoff"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
@@ -255,7 +256,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			attempts = 0
 			continue
 		}
-		if !sleep(ctx, backoff(r.cfg.MinBackoff, r.cfg.MaxBackoff, attempts)) {
+		if !sleep(ctx, backoff.Delay(r.cfg.MinBackoff, r.cfg.MaxBackoff, attempts)) {
 			return nil
 		}
 	}
@@ -276,18 +277,6 @@ func (r *Runner) halt(err error) error {
 	r.setStatus(func(s *Status) { s.Halted = true; s.LastError = err.Error() })
 	r.log.Error().Err(err).Msg("sink halted; fix the cause and restart godwit to retry")
 	return fmt.Errorf("sink %s: %w: %w", r.id, ErrHalted, err)
-}
-
-// backoff returns min·2^(attempt-1), capped at max.
-func backoff(min, max time.Duration, attempt int) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
