@@ -84,6 +84,9 @@ type SinkState struct {
 	Delivered uint64 `json:"delivered"`
 	// Parked counts events moved to dead letters.
 	Parked uint64 `json:"parked"`
+	// Retried counts dead letters removed after a successful retry: the
+	// sink's dead letters number Parked - Retried.
+	Retried uint64 `json:"retried,omitempty"`
 	// UpdatedAt is when the cursor last moved.
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -660,6 +663,85 @@ func (o *Outbox) DeadLetters(sink string) ([]DeadLetter, error) {
 		})
 	})
 	return out, err
+}
+
+// DeadLetter returns the sink's dead letter for sequence seq, if it parked
+// that event.
+func (o *Outbox) DeadLetter(sink string, seq uint64) (DeadLetter, bool, error) {
+	var dl DeadLetter
+	var found bool
+	err := o.viewTx(func(tx *bolt.Tx) error {
+		_, v := deadLetterValue(tx, sink, seq)
+		if v == nil {
+			return nil
+		}
+		if err := json.Unmarshal(v, &dl); err != nil {
+			return fmt.Errorf("dead letter %d of sink %s: %w", seq, sink, err)
+		}
+		r, err := DecodeRecord(seq, dl.RawValue)
+		if err != nil {
+			return fmt.Errorf("dead letter %d of sink %s: %w", seq, sink, err)
+		}
+		dl.Record, found = r, true
+		return nil
+	})
+	return dl, found, err
+}
+
+// deadLetterValue returns the sink's dead-letter bucket and the stored
+// value for seq (nil when there is none).
+func deadLetterValue(tx *bolt.Tx, sink string, seq uint64) (*bolt.Bucket, []byte) {
+	b := tx.Bucket([]byte(deadPrefix + sink))
+	if b == nil {
+		return nil, nil
+	}
+	return b, b.Get(seqKey(seq))
+}
+
+// RetriedDeadLetter records the outcome of retrying the sink's dead letter
+// seq by hand: with retryErr empty it succeeded and the dead letter is
+// removed; otherwise the dead letter stays with retryErr as its last error
+// and one more attempt. It reports false when there is no such dead letter.
+func (o *Outbox) RetriedDeadLetter(sink string, seq uint64, retryErr string) (bool, error) {
+	o.writeMu.Lock()
+	defer o.writeMu.Unlock()
+	found := false
+	err := o.updateTx(func(tx *bolt.Tx) error {
+		b, v := deadLetterValue(tx, sink, seq)
+		if v == nil {
+			return nil
+		}
+		found = true
+		if retryErr != "" {
+			var dl DeadLetter
+			if err := json.Unmarshal(v, &dl); err != nil {
+				return fmt.Errorf("dead letter %d: %w", seq, err)
+			}
+			dl.Error, dl.Attempts, dl.At = retryErr, dl.Attempts+1, time.Now().UTC()
+			data, err := json.Marshal(dl)
+			if err != nil {
+				return err
+			}
+			return b.Put(seqKey(seq), data)
+		}
+		if err := b.Delete(seqKey(seq)); err != nil {
+			return err
+		}
+		sinks := tx.Bucket(bucketSinks)
+		var st SinkState
+		if v := sinks.Get([]byte(sink)); v != nil {
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("cursor of sink %s is corrupt: %w", sink, err)
+			}
+		}
+		st.Retried++
+		st.UpdatedAt = time.Now().UTC()
+		return putJSON(sinks, sink, st)
+	})
+	if err != nil {
+		return false, fmt.Errorf("dead letter %d of sink %s: %w", seq, sink, err)
+	}
+	return found, nil
 }
 
 func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) error) error {

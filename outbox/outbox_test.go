@@ -647,6 +647,45 @@ func TestOutbox_Park(t *testing.T) {
 	if other, err := ob.DeadLetters("b"); err != nil || len(other) != 0 {
 		t.Errorf("sink b dead letters = %v, %v", other, err)
 	}
+
+	t.Run("LookUpOne", func(t *testing.T) {
+		got, ok, err := ob.DeadLetter("a", want.Seq)
+		if err != nil || !ok || !bytes.Equal(got.Record.Raw, want.Raw) || got.Error != d.Error {
+			t.Fatalf("DeadLetter(a, %d) = %+v %v %v", want.Seq, got, ok, err)
+		}
+		for _, c := range []struct {
+			sink string
+			seq  uint64
+		}{{"a", want.Seq + 1}, {"b", want.Seq}, {"none", 1}} {
+			if _, ok, err := ob.DeadLetter(c.sink, c.seq); ok || err != nil {
+				t.Errorf("DeadLetter(%s, %d) found one (%v)", c.sink, c.seq, err)
+			}
+		}
+	})
+	t.Run("Retried", func(t *testing.T) {
+		// Failing again keeps it with the new error and one more attempt.
+		if found, err := ob.RetriedDeadLetter("a", want.Seq, "still broken"); !found || err != nil {
+			t.Fatalf("failed retry: %v %v", found, err)
+		}
+		got, ok, _ := ob.DeadLetter("a", want.Seq)
+		if !ok || got.Error != "still broken" || got.Attempts != 5 {
+			t.Fatalf("after a failed retry: %+v", got)
+		}
+		// Succeeding removes it and counts it, Parked stays a total.
+		if found, err := ob.RetriedDeadLetter("a", want.Seq, ""); !found || err != nil {
+			t.Fatalf("successful retry: %v %v", found, err)
+		}
+		if dead, _ := ob.DeadLetters("a"); len(dead) != 0 {
+			t.Fatalf("dead letters after a successful retry: %v", dead)
+		}
+		sinks, _ := ob.Sinks()
+		if sinks["a"].Parked != 1 || sinks["a"].Retried != 1 {
+			t.Fatalf("cursor after retry = %+v, want parked 1, retried 1", sinks["a"])
+		}
+		if found, err := ob.RetriedDeadLetter("a", want.Seq, ""); found || err != nil {
+			t.Fatalf("retrying a removed dead letter: %v %v", found, err)
+		}
+	})
 }
 
 func TestOpen(t *testing.T) {
