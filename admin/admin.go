@@ -78,13 +78,6 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 		Outbox: &pb.OutboxStatus{Path: ob.Path(), Bytes: st.Outbox.Bytes, MaxBytes: st.Outbox.MaxBytes,
 			FileBytes: st.Outbox.FileBytes, OldestSequence: st.Outbox.Oldest, LastSequence: st.Outbox.Last,
 			Paused: ob.Paused() > 0}}
-	last := st.Outbox.Last
-	backlog := func(acked uint64) uint64 {
-		if last > acked {
-			return last - acked
-		}
-		return 0
-	}
 
 	uris := map[string]string{}
 	sinkTypes := map[string]string{}
@@ -128,10 +121,8 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 		for _, t := range triggers {
 			tst := m.Status(t)
 			p := &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: tst.State,
-				Invocations: tst.Invocations, DeadLetters: tst.DeadLetters, LastError: tst.LastError, LastFired: timeOrNil(tst.LastFired)}
-			if t.Type == trigger.TypeDatabase {
-				p.Acked, p.Backlog = tst.Acked, backlog(tst.Acked)
-			}
+				Invocations: tst.Invocations, DeadLetters: tst.DeadLetters, LastError: tst.LastError, LastFired: timeOrNil(tst.LastFired),
+				Acked: tst.Acked, Backlog: tst.Backlog}
 			res.Triggers = append(res.Triggers, p)
 		}
 	}

@@ -11,11 +11,14 @@ import (
 
 var (
 	descTriggerBacklog = prometheus.NewDesc("godwit_trigger_backlog_events",
-		"Events captured after a database trigger's cursor.", []string{"trigger", "name"}, nil)
+		"Records after a trigger's cursor: captured events (database triggers) or queued authentication events and scheduled runs.",
+		[]string{"trigger", "name"}, nil)
 	descTriggerCalls = prometheus.NewDesc("godwit_trigger_invocations_total",
 		"Successful function calls of a trigger since godwit started.", []string{"trigger", "name"}, nil)
-	descTriggerDead = prometheus.NewDesc("godwit_trigger_dead_letters_total",
-		"Events parked in a database trigger's dead letters.", []string{"trigger", "name"}, nil)
+	descTriggerParked = prometheus.NewDesc("godwit_trigger_dead_letters_total",
+		"Events ever parked in a trigger's dead letters (retried ones included).", []string{"trigger", "name"}, nil)
+	descTriggerDead = prometheus.NewDesc("godwit_trigger_dead_letters",
+		"Events in a trigger's dead letters now.", []string{"trigger", "name"}, nil)
 	descTriggerUp = prometheus.NewDesc("godwit_trigger_up",
 		"1 while a trigger runs, 0 otherwise (state says why).", []string{"trigger", "name", "state"}, nil)
 	descSubsConnected = prometheus.NewDesc("godwit_subscriptions_connected",
@@ -32,7 +35,7 @@ func (s *Service) Collector() prometheus.Collector { return collector{s} }
 type collector struct{ s *Service }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTriggerBacklog, descTriggerCalls, descTriggerDead, descTriggerUp,
+	for _, d := range []*prometheus.Desc{descTriggerBacklog, descTriggerCalls, descTriggerParked, descTriggerDead, descTriggerUp,
 		descSubsConnected, descSubBacklog} {
 		ch <- d
 	}
@@ -40,7 +43,6 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.s.d
-	last := d.Daemon.Outbox().LastSeq()
 	if m := d.Triggers; m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
@@ -54,10 +56,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 					up = 1
 				}
 				ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, st.State)
-				if t.Type == trigger.TypeDatabase {
-					ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.CounterValue, float64(st.DeadLetters), t.ID, t.Name)
-					ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(last-min(st.Acked, last)), t.ID, t.Name)
-				}
+				ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(st.Parked), t.ID, t.Name)
+				ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(st.DeadLetters), t.ID, t.Name)
+				ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(st.Backlog), t.ID, t.Name)
 			}
 		}
 	}

@@ -118,6 +118,10 @@ type Triggers struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxModuleBytes bounds an uploaded module. Default 32 MiB.
 	MaxModuleBytes int `yaml:"max_module_bytes"`
+	// QueueMaxBytes bounds the trigger queue (DATA_DIR/trigger-queue.db):
+	// authentication events and scheduled runs not yet handled by every
+	// trigger they are for. Default 64 MiB.
+	QueueMaxBytes int64 `yaml:"queue_max_bytes"`
 }
 
 // Outbox configures the bbolt outbox.
@@ -356,6 +360,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Triggers.MaxModuleBytes < 0 {
 		bad("triggers.max_module_bytes", "must not be negative")
+	}
+	if c.Triggers.QueueMaxBytes < 0 {
+		bad("triggers.queue_max_bytes", "must not be negative")
 	}
 	if c.Outbox.MaxBytes < 0 {
 		bad("outbox.max_bytes", "must not be negative (0 means the default, 1 GiB)")

@@ -82,6 +82,8 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 			Timeout:     cfg.Triggers.Timeout,
 		},
 		MaxModuleBytes: cfg.Triggers.MaxModuleBytes,
+		QueuePath:      filepath.Join(cfg.DataDir, "trigger-queue.db"),
+		QueueMaxBytes:  cfg.Triggers.QueueMaxBytes,
 	}, trigger.Deps{
 		Outbox:      s.Daemon.Outbox(),
 		Metadata:    s.meta.Client,

@@ -826,7 +826,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	if err := srv.Triggers.WaitAcked(cctx, ht.Id, n); err != nil {
 		t.Fatal(err)
 	}
-	dls, err := srv.Triggers.DeadLetters(ht.Id)
+	dls, err := srv.Triggers.DeadLetters(cctx, ht.Id)
 	if err != nil {
 		t.Fatal(err)
 	}

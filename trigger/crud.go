@@ -61,11 +61,11 @@ func (m *Manager) checkFunctionRef(ctx context.Context, t *Trigger) error {
 	return err
 }
 
-// startCursorAtNow registers a database trigger's cursor at the last
-// appended event: a trigger fires for events after it was created (or
-// enabled with skip), not for the retained history.
+// startCursorAtNow registers a trigger's cursor at the last appended event
+// (of the outbox, or of the queue): a trigger fires for events after it was
+// created (or enabled with skip), not for the retained history.
 func (m *Manager) startCursorAtNow(t Trigger) error {
-	ob := m.deps.Outbox
+	ob := m.outboxOf(t.Type)
 	if _, err := ob.RegisterSink(sinkID(t.ID)); err != nil {
 		return err
 	}
@@ -96,12 +96,10 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	} else if taken {
 		return Trigger{}, fmt.Errorf("trigger %q of user %q: %w", t.Name, t.UserID, ErrExists)
 	}
-	switch t.Type {
-	case TypeDatabase:
-		if err := m.startCursorAtNow(t); err != nil {
-			return Trigger{}, err
-		}
-	case TypeScheduled:
+	if err := m.startCursorAtNow(t); err != nil {
+		return Trigger{}, err
+	}
+	if t.Type == TypeScheduled {
 		t.LastFired = m.cfg.Clock.Now().UTC()
 	}
 	if err := m.store.putTrigger(ctx, t); err != nil {
@@ -160,9 +158,9 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	return t, nil
 }
 
-// EnableTrigger enables a trigger and clears a halt. skipToNow moves a
-// database trigger's cursor past every event captured so far, and makes a
-// scheduled trigger forget the runs it missed.
+// EnableTrigger enables a trigger and clears a halt. skipToNow moves the
+// trigger's cursor past every event captured (or queued) so far, and makes
+// a scheduled trigger forget the runs it missed.
 func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) (Trigger, error) {
 	if err := m.lock(); err != nil {
 		return Trigger{}, err
@@ -177,12 +175,10 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 	t.UpdatedAt = now()
 	if skipToNow {
 		m.stopLocked(id)
-		switch t.Type {
-		case TypeDatabase:
-			if err := m.startCursorAtNow(t); err != nil {
-				return Trigger{}, err
-			}
-		case TypeScheduled:
+		if err := m.startCursorAtNow(t); err != nil {
+			return Trigger{}, err
+		}
+		if t.Type == TypeScheduled {
 			t.LastFired = m.cfg.Clock.Now().UTC()
 		}
 	}
@@ -231,7 +227,7 @@ func (m *Manager) DeleteTrigger(ctx context.Context, id string) error {
 	}
 	m.changed(ctx, "delete", t)
 	// The cursor and dead letters go with the trigger.
-	if err := m.deps.Outbox.RemoveSink(sinkID(id)); err != nil {
+	if err := m.outboxOf(t.Type).RemoveSink(sinkID(id)); err != nil {
 		m.log.Warn().Err(err).Str("trigger_id", id).Msg("remove trigger cursor")
 	}
 	m.statsMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -259,13 +260,55 @@ func strip(doc bsoncore.Document, full, pre bool) []byte {
 	return bsoncore.BuildDocument(nil, keep...)
 }
 
-// dbSink is a database trigger's sink: the runner gives it batches from the
-// trigger's cursor.
-type dbSink struct {
-	m      *Manager
-	a      *active
-	filter *eventFilter
-	pool   int
+// recordFilter decides which records of its outbox a trigger gets and
+// what its function receives.
+type recordFilter interface {
+	apply(rec outbox.Record) (ev []byte, ok bool, err error)
+}
+
+// authFilter selects the reported authentication events an authentication
+// trigger fires for.
+type authFilter struct {
+	ops, providers []string
+	owner          string
+}
+
+func (f authFilter) apply(rec outbox.Record) ([]byte, bool, error) {
+	if rec.Source != queueAuth {
+		return nil, false, nil
+	}
+	doc := bsoncore.Document(rec.Raw)
+	op, _ := doc.Lookup("operationType").StringValueOK()
+	provider, _ := doc.Lookup("provider").StringValueOK()
+	if !slices.Contains(f.ops, op) || (len(f.providers) > 0 && !slices.Contains(f.providers, provider)) {
+		return nil, false, nil
+	}
+	// A user's report runs only that user's triggers.
+	if by, ok := doc.Lookup("reportedBy").StringValueOK(); ok && by != f.owner {
+		return nil, false, nil
+	}
+	return rec.Raw, true, nil
+}
+
+// scheduleFilter selects a scheduled trigger's own runs.
+type scheduleFilter struct{ id string }
+
+func (f scheduleFilter) apply(rec outbox.Record) ([]byte, bool, error) {
+	if rec.Source != queueSchedule {
+		return nil, false, nil
+	}
+	id, _ := bsoncore.Document(rec.Raw).Lookup("triggerId").StringValueOK()
+	return rec.Raw, id == f.id, nil
+}
+
+// triggerSink is a trigger's sink: the runner gives it batches from the
+// trigger's cursor, in the outbox (database triggers) or the queue.
+type triggerSink struct {
+	m         *Manager
+	a         *active
+	filter    recordFilter
+	pool      int
+	unordered bool
 
 	// done holds events of the current unordered batch that already ran,
 	// so a retry of the batch does not run them again.
@@ -273,23 +316,39 @@ type dbSink struct {
 	done map[uint64]bool
 }
 
-// newDBSink prepares a database trigger's cursor: registered (so it holds
+// newTriggerSink prepares a trigger's cursor: registered (so it holds
 // retention) and checked against retention. It returns nil when the
 // trigger halted because its cursor fell behind.
-func (m *Manager) newDBSink(ctx context.Context, a *active) (*dbSink, error) {
+func (m *Manager) newTriggerSink(ctx context.Context, a *active) (*triggerSink, error) {
 	t := a.t
-	filter, err := newFilter(t.Database, m.allowOf(t.UserID))
-	if err != nil {
-		return nil, err
+	s := &triggerSink{m: m, a: a, pool: m.rt.Config().PoolSize, done: map[uint64]bool{}}
+	tolerate := true // the queue only ever holds what was reported or due
+	switch t.Type {
+	case TypeDatabase:
+		filter, err := newFilter(t.Database, m.allowOf(t.UserID))
+		if err != nil {
+			return nil, err
+		}
+		s.filter, s.unordered, tolerate = filter, t.Database.Unordered, t.Database.TolerateResumeErrors
+	case TypeAuthentication:
+		s.filter = authFilter{ops: t.Authentication.OperationTypes, providers: t.Authentication.Providers, owner: t.UserID}
+	case TypeScheduled:
+		s.filter = scheduleFilter{id: t.ID}
+	default:
+		return nil, fmt.Errorf("trigger_type %q is unknown", t.Type)
 	}
-	ob := m.deps.Outbox
+	ob := m.outboxOf(t.Type)
 	id := sinkID(t.ID)
 	st, err := ob.RegisterSink(id)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := ob.Read(st.Acked, 1, 1); errors.Is(err, outbox.ErrBehindRetention) {
-		if !t.Database.TolerateResumeErrors {
+		what := "event"
+		if t.Type != TypeDatabase {
+			what = "queued record"
+		}
+		if !tolerate {
 			reason := fmt.Sprintf("cursor at event %d fell behind outbox retention (events after it were deleted while the trigger was not running); "+
 				"enable the trigger with skip_to_now, or set tolerate_resume_errors", st.Acked)
 			m.audit(ctx, AuditResumeHalted, t, reason)
@@ -305,14 +364,20 @@ func (m *Manager) newDBSink(ctx context.Context, a *active) (*dbSink, error) {
 		if err := ob.Ack(id, to-1, 0); err != nil {
 			return nil, err
 		}
-		m.audit(ctx, AuditResumeSkipped, t, fmt.Sprintf("cursor at event %d fell behind outbox retention; skipped to event %d (tolerate_resume_errors)", st.Acked, to))
+		reason := fmt.Sprintf("cursor at %s %d fell behind retention; skipped to %s %d", what, st.Acked, what, to)
+		if t.Type == TypeDatabase {
+			reason += " (tolerate_resume_errors)"
+		} else {
+			reason += " (records queued while the trigger was not running are not kept for it)"
+		}
+		m.audit(ctx, AuditResumeSkipped, t, reason)
 	} else if err != nil {
 		return nil, err
 	}
-	return &dbSink{m: m, a: a, filter: filter, pool: m.rt.Config().PoolSize, done: map[uint64]bool{}}, nil
+	return s, nil
 }
 
-func (s *dbSink) invoke(ctx context.Context, ev []byte) error {
+func (s *triggerSink) invoke(ctx context.Context, ev []byte) error {
 	if _, err := s.a.mod.mod.Call(ctx, ev, s.a.host); err != nil {
 		if ctx.Err() == nil {
 			s.m.recordErr(s.a.t.ID, err.Error())
@@ -324,8 +389,8 @@ func (s *dbSink) invoke(ctx context.Context, ev []byte) error {
 }
 
 // Deliver runs the function on every matching event of the batch.
-func (s *dbSink) Deliver(ctx context.Context, batch []outbox.Record) error {
-	if s.a.t.Database.Unordered {
+func (s *triggerSink) Deliver(ctx context.Context, batch []outbox.Record) error {
+	if s.unordered {
 		return s.deliverUnordered(ctx, batch)
 	}
 	for i, rec := range batch {
@@ -346,7 +411,7 @@ func (s *dbSink) Deliver(ctx context.Context, batch []outbox.Record) error {
 // deliverUnordered runs the batch's events on up to PoolSize instances at
 // once. On failure it reports the first failed event; events after it that
 // succeeded are remembered and not run again when the runner retries.
-func (s *dbSink) deliverUnordered(ctx context.Context, batch []outbox.Record) error {
+func (s *triggerSink) deliverUnordered(ctx context.Context, batch []outbox.Record) error {
 	s.mu.Lock()
 	for seq := range s.done {
 		if seq < batch[0].Seq {

@@ -10,12 +10,14 @@
 // and Close to stop. Mutations (CreateTrigger, EnableTrigger, UpdateFunction,
 // …) take effect at once while Run is active.
 //
-// Each enabled database trigger drains its own outbox cursor,
-// "trigger:<id>", through a sink.Runner: events whose source, namespace,
-// operation type and match expression fit are projected and passed to the
-// function; failures are retried with backoff and then parked in the
-// trigger's dead letters. Scheduled triggers run on Config.Clock.
-// Authentication triggers run when ReportAuthEvent is called.
+// Each enabled trigger drains its own cursor, "trigger:<id>", through a
+// sink.Runner: failures are retried with backoff and then parked in the
+// trigger's dead letters (DeadLetters, RetryDeadLetters). Database
+// triggers read the outbox: events whose source, namespace, operation type
+// and match expression fit are projected and passed to the function. The
+// others read the trigger queue (Config.QueuePath), a second outbox file:
+// ReportAuthEvent appends reported authentication events to it, and each
+// scheduled trigger appends its runs when they are due on Config.Clock.
 //
 // # Users
 //
@@ -32,12 +34,11 @@
 //     stay, and the event is tried again. Functions must be idempotent.
 //   - A new database trigger starts at the last captured event, not at the
 //     start of the retained history.
-//   - The outbox cannot unregister a cursor yet, so a trigger disabled in
-//     this process keeps holding retention until godwit restarts (then its
-//     cursor is not registered). A trigger whose cursor fell behind
-//     retention halts or skips ahead per tolerate_resume_errors, audited.
-//   - Authentication events are not stored: ReportAuthEvent runs the
-//     matching functions and reports failures to its caller, who retries.
+//   - A stopped trigger's cursor does not hold retention. A database
+//     trigger whose cursor fell behind retention halts or skips ahead per
+//     tolerate_resume_errors; the others skip ahead; audited either way.
+//   - An authentication event is queued only for the triggers running
+//     when it is reported.
 //   - Invocation counts in Status are since this process started.
 //   - With the embedded engine's file store as metadata, every metadata
 //     write rewrites the whole file, stored modules included: fine for the

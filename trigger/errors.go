@@ -23,6 +23,15 @@ var (
 	// function; delete or re-point them first.
 	ErrInUse = errors.New("function is used by triggers")
 
+	// ErrQueueFull is returned by ReportAuthEvent when the trigger queue
+	// stayed full until the call's context ended: authentication or
+	// scheduled triggers are behind. Report the event again later.
+	ErrQueueFull = errors.New("the trigger queue is full")
+
+	// ErrNotRunning is returned by RetryDeadLetters for a trigger that is
+	// not running (disabled, halted or waiting for its function).
+	ErrNotRunning = errors.New("not running")
+
 	// ErrClosed is returned by operations on a closed Manager.
 	ErrClosed = errors.New("trigger manager closed")
 

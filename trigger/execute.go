@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
@@ -119,18 +121,38 @@ type AuthEvent struct {
 	// Details is an optional BSON document passed through to functions.
 	Details []byte
 	// Owner, when set, limits the event to that user's triggers: a user
-	// reporting an event must not run other users' functions.
+	// reporting an event must not run other users' functions. Functions
+	// see it as reportedBy.
 	Owner string
+	// Wait makes ReportAuthEvent wait until every trigger the event was
+	// queued for has handled it, and report how.
+	Wait bool
 }
 
-// AuthResult says which triggers ran for an authentication event.
+// AuthResult says what became of a reported authentication event.
 type AuthResult struct {
-	Triggered []string          // trigger ids whose function succeeded
-	Failed    map[string]string // trigger id → error
+	// Sequence is the event's position in the trigger queue (0 when it
+	// was queued for no trigger).
+	Sequence uint64
+	// Queued lists the running authentication triggers the event was
+	// queued for, durably: each runs it (at least once) even if godwit
+	// stops before it does.
+	Queued []string
+	// With Wait: the triggers whose function ran it successfully, those
+	// that gave up on it after retrying (trigger id → last error; the
+	// event is in the trigger's dead letters), and those that had not
+	// handled it when the wait ended (the context ended, or the trigger
+	// was disabled or changed meanwhile; they keep it queued).
+	Triggered []string
+	Failed    map[string]string
+	Pending   []string
 }
 
-// ReportAuthEvent runs every enabled authentication trigger matching ev,
-// once each, in parallel, and waits for them. It needs Run to be active.
+// ReportAuthEvent queues ev for every running authentication trigger
+// matching it. The event is appended to the trigger queue before the call
+// returns; each trigger's runner then calls the function like for any
+// event, with retries and dead letters. Nothing is queued when no trigger
+// matches. With ev.Wait the call also waits for the outcome.
 func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult, error) {
 	if !slices.Contains(authOps, ev.Operation) {
 		return AuthResult{}, invalid("operation_type", "%q: use login, create or delete", ev.Operation)
@@ -151,6 +173,9 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 		{Key: "user", Value: bson.D{{Key: "id", Value: ev.UserID}}},
 		{Key: "time", Value: primitive.NewDateTimeFromTime(ev.Time)},
 	}
+	if ev.Owner != "" {
+		fields = append(fields, bson.E{Key: "reportedBy", Value: ev.Owner})
+	}
 	if len(ev.Details) > 0 {
 		fields = append(fields, bson.E{Key: "details", Value: bson.Raw(ev.Details)})
 	}
@@ -158,50 +183,90 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	if err != nil {
 		return AuthResult{}, invalid("details", "%v", err)
 	}
+	rec := outbox.Record{Source: queueAuth, Raw: doc}
 
 	if err := m.lock(); err != nil {
 		return AuthResult{}, err
 	}
 	var targets []*active
 	for _, a := range m.active {
-		c := a.t.Authentication
-		if a.t.Type != TypeAuthentication || !slices.Contains(c.OperationTypes, ev.Operation) {
+		if a.t.Type != TypeAuthentication || a.runner == nil {
 			continue
 		}
-		if ev.Owner != "" && a.t.UserID != ev.Owner {
-			continue
+		f := authFilter{ops: a.t.Authentication.OperationTypes, providers: a.t.Authentication.Providers, owner: a.t.UserID}
+		if _, ok, _ := f.apply(rec); ok {
+			targets = append(targets, a)
 		}
-		if len(c.Providers) > 0 && !slices.Contains(c.Providers, ev.Provider) {
-			continue
-		}
-		m.modMu.Lock()
-		a.mod.refs++
-		m.modMu.Unlock()
-		targets = append(targets, a)
 	}
 	m.mu.Unlock()
-
-	res := AuthResult{Failed: map[string]string{}}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, a := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer a.mod.release()
-			_, err := a.mod.mod.Call(ctx, doc, a.host)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				m.recordErr(a.t.ID, err.Error())
-				res.Failed[a.t.ID] = err.Error()
-				return
-			}
-			m.recordOK(a.t.ID, time.Now().UTC())
-			res.Triggered = append(res.Triggered, a.t.ID)
-		}()
+	slices.SortFunc(targets, func(x, y *active) int { return strings.Compare(x.t.ID, y.t.ID) })
+	res := AuthResult{}
+	if len(targets) == 0 {
+		return res, nil
 	}
-	wg.Wait()
-	slices.Sort(res.Triggered)
+	// A trigger started after the lookup starts at the queue's end, before
+	// or after this event: it may get it too, which is harmless.
+	seq, err := m.queue.Append(ctx, queueAuth, [][]byte{doc}, outbox.Checkpoint{})
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("%w (authentication or scheduled triggers are behind; report the event again later): %v", ErrQueueFull, ctx.Err())
+		}
+		return res, err
+	}
+	res.Sequence = seq
+	for _, a := range targets {
+		res.Queued = append(res.Queued, a.t.ID)
+	}
+	if !ev.Wait {
+		return res, nil
+	}
+	// Stop waiting a little before the caller's deadline, so that the
+	// answer (with the pending triggers) still reaches it.
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, time.Second)))
+		defer cancel()
+	}
+	res.Failed = map[string]string{}
+	for _, a := range targets {
+		handled, msg, err := m.waitHandled(wctx, a, seq)
+		switch {
+		case err != nil:
+			return res, err
+		case !handled:
+			res.Pending = append(res.Pending, a.t.ID)
+		case msg != "":
+			res.Failed[a.t.ID] = msg
+		default:
+			res.Triggered = append(res.Triggered, a.t.ID)
+		}
+	}
 	return res, nil
+}
+
+// waitHandled waits until trigger a has handled queue record seq, and says
+// whether it was parked in the dead letters (with the error). handled is
+// false when ctx ended or a stopped first.
+func (m *Manager) waitHandled(ctx context.Context, a *active, seq uint64) (handled bool, parked string, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	if err := a.runner.WaitAcked(wctx, seq); err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return false, "", nil
+		}
+		return false, "", err
+	}
+	dl, ok, err := m.queue.DeadLetter(sinkID(a.t.ID), seq)
+	if err != nil || !ok {
+		return true, "", err
+	}
+	return true, dl.Error, nil
 }

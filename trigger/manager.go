@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -40,7 +41,24 @@ type Config struct {
 	Delivery sink.RunnerConfig
 	// Clock drives scheduled triggers. Default: the system clock.
 	Clock Clock
+	// QueuePath is the trigger queue: a second outbox file holding the
+	// authentication events reported and the scheduled runs due, each
+	// dispatched from a per-trigger cursor like captured events. Default:
+	// trigger-queue.db next to Deps.Outbox.
+	QueuePath string
+	// QueueMaxBytes bounds the queued records; ReportAuthEvent waits (and
+	// fails when its context ends) while the queue is full. Default 64 MiB.
+	QueueMaxBytes int64
 }
+
+// DefaultQueueMaxBytes is the default bound of the trigger queue.
+const DefaultQueueMaxBytes = 64 << 20
+
+// Record sources in the trigger queue.
+const (
+	queueAuth     = "authentication"
+	queueSchedule = "scheduled"
+)
 
 // DefaultMaxModuleBytes is the default bound of a function's module.
 const DefaultMaxModuleBytes = 32 << 20
@@ -136,12 +154,18 @@ type Status struct {
 	// disabled) or error (it could not start; LastError says why).
 	State     string
 	LastError string
-	// Acked is the highest outbox sequence handled (database triggers).
+	// Acked is the highest sequence handled: of the outbox for database
+	// triggers, of the trigger queue for the others.
 	Acked uint64
 	// Invocations counts successful calls since this process started.
 	Invocations uint64
-	// DeadLetters counts events parked in the trigger's dead letters.
+	// DeadLetters counts the events (or runs) in the trigger's dead letters
+	// now; Parked counts every one ever parked (retried ones included).
 	DeadLetters uint64
+	Parked      uint64
+	// Backlog counts the records after the trigger's cursor: captured
+	// events (database triggers) or queued ones, for it or not.
+	Backlog uint64
 	// LastFired is the last scheduled time run (scheduled triggers) or the
 	// time of the last successful call.
 	LastFired time.Time
@@ -165,12 +189,17 @@ type Manager struct {
 	store   *store
 	rt      *wasm.Runtime
 	sources []string
+	// queue holds authentication events and scheduled runs (see
+	// Config.QueuePath); database triggers read Deps.Outbox.
+	queue *outbox.Outbox
 
 	// mu serialises mutations and guards the fields below.
 	mu     sync.Mutex
 	runCtx context.Context // nil outside Run
 	active map[string]*active
 	closed bool
+	// started is closed once Run has started the enabled triggers.
+	started chan struct{}
 
 	modMu   sync.Mutex
 	modules map[string]*loadedModule // by function id
@@ -188,6 +217,7 @@ type active struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	runner *sink.Runner
+	sink   *triggerSink
 }
 
 type stats struct {
@@ -216,14 +246,25 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = wallClock{}
 	}
+	if cfg.QueuePath == "" {
+		cfg.QueuePath = filepath.Join(filepath.Dir(deps.Outbox.Path()), "trigger-queue.db")
+	}
+	if cfg.QueueMaxBytes == 0 {
+		cfg.QueueMaxBytes = DefaultQueueMaxBytes
+	}
 	cfg.Delivery.Policy = sink.PolicyPark
+	queue, err := outbox.Open(cfg.QueuePath, outbox.Options{MaxBytes: cfg.QueueMaxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("open the trigger queue: %w", err)
+	}
 	rt, err := wasm.New(ctx, cfg.Wasm)
 	if err != nil {
+		_ = queue.Close()
 		return nil, fmt.Errorf("open triggers: %w", err)
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
-		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt,
-		active: map[string]*active{}, modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
+		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt, queue: queue,
+		active: map[string]*active{}, started: make(chan struct{}), modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
 	for id := range deps.DataSources {
 		m.sources = append(m.sources, id)
 	}
@@ -255,6 +296,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.reconcileLocked(ctx, &all[i], all[i].ID, false)
 	}
 	m.log.Info().Int("triggers", len(all)).Int("running", len(m.active)).Msg("triggers running")
+	select {
+	case <-m.started:
+	default:
+		close(m.started)
+	}
 	m.mu.Unlock()
 
 	<-ctx.Done()
@@ -266,6 +312,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	return nil
 }
+
+// Started is closed once Run has started every enabled trigger (those that
+// could start) for the first time.
+func (m *Manager) Started() <-chan struct{} { return m.started }
 
 // Close stops every trigger, closes the function modules and the runtime.
 func (m *Manager) Close(ctx context.Context) error {
@@ -286,15 +336,28 @@ func (m *Manager) Close(ctx context.Context) error {
 		delete(m.modules, id)
 	}
 	m.modMu.Unlock()
-	errs = append(errs, m.rt.Close(ctx))
+	errs = append(errs, m.rt.Close(ctx), m.queue.Close())
 	return errors.Join(errs...)
 }
 
 func sinkID(triggerID string) string { return "trigger:" + triggerID }
 
-// SinkID returns the outbox sink id of a database trigger's cursor (and
-// dead letters).
+// SinkID returns the outbox sink id of a trigger's cursor (and dead
+// letters): in the outbox for database triggers, in the trigger queue for
+// the others.
 func SinkID(triggerID string) string { return sinkID(triggerID) }
+
+// outboxOf returns where triggers of type typ read their events.
+func (m *Manager) outboxOf(typ Type) *outbox.Outbox {
+	if typ == TypeDatabase {
+		return m.deps.Outbox
+	}
+	return m.queue
+}
+
+// Queue returns the trigger queue (authentication events and scheduled
+// runs).
+func (m *Manager) Queue() *outbox.Outbox { return m.queue }
 
 // reconcileLocked makes the running state of trigger id match t (nil: the
 // trigger is gone). restart forces a running trigger to restart (its
@@ -318,9 +381,7 @@ func (m *Manager) reconcileLocked(ctx context.Context, t *Trigger, id string, re
 		a = nil
 	}
 	if !want {
-		if t == nil || t.Type == TypeDatabase {
-			m.unregister(id)
-		}
+		m.unregister(id)
 		return
 	}
 	if a != nil {
@@ -335,11 +396,14 @@ func (m *Manager) reconcileLocked(ctx context.Context, t *Trigger, id string, re
 	m.setStartErr(id, "")
 }
 
-// unregister stops a database trigger's cursor from holding outbox
-// retention; the cursor stays, so enabling the trigger resumes from it.
+// unregister stops a trigger's cursor from holding retention (of the
+// outbox or the queue: a trigger has a cursor in one of them); the cursor
+// stays, so enabling the trigger resumes from it.
 func (m *Manager) unregister(id string) {
-	if err := m.deps.Outbox.UnregisterSink(sinkID(id)); err != nil {
-		m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
+	for _, ob := range []*outbox.Outbox{m.deps.Outbox, m.queue} {
+		if err := ob.UnregisterSink(sinkID(id)); err != nil {
+			m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
+		}
 	}
 }
 
@@ -356,35 +420,32 @@ func (m *Manager) startLocked(ctx context.Context, t Trigger, fn Function) error
 	actx, cancel := context.WithCancel(m.runCtx)
 	a := &active{t: t, fn: fn, mod: lm, host: host, cancel: cancel, done: make(chan struct{})}
 	log := m.log.With().Str("trigger", t.Name).Str("trigger_id", t.ID).Logger()
-	switch t.Type {
-	case TypeDatabase:
-		ds, err := m.newDBSink(ctx, a)
-		if err != nil {
-			cancel()
-			lm.release()
-			return err
+	ts, err := m.newTriggerSink(ctx, a)
+	if err != nil || ts == nil { // nil: halted, behind retention
+		cancel()
+		lm.release()
+		return err
+	}
+	a.sink = ts
+	a.runner = sink.NewRunner(sinkID(t.ID), m.outboxOf(t.Type), ts, m.cfg.Delivery, log)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.runner.Run(actx); err != nil {
+			m.recordErr(t.ID, err.Error())
+			log.Error().Err(err).Msg("trigger stopped")
 		}
-		if ds == nil { // halted: behind retention
-			cancel()
-			lm.release()
-			return nil
-		}
-		a.runner = sink.NewRunner(sinkID(t.ID), m.deps.Outbox, ds, m.cfg.Delivery, log)
+	}()
+	if t.Type == TypeScheduled {
+		// The schedule queues runs; the runner above calls the function.
+		wg.Add(1)
 		go func() {
-			defer close(a.done)
-			if err := a.runner.Run(actx); err != nil {
-				m.recordErr(t.ID, err.Error())
-				log.Error().Err(err).Msg("trigger stopped")
-			}
-		}()
-	case TypeScheduled:
-		go func() {
-			defer close(a.done)
+			defer wg.Done()
 			m.runScheduled(actx, a, log)
 		}()
-	default: // authentication: called from ReportAuthEvent
-		close(a.done)
 	}
+	go func() { wg.Wait(); close(a.done) }()
 	m.active[t.ID] = a
 	log.Info().Str("type", string(t.Type)).Str("function", fn.Name).Msg("trigger started")
 	return nil
@@ -540,18 +601,88 @@ func (m *Manager) Status(t Trigger) Status {
 	default:
 		st.State = StateWaiting
 	}
-	if t.Type == TypeDatabase {
-		if sinks, err := m.deps.Outbox.Sinks(); err == nil {
-			ss := sinks[sinkID(t.ID)]
-			st.Acked, st.DeadLetters = ss.Acked, ss.Parked
-		}
+	ob := m.outboxOf(t.Type)
+	if sinks, err := ob.Sinks(); err == nil {
+		ss := sinks[sinkID(t.ID)]
+		st.Acked, st.Parked, st.DeadLetters = ss.Acked, ss.Parked, ss.Parked-min(ss.Retried, ss.Parked)
+		last := ob.LastSeq()
+		st.Backlog = last - min(ss.Acked, last)
 	}
 	return st
 }
 
-// DeadLetters returns the events a database trigger gave up on.
-func (m *Manager) DeadLetters(id string) ([]outbox.DeadLetter, error) {
-	return m.deps.Outbox.DeadLetters(sinkID(id))
+// RetryDeadLetters calls running trigger id's function once more on its
+// dead letters with the given sequences (every one when seqs is empty),
+// oldest first. Those that succeed are removed from the dead letters;
+// those that fail again stay with the new error, which failed reports.
+// Unknown sequences are reported as failed too.
+func (m *Manager) RetryDeadLetters(ctx context.Context, id string, seqs []uint64) (succeeded []uint64, failed map[uint64]string, err error) {
+	if err := m.lock(); err != nil {
+		return nil, nil, err
+	}
+	a := m.active[id]
+	if a != nil {
+		m.modMu.Lock()
+		a.mod.refs++ // kept open even if the trigger stops meanwhile
+		m.modMu.Unlock()
+	}
+	m.mu.Unlock()
+	if a == nil {
+		return nil, nil, fmt.Errorf("%w: trigger %s is not running: enable it (and its function) first", ErrNotRunning, id)
+	}
+	defer a.mod.release()
+	ob, sid := m.outboxOf(a.t.Type), sinkID(id)
+	all, err := ob.DeadLetters(sid)
+	if err != nil {
+		return nil, nil, err
+	}
+	failed = map[uint64]string{}
+	want := map[uint64]bool{}
+	for _, s := range seqs {
+		want[s] = true
+	}
+	for _, dl := range all {
+		seq := dl.Record.Seq
+		if len(want) > 0 && !want[seq] {
+			continue
+		}
+		delete(want, seq)
+		ev, ok, err := a.sink.filter.apply(dl.Record)
+		if err == nil && !ok {
+			err = errors.New("the trigger no longer fires for this event (its configuration changed since)")
+		}
+		if err == nil {
+			err = a.sink.invoke(ctx, ev)
+		}
+		if ctx.Err() != nil {
+			return succeeded, failed, ctx.Err()
+		}
+		msg := ""
+		if err != nil {
+			msg = logging.RedactText(err.Error())
+			failed[seq] = msg
+		}
+		if _, err := ob.RetriedDeadLetter(sid, seq, msg); err != nil {
+			return succeeded, failed, err
+		}
+		if msg == "" {
+			succeeded = append(succeeded, seq)
+		}
+	}
+	for seq := range want {
+		failed[seq] = "no such dead letter"
+	}
+	return succeeded, failed, nil
+}
+
+// DeadLetters returns the events (database triggers), authentication
+// events or scheduled runs a trigger gave up on, oldest first.
+func (m *Manager) DeadLetters(ctx context.Context, id string) ([]outbox.DeadLetter, error) {
+	t, err := m.store.getTrigger(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return m.outboxOf(t.Type).DeadLetters(sinkID(id))
 }
 
 // modules
@@ -646,15 +777,15 @@ func (m *Manager) check() error {
 	return nil
 }
 
-// WaitAcked blocks until database trigger id has handled every event up to
-// seq (delivered or parked in its dead letters), or ctx ends. The trigger
-// must be running.
+// WaitAcked blocks until trigger id has handled every record up to seq of
+// its outbox (database triggers) or of the queue (the others), delivered
+// or parked in its dead letters, or ctx ends. The trigger must be running.
 func (m *Manager) WaitAcked(ctx context.Context, id string, seq uint64) error {
 	m.mu.Lock()
 	a := m.active[id]
 	m.mu.Unlock()
 	if a == nil || a.runner == nil {
-		return fmt.Errorf("trigger %s: %w (not a running database trigger)", id, ErrNotFound)
+		return fmt.Errorf("trigger %s: %w (not running)", id, ErrNotFound)
 	}
 	return a.runner.WaitAcked(ctx, seq)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+
+	"github.com/godwit-dev/godwit/outbox"
 )
 
 // maxCatchUp bounds the search for the latest missed run of a schedule.
@@ -70,12 +72,14 @@ func latestBefore(s Schedule, last, now time.Time) time.Time {
 	return latest
 }
 
-// fireScheduled runs the function for the run at, retrying with backoff up
-// to Delivery.MaxAttempts, and stores at as the last run either way (a
-// failed run is logged, not repeated forever).
+// fireScheduled queues the run at for the trigger's runner, which calls
+// the function, retries with backoff and parks a run that keeps failing
+// in the trigger's dead letters. The run is stored as the last one once it
+// is queued: a crash in between makes it run again at the restart (at
+// least once), never not at all.
 func (m *Manager) fireScheduled(ctx context.Context, a *active, at time.Time, log zerolog.Logger) {
 	t := a.t
-	ev, _ := bson.Marshal(bson.D{
+	ev, err := bson.Marshal(bson.D{
 		{Key: "_id", Value: fmt.Sprintf("%s:%d", t.ID, at.Unix())},
 		{Key: "operationType", Value: "scheduled"},
 		{Key: "triggerId", Value: t.ID},
@@ -83,38 +87,15 @@ func (m *Manager) fireScheduled(ctx context.Context, a *active, at time.Time, lo
 		{Key: "scheduledTime", Value: primitive.NewDateTimeFromTime(at)},
 		{Key: "firedAt", Value: primitive.NewDateTimeFromTime(m.cfg.Clock.Now())},
 	})
-	attempts := max(m.cfg.Delivery.MaxAttempts, 1)
-	if m.cfg.Delivery.MaxAttempts == 0 {
-		attempts = 5
+	if err == nil {
+		_, err = m.queue.Append(ctx, queueSchedule, [][]byte{ev}, outbox.Checkpoint{})
 	}
-	wait := m.cfg.Delivery.MinBackoff
-	if wait == 0 {
-		wait = 100 * time.Millisecond
-	}
-	for i := 1; ; i++ {
-		_, err := a.mod.mod.Call(ctx, ev, a.host)
-		if err == nil {
-			// Stored before counted: whoever waits for the invocation
-			// (WaitInvocations) then reads the new last run.
-			m.saveLastFired(ctx, t.ID, at)
-			m.recordOK(t.ID, at)
-			return
+	if err != nil {
+		if ctx.Err() == nil {
+			m.recordErr(t.ID, err.Error())
+			log.Error().Err(err).Time("scheduled", at).Msg("could not queue the scheduled run")
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		m.recordErr(t.ID, err.Error())
-		log.Warn().Err(err).Int("attempt", i).Time("scheduled", at).Msg("scheduled run failed")
-		if i >= attempts {
-			log.Error().Err(err).Time("scheduled", at).Msg("scheduled run given up")
-			break
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return
-		}
-		wait = min(wait*2, max(m.cfg.Delivery.MaxBackoff, wait))
+		return
 	}
 	m.saveLastFired(ctx, t.ID, at)
 }

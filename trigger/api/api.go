@@ -83,6 +83,10 @@ func toStatus(err error, idField string) error {
 		return status.Error(codes.AlreadyExists, "name: "+err.Error())
 	case errors.Is(err, trigger.ErrInUse):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, trigger.ErrNotRunning):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, trigger.ErrQueueFull):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, trigger.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled):

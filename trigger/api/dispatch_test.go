@@ -80,7 +80,7 @@ func TestDispatch_MatchingEventsInOrder(t *testing.T) {
 		}
 	})
 	t.Run("WriteOutsideAllowedNamespacesIsParked", func(t *testing.T) {
-		dls, err := e.mgr.DeadLetters(denied.Id)
+		dls, err := e.mgr.DeadLetters(ctxT(t), denied.Id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,15 +195,13 @@ func TestDispatch_Containment(t *testing.T) {
 	for mode, want := range modes {
 		t.Run(mode, func(t *testing.T) {
 			e.waitAcked(triggers[mode], last)
-			dls, err := e.mgr.DeadLetters(triggers[mode].Id)
-			if err != nil {
-				t.Fatal(err)
-			}
+			dls := deadLetters(t, e, triggers[mode].Id)
 			if len(dls) != 3 {
 				t.Fatalf("%d dead letters, want 3", len(dls))
 			}
-			if !strings.Contains(dls[0].Error, want) || dls[0].Attempts != 2 {
-				t.Fatalf("dead letter: %q after %d attempts, want %q after 2", dls[0].Error, dls[0].Attempts, want)
+			if !strings.Contains(dls[0].Error, want) || dls[0].Attempts != 2 || dls[0].Source != "src" ||
+				!strings.Contains(dls[0].Event, `"insert"`) {
+				t.Fatalf("dead letters %v, want the 3 events (%q after 2 attempts)", dls, want)
 			}
 			got, err := e.tc.GetTrigger(ctxT(t), &pb.GetTriggerRequest{Id: triggers[mode].Id})
 			if err != nil {

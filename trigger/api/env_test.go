@@ -218,6 +218,11 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 	go func() { defer wg.Done(); _ = e.mgr.Run(runCtx) }()
 	go func() { defer wg.Done(); _ = e.srv.Serve(runCtx) }()
 	go func() { wg.Wait(); close(e.stopped) }()
+	select {
+	case <-e.mgr.Started():
+	case <-e.stopped:
+		t.Fatal("the trigger manager stopped at once")
+	}
 	e.conn, err = grpc.NewClient(e.srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {

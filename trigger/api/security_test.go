@@ -143,6 +143,17 @@ func TestServices_Isolation(t *testing.T) {
 				_, err := bob.tc.DisableTrigger(ctx, &pb.DisableTriggerRequest{Id: id})
 				return err
 			}, tr.Id},
+			{"ListDeadLetters", func(id string) error {
+				stream, err := bob.tc.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{Id: id})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				return err
+			}, tr.Id},
+			{"RetryDeadLetters", func(id string) error {
+				_, err := bob.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: id})
+				return err
+			}, tr.Id},
 			{"DeleteTrigger", func(id string) error {
 				_, err := bob.tc.DeleteTrigger(ctx, &pb.DeleteTriggerRequest{Id: id})
 				return err
@@ -235,7 +246,7 @@ func TestServices_Isolation(t *testing.T) {
 	})
 	t.Run("ReportAuthEventRunsOnlyOwnTriggers", func(t *testing.T) {
 		report := func(c client) []string {
-			res, err := c.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "someone"})
+			res, err := c.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "someone", Wait: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -386,7 +397,7 @@ func TestTriggerService_AllowList(t *testing.T) {
 		event("insert", "shop", "orders", int32(2), bson.D{{Key: "_id", Value: int32(2)}}),
 		event("insert", "shop", "items", int32(3), bson.D{{Key: "_id", Value: int32(3)}}))
 	e.waitAcked(ok, last)
-	dls, err := e.mgr.DeadLetters(ok.Id)
+	dls, err := e.mgr.DeadLetters(ctxT(t), ok.Id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -374,7 +374,7 @@ func TestTriggerService_ReportAuthEvent(t *testing.T) {
 		Config: &pb.Trigger_Authentication{Authentication: &pb.AuthenticationConfig{OperationTypes: []string{"login"}, Providers: []string{"oidc"}}},
 		Writes: &pb.WriteConfig{DataSource: "src", Namespaces: []string{"audit.*"}}})
 	report := func(op, provider string) (*pb.ReportAuthEventResponse, error) {
-		return e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: op, Provider: provider, UserId: "alice"})
+		return e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: op, Provider: provider, UserId: "alice", Wait: true})
 	}
 	res, err := report("login", "oidc")
 	if err != nil || !slices.Equal(res.Triggered, []string{tr.Id}) || len(res.Failed) != 0 {

@@ -197,9 +197,41 @@ func (x triggerServer) ReportAuthEvent(ctx context.Context, req *pb.ReportAuthEv
 	if req.GetTime() != nil {
 		ev.Time = req.GetTime().AsTime()
 	}
+	ev.Wait = req.GetWait()
 	res, err := x.s.m.ReportAuthEvent(ctx, ev)
 	if err != nil {
 		return nil, toStatus(err, "id")
 	}
-	return &pb.ReportAuthEventResponse{Triggered: res.Triggered, Failed: res.Failed}, nil
+	return &pb.ReportAuthEventResponse{Triggered: res.Triggered, Failed: res.Failed, Sequence: res.Sequence,
+		Queued: res.Queued, Pending: res.Pending}, nil
+}
+
+func (x triggerServer) ListDeadLetters(req *pb.ListDeadLettersRequest, stream grpc.ServerStreamingServer[pb.DeadLetter]) error {
+	ctx := stream.Context()
+	if _, err := x.get(ctx, req.GetId()); err != nil {
+		return err
+	}
+	dls, err := x.s.m.DeadLetters(ctx, req.GetId())
+	if err != nil {
+		return toStatus(err, "id")
+	}
+	for _, dl := range dls {
+		r := dl.Record
+		if err := stream.Send(&pb.DeadLetter{Sequence: r.Seq, Source: r.Source, CapturedAt: ts(r.CapturedAt), Event: extJSON(r.Raw),
+			Error: dl.Error, Attempts: int32(dl.Attempts), ParkedAt: ts(dl.At)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x triggerServer) RetryDeadLetters(ctx context.Context, req *pb.RetryDeadLettersRequest) (*pb.RetryDeadLettersResponse, error) {
+	if _, err := x.get(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	ok, failed, err := x.s.m.RetryDeadLetters(ctx, req.GetId(), req.GetSequences())
+	if err != nil {
+		return nil, toStatus(err, "id")
+	}
+	return &pb.RetryDeadLettersResponse{Succeeded: ok, Failed: failed}, nil
 }

@@ -405,10 +405,12 @@ type TriggerStatus struct {
 	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	// running, disabled, halted, waiting or error.
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	// Database triggers: the cursor and the events captured after it.
-	Acked         uint64                 `protobuf:"varint,6,opt,name=acked,proto3" json:"acked,omitempty"`
-	Backlog       uint64                 `protobuf:"varint,7,opt,name=backlog,proto3" json:"backlog,omitempty"`
-	Invocations   uint64                 `protobuf:"varint,8,opt,name=invocations,proto3" json:"invocations,omitempty"`
+	// The trigger's cursor and the records after it: in the outbox for
+	// database triggers, in the trigger queue for the others.
+	Acked       uint64 `protobuf:"varint,6,opt,name=acked,proto3" json:"acked,omitempty"`
+	Backlog     uint64 `protobuf:"varint,7,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Invocations uint64 `protobuf:"varint,8,opt,name=invocations,proto3" json:"invocations,omitempty"`
+	// Events (or runs) in the trigger's dead letters now.
 	DeadLetters   uint64                 `protobuf:"varint,9,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	LastError     string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	LastFired     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_fired,json=lastFired,proto3" json:"last_fired,omitempty"`

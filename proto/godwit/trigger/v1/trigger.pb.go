@@ -1057,7 +1057,7 @@ func (x *QueryTriggersRequest) GetCollection() string {
 	return ""
 }
 
-// AuthOperation is what happened to a user.
+// An authentication event: what happened to a user.
 type ReportAuthEventRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// login, create or delete.
@@ -1069,7 +1069,11 @@ type ReportAuthEventRequest struct {
 	// When it happened; default: now.
 	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	// Optional extra fields passed to functions (Extended JSON document).
-	Details       string `protobuf:"bytes,5,opt,name=details,proto3" json:"details,omitempty"`
+	Details string `protobuf:"bytes,5,opt,name=details,proto3" json:"details,omitempty"`
+	// Wait until every trigger the event was queued for has handled it, and
+	// say how (triggered, failed, pending). Without it the call returns as
+	// soon as the event is durably queued.
+	Wait          bool `protobuf:"varint,6,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1139,14 +1143,31 @@ func (x *ReportAuthEventRequest) GetDetails() string {
 	return ""
 }
 
+func (x *ReportAuthEventRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
 type ReportAuthEventResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Authentication triggers whose function ran successfully.
+	// With wait: the triggers whose function ran the event successfully.
 	Triggered []string `protobuf:"bytes,1,rep,name=triggered,proto3" json:"triggered,omitempty"`
-	// Triggers whose function failed, with the error. The caller may report
-	// the event again; functions should be idempotent (the event _id is
-	// stable only if the caller sets the same time).
-	Failed        map[string]string `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// With wait: the triggers that gave up on the event after retrying, with
+	// the last error. The event is in each one's dead letters
+	// (ListDeadLetters, RetryDeadLetters).
+	Failed map[string]string `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The event's position in godwit's trigger queue; 0 when no trigger
+	// matched and nothing was queued.
+	Sequence uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The running authentication triggers the event was queued for. Each
+	// runs it at least once, even if godwit stops before it does.
+	Queued []string `protobuf:"bytes,4,rep,name=queued,proto3" json:"queued,omitempty"`
+	// With wait: the triggers that had not handled the event when the wait
+	// ended (the deadline passed, or the trigger was disabled or changed).
+	// The event stays queued for them.
+	Pending       []string `protobuf:"bytes,5,rep,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1189,6 +1210,283 @@ func (x *ReportAuthEventResponse) GetTriggered() []string {
 }
 
 func (x *ReportAuthEventResponse) GetFailed() map[string]string {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+func (x *ReportAuthEventResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ReportAuthEventResponse) GetQueued() []string {
+	if x != nil {
+		return x.Queued
+	}
+	return nil
+}
+
+func (x *ReportAuthEventResponse) GetPending() []string {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trigger's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_trigger_v1_trigger_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListDeadLettersRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// DeadLetter is an event a trigger gave up on after retrying.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of the event in the outbox (database triggers) or in the
+	// trigger queue (authentication and scheduled triggers).
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The data source id (database triggers), or "authentication" or
+	// "scheduled".
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// When godwit captured (or queued) the event.
+	CapturedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=captured_at,json=capturedAt,proto3" json:"captured_at,omitempty"`
+	// The event as captured, relaxed Extended JSON (before the trigger's
+	// project).
+	Event string `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	// The last error.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Calls made before giving up.
+	Attempts int32 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the event was parked.
+	ParkedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=parked_at,json=parkedAt,proto3" json:"parked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_godwit_trigger_v1_trigger_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetCapturedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CapturedAt
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetParkedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ParkedAt
+	}
+	return nil
+}
+
+type RetryDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trigger's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The sequences to retry; empty retries every dead letter.
+	Sequences     []uint64 `protobuf:"varint,2,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryDeadLettersRequest) Reset() {
+	*x = RetryDeadLettersRequest{}
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryDeadLettersRequest) ProtoMessage() {}
+
+func (x *RetryDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RetryDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_godwit_trigger_v1_trigger_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RetryDeadLettersRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetryDeadLettersRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+type RetryDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequences whose function call succeeded: removed from the dead letters.
+	Succeeded []uint64 `protobuf:"varint,1,rep,packed,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// Sequences that failed again, with the error: they stay.
+	Failed        map[uint64]string `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryDeadLettersResponse) Reset() {
+	*x = RetryDeadLettersResponse{}
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryDeadLettersResponse) ProtoMessage() {}
+
+func (x *RetryDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_godwit_trigger_v1_trigger_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RetryDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_godwit_trigger_v1_trigger_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RetryDeadLettersResponse) GetSucceeded() []uint64 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return nil
+}
+
+func (x *RetryDeadLettersResponse) GetFailed() map[uint64]string {
 	if x != nil {
 		return x.Failed
 	}
@@ -1279,24 +1577,49 @@ const file_godwit_trigger_v1_trigger_proto_rawDesc = "" +
 	"\bdatabase\x18\x05 \x01(\tR\bdatabase\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x06 \x01(\tR\n" +
-	"collection\"\xbe\x01\n" +
+	"collection\"\xd2\x01\n" +
 	"\x16ReportAuthEventRequest\x12%\n" +
 	"\x0eoperation_type\x18\x01 \x01(\tR\roperationType\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
-	"\adetails\x18\x05 \x01(\tR\adetails\"\xc2\x01\n" +
+	"\adetails\x18\x05 \x01(\tR\adetails\x12\x12\n" +
+	"\x04wait\x18\x06 \x01(\bR\x04wait\"\x90\x02\n" +
 	"\x17ReportAuthEventResponse\x12\x1c\n" +
 	"\ttriggered\x18\x01 \x03(\tR\ttriggered\x12N\n" +
-	"\x06failed\x18\x02 \x03(\v26.godwit.trigger.v1.ReportAuthEventResponse.FailedEntryR\x06failed\x1a9\n" +
+	"\x06failed\x18\x02 \x03(\v26.godwit.trigger.v1.ReportAuthEventResponse.FailedEntryR\x06failed\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06queued\x18\x04 \x03(\tR\x06queued\x12\x18\n" +
+	"\apending\x18\x05 \x03(\tR\apending\x1a9\n" +
 	"\vFailedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"(\n" +
+	"\x16ListDeadLettersRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xfe\x01\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12;\n" +
+	"\vcaptured_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"capturedAt\x12\x14\n" +
+	"\x05event\x18\x04 \x01(\tR\x05event\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\x05R\battempts\x127\n" +
+	"\tparked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bparkedAt\"G\n" +
+	"\x17RetryDeadLettersRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tsequences\x18\x02 \x03(\x04R\tsequences\"\xc4\x01\n" +
+	"\x18RetryDeadLettersResponse\x12\x1c\n" +
+	"\tsucceeded\x18\x01 \x03(\x04R\tsucceeded\x12O\n" +
+	"\x06failed\x18\x02 \x03(\v27.godwit.trigger.v1.RetryDeadLettersResponse.FailedEntryR\x06failed\x1a9\n" +
+	"\vFailedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x83\x01\n" +
 	"\vTriggerType\x12\x1c\n" +
 	"\x18TRIGGER_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TRIGGER_TYPE_DATABASE\x10\x01\x12\x1f\n" +
 	"\x1bTRIGGER_TYPE_AUTHENTICATION\x10\x02\x12\x1a\n" +
-	"\x16TRIGGER_TYPE_SCHEDULED\x10\x032\xe0\x05\n" +
+	"\x16TRIGGER_TYPE_SCHEDULED\x10\x032\xac\a\n" +
 	"\x0eTriggerService\x12T\n" +
 	"\rCreateTrigger\x12'.godwit.trigger.v1.CreateTriggerRequest\x1a\x1a.godwit.trigger.v1.Trigger\x12T\n" +
 	"\rUpdateTrigger\x12'.godwit.trigger.v1.UpdateTriggerRequest\x1a\x1a.godwit.trigger.v1.Trigger\x12T\n" +
@@ -1306,7 +1629,9 @@ const file_godwit_trigger_v1_trigger_proto_rawDesc = "" +
 	"\n" +
 	"GetTrigger\x12$.godwit.trigger.v1.GetTriggerRequest\x1a\x1a.godwit.trigger.v1.Trigger\x12V\n" +
 	"\rQueryTriggers\x12'.godwit.trigger.v1.QueryTriggersRequest\x1a\x1a.godwit.trigger.v1.Trigger0\x01\x12h\n" +
-	"\x0fReportAuthEvent\x12).godwit.trigger.v1.ReportAuthEventRequest\x1a*.godwit.trigger.v1.ReportAuthEventResponseB@Z>github.com/godwit-dev/godwit/proto/godwit/trigger/v1;triggerv1b\x06proto3"
+	"\x0fReportAuthEvent\x12).godwit.trigger.v1.ReportAuthEventRequest\x1a*.godwit.trigger.v1.ReportAuthEventResponse\x12]\n" +
+	"\x0fListDeadLetters\x12).godwit.trigger.v1.ListDeadLettersRequest\x1a\x1d.godwit.trigger.v1.DeadLetter0\x01\x12k\n" +
+	"\x10RetryDeadLetters\x12*.godwit.trigger.v1.RetryDeadLettersRequest\x1a+.godwit.trigger.v1.RetryDeadLettersResponseB@Z>github.com/godwit-dev/godwit/proto/godwit/trigger/v1;triggerv1b\x06proto3"
 
 var (
 	file_godwit_trigger_v1_trigger_proto_rawDescOnce sync.Once
@@ -1321,64 +1646,76 @@ func file_godwit_trigger_v1_trigger_proto_rawDescGZIP() []byte {
 }
 
 var file_godwit_trigger_v1_trigger_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_godwit_trigger_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_godwit_trigger_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_godwit_trigger_v1_trigger_proto_goTypes = []any{
-	(TriggerType)(0),                // 0: godwit.trigger.v1.TriggerType
-	(*DatabaseConfig)(nil),          // 1: godwit.trigger.v1.DatabaseConfig
-	(*ScheduledConfig)(nil),         // 2: godwit.trigger.v1.ScheduledConfig
-	(*AuthenticationConfig)(nil),    // 3: godwit.trigger.v1.AuthenticationConfig
-	(*WriteConfig)(nil),             // 4: godwit.trigger.v1.WriteConfig
-	(*TriggerStatus)(nil),           // 5: godwit.trigger.v1.TriggerStatus
-	(*Trigger)(nil),                 // 6: godwit.trigger.v1.Trigger
-	(*CreateTriggerRequest)(nil),    // 7: godwit.trigger.v1.CreateTriggerRequest
-	(*UpdateTriggerRequest)(nil),    // 8: godwit.trigger.v1.UpdateTriggerRequest
-	(*EnableTriggerRequest)(nil),    // 9: godwit.trigger.v1.EnableTriggerRequest
-	(*DisableTriggerRequest)(nil),   // 10: godwit.trigger.v1.DisableTriggerRequest
-	(*DeleteTriggerRequest)(nil),    // 11: godwit.trigger.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),   // 12: godwit.trigger.v1.DeleteTriggerResponse
-	(*GetTriggerRequest)(nil),       // 13: godwit.trigger.v1.GetTriggerRequest
-	(*QueryTriggersRequest)(nil),    // 14: godwit.trigger.v1.QueryTriggersRequest
-	(*ReportAuthEventRequest)(nil),  // 15: godwit.trigger.v1.ReportAuthEventRequest
-	(*ReportAuthEventResponse)(nil), // 16: godwit.trigger.v1.ReportAuthEventResponse
-	nil,                             // 17: godwit.trigger.v1.ReportAuthEventResponse.FailedEntry
-	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
+	(TriggerType)(0),                 // 0: godwit.trigger.v1.TriggerType
+	(*DatabaseConfig)(nil),           // 1: godwit.trigger.v1.DatabaseConfig
+	(*ScheduledConfig)(nil),          // 2: godwit.trigger.v1.ScheduledConfig
+	(*AuthenticationConfig)(nil),     // 3: godwit.trigger.v1.AuthenticationConfig
+	(*WriteConfig)(nil),              // 4: godwit.trigger.v1.WriteConfig
+	(*TriggerStatus)(nil),            // 5: godwit.trigger.v1.TriggerStatus
+	(*Trigger)(nil),                  // 6: godwit.trigger.v1.Trigger
+	(*CreateTriggerRequest)(nil),     // 7: godwit.trigger.v1.CreateTriggerRequest
+	(*UpdateTriggerRequest)(nil),     // 8: godwit.trigger.v1.UpdateTriggerRequest
+	(*EnableTriggerRequest)(nil),     // 9: godwit.trigger.v1.EnableTriggerRequest
+	(*DisableTriggerRequest)(nil),    // 10: godwit.trigger.v1.DisableTriggerRequest
+	(*DeleteTriggerRequest)(nil),     // 11: godwit.trigger.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),    // 12: godwit.trigger.v1.DeleteTriggerResponse
+	(*GetTriggerRequest)(nil),        // 13: godwit.trigger.v1.GetTriggerRequest
+	(*QueryTriggersRequest)(nil),     // 14: godwit.trigger.v1.QueryTriggersRequest
+	(*ReportAuthEventRequest)(nil),   // 15: godwit.trigger.v1.ReportAuthEventRequest
+	(*ReportAuthEventResponse)(nil),  // 16: godwit.trigger.v1.ReportAuthEventResponse
+	(*ListDeadLettersRequest)(nil),   // 17: godwit.trigger.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),               // 18: godwit.trigger.v1.DeadLetter
+	(*RetryDeadLettersRequest)(nil),  // 19: godwit.trigger.v1.RetryDeadLettersRequest
+	(*RetryDeadLettersResponse)(nil), // 20: godwit.trigger.v1.RetryDeadLettersResponse
+	nil,                              // 21: godwit.trigger.v1.ReportAuthEventResponse.FailedEntry
+	nil,                              // 22: godwit.trigger.v1.RetryDeadLettersResponse.FailedEntry
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_godwit_trigger_v1_trigger_proto_depIdxs = []int32{
-	18, // 0: godwit.trigger.v1.TriggerStatus.last_fired:type_name -> google.protobuf.Timestamp
+	23, // 0: godwit.trigger.v1.TriggerStatus.last_fired:type_name -> google.protobuf.Timestamp
 	0,  // 1: godwit.trigger.v1.Trigger.trigger_type:type_name -> godwit.trigger.v1.TriggerType
 	1,  // 2: godwit.trigger.v1.Trigger.database:type_name -> godwit.trigger.v1.DatabaseConfig
 	2,  // 3: godwit.trigger.v1.Trigger.scheduled:type_name -> godwit.trigger.v1.ScheduledConfig
 	3,  // 4: godwit.trigger.v1.Trigger.authentication:type_name -> godwit.trigger.v1.AuthenticationConfig
 	4,  // 5: godwit.trigger.v1.Trigger.writes:type_name -> godwit.trigger.v1.WriteConfig
 	5,  // 6: godwit.trigger.v1.Trigger.status:type_name -> godwit.trigger.v1.TriggerStatus
-	18, // 7: godwit.trigger.v1.Trigger.created_at:type_name -> google.protobuf.Timestamp
-	18, // 8: godwit.trigger.v1.Trigger.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 7: godwit.trigger.v1.Trigger.created_at:type_name -> google.protobuf.Timestamp
+	23, // 8: godwit.trigger.v1.Trigger.updated_at:type_name -> google.protobuf.Timestamp
 	6,  // 9: godwit.trigger.v1.CreateTriggerRequest.trigger:type_name -> godwit.trigger.v1.Trigger
 	6,  // 10: godwit.trigger.v1.UpdateTriggerRequest.trigger:type_name -> godwit.trigger.v1.Trigger
 	0,  // 11: godwit.trigger.v1.QueryTriggersRequest.trigger_type:type_name -> godwit.trigger.v1.TriggerType
-	18, // 12: godwit.trigger.v1.ReportAuthEventRequest.time:type_name -> google.protobuf.Timestamp
-	17, // 13: godwit.trigger.v1.ReportAuthEventResponse.failed:type_name -> godwit.trigger.v1.ReportAuthEventResponse.FailedEntry
-	7,  // 14: godwit.trigger.v1.TriggerService.CreateTrigger:input_type -> godwit.trigger.v1.CreateTriggerRequest
-	8,  // 15: godwit.trigger.v1.TriggerService.UpdateTrigger:input_type -> godwit.trigger.v1.UpdateTriggerRequest
-	9,  // 16: godwit.trigger.v1.TriggerService.EnableTrigger:input_type -> godwit.trigger.v1.EnableTriggerRequest
-	10, // 17: godwit.trigger.v1.TriggerService.DisableTrigger:input_type -> godwit.trigger.v1.DisableTriggerRequest
-	11, // 18: godwit.trigger.v1.TriggerService.DeleteTrigger:input_type -> godwit.trigger.v1.DeleteTriggerRequest
-	13, // 19: godwit.trigger.v1.TriggerService.GetTrigger:input_type -> godwit.trigger.v1.GetTriggerRequest
-	14, // 20: godwit.trigger.v1.TriggerService.QueryTriggers:input_type -> godwit.trigger.v1.QueryTriggersRequest
-	15, // 21: godwit.trigger.v1.TriggerService.ReportAuthEvent:input_type -> godwit.trigger.v1.ReportAuthEventRequest
-	6,  // 22: godwit.trigger.v1.TriggerService.CreateTrigger:output_type -> godwit.trigger.v1.Trigger
-	6,  // 23: godwit.trigger.v1.TriggerService.UpdateTrigger:output_type -> godwit.trigger.v1.Trigger
-	6,  // 24: godwit.trigger.v1.TriggerService.EnableTrigger:output_type -> godwit.trigger.v1.Trigger
-	6,  // 25: godwit.trigger.v1.TriggerService.DisableTrigger:output_type -> godwit.trigger.v1.Trigger
-	12, // 26: godwit.trigger.v1.TriggerService.DeleteTrigger:output_type -> godwit.trigger.v1.DeleteTriggerResponse
-	6,  // 27: godwit.trigger.v1.TriggerService.GetTrigger:output_type -> godwit.trigger.v1.Trigger
-	6,  // 28: godwit.trigger.v1.TriggerService.QueryTriggers:output_type -> godwit.trigger.v1.Trigger
-	16, // 29: godwit.trigger.v1.TriggerService.ReportAuthEvent:output_type -> godwit.trigger.v1.ReportAuthEventResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	23, // 12: godwit.trigger.v1.ReportAuthEventRequest.time:type_name -> google.protobuf.Timestamp
+	21, // 13: godwit.trigger.v1.ReportAuthEventResponse.failed:type_name -> godwit.trigger.v1.ReportAuthEventResponse.FailedEntry
+	23, // 14: godwit.trigger.v1.DeadLetter.captured_at:type_name -> google.protobuf.Timestamp
+	23, // 15: godwit.trigger.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
+	22, // 16: godwit.trigger.v1.RetryDeadLettersResponse.failed:type_name -> godwit.trigger.v1.RetryDeadLettersResponse.FailedEntry
+	7,  // 17: godwit.trigger.v1.TriggerService.CreateTrigger:input_type -> godwit.trigger.v1.CreateTriggerRequest
+	8,  // 18: godwit.trigger.v1.TriggerService.UpdateTrigger:input_type -> godwit.trigger.v1.UpdateTriggerRequest
+	9,  // 19: godwit.trigger.v1.TriggerService.EnableTrigger:input_type -> godwit.trigger.v1.EnableTriggerRequest
+	10, // 20: godwit.trigger.v1.TriggerService.DisableTrigger:input_type -> godwit.trigger.v1.DisableTriggerRequest
+	11, // 21: godwit.trigger.v1.TriggerService.DeleteTrigger:input_type -> godwit.trigger.v1.DeleteTriggerRequest
+	13, // 22: godwit.trigger.v1.TriggerService.GetTrigger:input_type -> godwit.trigger.v1.GetTriggerRequest
+	14, // 23: godwit.trigger.v1.TriggerService.QueryTriggers:input_type -> godwit.trigger.v1.QueryTriggersRequest
+	15, // 24: godwit.trigger.v1.TriggerService.ReportAuthEvent:input_type -> godwit.trigger.v1.ReportAuthEventRequest
+	17, // 25: godwit.trigger.v1.TriggerService.ListDeadLetters:input_type -> godwit.trigger.v1.ListDeadLettersRequest
+	19, // 26: godwit.trigger.v1.TriggerService.RetryDeadLetters:input_type -> godwit.trigger.v1.RetryDeadLettersRequest
+	6,  // 27: godwit.trigger.v1.TriggerService.CreateTrigger:output_type -> godwit.trigger.v1.Trigger
+	6,  // 28: godwit.trigger.v1.TriggerService.UpdateTrigger:output_type -> godwit.trigger.v1.Trigger
+	6,  // 29: godwit.trigger.v1.TriggerService.EnableTrigger:output_type -> godwit.trigger.v1.Trigger
+	6,  // 30: godwit.trigger.v1.TriggerService.DisableTrigger:output_type -> godwit.trigger.v1.Trigger
+	12, // 31: godwit.trigger.v1.TriggerService.DeleteTrigger:output_type -> godwit.trigger.v1.DeleteTriggerResponse
+	6,  // 32: godwit.trigger.v1.TriggerService.GetTrigger:output_type -> godwit.trigger.v1.Trigger
+	6,  // 33: godwit.trigger.v1.TriggerService.QueryTriggers:output_type -> godwit.trigger.v1.Trigger
+	16, // 34: godwit.trigger.v1.TriggerService.ReportAuthEvent:output_type -> godwit.trigger.v1.ReportAuthEventResponse
+	18, // 35: godwit.trigger.v1.TriggerService.ListDeadLetters:output_type -> godwit.trigger.v1.DeadLetter
+	20, // 36: godwit.trigger.v1.TriggerService.RetryDeadLetters:output_type -> godwit.trigger.v1.RetryDeadLettersResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_godwit_trigger_v1_trigger_proto_init() }
@@ -1397,7 +1734,7 @@ func file_godwit_trigger_v1_trigger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_godwit_trigger_v1_trigger_proto_rawDesc), len(file_godwit_trigger_v1_trigger_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

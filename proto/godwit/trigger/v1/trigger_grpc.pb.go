@@ -27,14 +27,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TriggerService_CreateTrigger_FullMethodName   = "/godwit.trigger.v1.TriggerService/CreateTrigger"
-	TriggerService_UpdateTrigger_FullMethodName   = "/godwit.trigger.v1.TriggerService/UpdateTrigger"
-	TriggerService_EnableTrigger_FullMethodName   = "/godwit.trigger.v1.TriggerService/EnableTrigger"
-	TriggerService_DisableTrigger_FullMethodName  = "/godwit.trigger.v1.TriggerService/DisableTrigger"
-	TriggerService_DeleteTrigger_FullMethodName   = "/godwit.trigger.v1.TriggerService/DeleteTrigger"
-	TriggerService_GetTrigger_FullMethodName      = "/godwit.trigger.v1.TriggerService/GetTrigger"
-	TriggerService_QueryTriggers_FullMethodName   = "/godwit.trigger.v1.TriggerService/QueryTriggers"
-	TriggerService_ReportAuthEvent_FullMethodName = "/godwit.trigger.v1.TriggerService/ReportAuthEvent"
+	TriggerService_CreateTrigger_FullMethodName    = "/godwit.trigger.v1.TriggerService/CreateTrigger"
+	TriggerService_UpdateTrigger_FullMethodName    = "/godwit.trigger.v1.TriggerService/UpdateTrigger"
+	TriggerService_EnableTrigger_FullMethodName    = "/godwit.trigger.v1.TriggerService/EnableTrigger"
+	TriggerService_DisableTrigger_FullMethodName   = "/godwit.trigger.v1.TriggerService/DisableTrigger"
+	TriggerService_DeleteTrigger_FullMethodName    = "/godwit.trigger.v1.TriggerService/DeleteTrigger"
+	TriggerService_GetTrigger_FullMethodName       = "/godwit.trigger.v1.TriggerService/GetTrigger"
+	TriggerService_QueryTriggers_FullMethodName    = "/godwit.trigger.v1.TriggerService/QueryTriggers"
+	TriggerService_ReportAuthEvent_FullMethodName  = "/godwit.trigger.v1.TriggerService/ReportAuthEvent"
+	TriggerService_ListDeadLetters_FullMethodName  = "/godwit.trigger.v1.TriggerService/ListDeadLetters"
+	TriggerService_RetryDeadLetters_FullMethodName = "/godwit.trigger.v1.TriggerService/RetryDeadLetters"
 )
 
 // TriggerServiceClient is the client API for TriggerService service.
@@ -50,10 +52,19 @@ type TriggerServiceClient interface {
 	DeleteTrigger(ctx context.Context, in *DeleteTriggerRequest, opts ...grpc.CallOption) (*DeleteTriggerResponse, error)
 	GetTrigger(ctx context.Context, in *GetTriggerRequest, opts ...grpc.CallOption) (*Trigger, error)
 	QueryTriggers(ctx context.Context, in *QueryTriggersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Trigger], error)
-	// ReportAuthEvent runs the enabled authentication triggers matching the
-	// event. MongoDB has no login events: the application or identity proxy
-	// that authenticates users calls this.
+	// ReportAuthEvent queues the event, durably, for every running
+	// authentication trigger matching it; each trigger then runs it like a
+	// captured event (retries with backoff, then dead letters). MongoDB has
+	// no login events: the application or identity proxy that authenticates
+	// users calls this. ResourceExhausted: the queue stayed full until the
+	// deadline; report the event again later.
 	ReportAuthEvent(ctx context.Context, in *ReportAuthEventRequest, opts ...grpc.CallOption) (*ReportAuthEventResponse, error)
+	// ListDeadLetters streams the events a trigger gave up on, oldest first.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeadLetter], error)
+	// RetryDeadLetters calls the trigger's function once more on dead letters
+	// (after fixing the function, say); those that succeed are removed. The
+	// trigger must be running.
+	RetryDeadLetters(ctx context.Context, in *RetryDeadLettersRequest, opts ...grpc.CallOption) (*RetryDeadLettersResponse, error)
 }
 
 type triggerServiceClient struct {
@@ -153,6 +164,35 @@ func (c *triggerServiceClient) ReportAuthEvent(ctx context.Context, in *ReportAu
 	return out, nil
 }
 
+func (c *triggerServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeadLetter], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TriggerService_ServiceDesc.Streams[1], TriggerService_ListDeadLetters_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListDeadLettersRequest, DeadLetter]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TriggerService_ListDeadLettersClient = grpc.ServerStreamingClient[DeadLetter]
+
+func (c *triggerServiceClient) RetryDeadLetters(ctx context.Context, in *RetryDeadLettersRequest, opts ...grpc.CallOption) (*RetryDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryDeadLettersResponse)
+	err := c.cc.Invoke(ctx, TriggerService_RetryDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TriggerServiceServer is the server API for TriggerService service.
 // All implementations must embed UnimplementedTriggerServiceServer
 // for forward compatibility.
@@ -166,10 +206,19 @@ type TriggerServiceServer interface {
 	DeleteTrigger(context.Context, *DeleteTriggerRequest) (*DeleteTriggerResponse, error)
 	GetTrigger(context.Context, *GetTriggerRequest) (*Trigger, error)
 	QueryTriggers(*QueryTriggersRequest, grpc.ServerStreamingServer[Trigger]) error
-	// ReportAuthEvent runs the enabled authentication triggers matching the
-	// event. MongoDB has no login events: the application or identity proxy
-	// that authenticates users calls this.
+	// ReportAuthEvent queues the event, durably, for every running
+	// authentication trigger matching it; each trigger then runs it like a
+	// captured event (retries with backoff, then dead letters). MongoDB has
+	// no login events: the application or identity proxy that authenticates
+	// users calls this. ResourceExhausted: the queue stayed full until the
+	// deadline; report the event again later.
 	ReportAuthEvent(context.Context, *ReportAuthEventRequest) (*ReportAuthEventResponse, error)
+	// ListDeadLetters streams the events a trigger gave up on, oldest first.
+	ListDeadLetters(*ListDeadLettersRequest, grpc.ServerStreamingServer[DeadLetter]) error
+	// RetryDeadLetters calls the trigger's function once more on dead letters
+	// (after fixing the function, say); those that succeed are removed. The
+	// trigger must be running.
+	RetryDeadLetters(context.Context, *RetryDeadLettersRequest) (*RetryDeadLettersResponse, error)
 	mustEmbedUnimplementedTriggerServiceServer()
 }
 
@@ -203,6 +252,12 @@ func (UnimplementedTriggerServiceServer) QueryTriggers(*QueryTriggersRequest, gr
 }
 func (UnimplementedTriggerServiceServer) ReportAuthEvent(context.Context, *ReportAuthEventRequest) (*ReportAuthEventResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportAuthEvent not implemented")
+}
+func (UnimplementedTriggerServiceServer) ListDeadLetters(*ListDeadLettersRequest, grpc.ServerStreamingServer[DeadLetter]) error {
+	return status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedTriggerServiceServer) RetryDeadLetters(context.Context, *RetryDeadLettersRequest) (*RetryDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryDeadLetters not implemented")
 }
 func (UnimplementedTriggerServiceServer) mustEmbedUnimplementedTriggerServiceServer() {}
 func (UnimplementedTriggerServiceServer) testEmbeddedByValue()                        {}
@@ -362,6 +417,35 @@ func _TriggerService_ReportAuthEvent_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TriggerService_ListDeadLetters_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListDeadLettersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TriggerServiceServer).ListDeadLetters(m, &grpc.GenericServerStream[ListDeadLettersRequest, DeadLetter]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TriggerService_ListDeadLettersServer = grpc.ServerStreamingServer[DeadLetter]
+
+func _TriggerService_RetryDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TriggerServiceServer).RetryDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TriggerService_RetryDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TriggerServiceServer).RetryDeadLetters(ctx, req.(*RetryDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TriggerService_ServiceDesc is the grpc.ServiceDesc for TriggerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -397,11 +481,20 @@ var TriggerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportAuthEvent",
 			Handler:    _TriggerService_ReportAuthEvent_Handler,
 		},
+		{
+			MethodName: "RetryDeadLetters",
+			Handler:    _TriggerService_RetryDeadLetters_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "QueryTriggers",
 			Handler:       _TriggerService_QueryTriggers_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ListDeadLetters",
+			Handler:       _TriggerService_ListDeadLetters_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,224 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
+)
+
+func authTrigger(name, fnID string, ops ...string) *pb.Trigger {
+	return &pb.Trigger{Name: name, TriggerType: pb.TriggerType_TRIGGER_TYPE_AUTHENTICATION, FunctionId: fnID, Enabled: true,
+		Config: &pb.Trigger_Authentication{Authentication: &pb.AuthenticationConfig{OperationTypes: ops}},
+		Writes: &pb.WriteConfig{DataSource: "src", Namespaces: []string{"audit.*", "test.*"}}}
+}
+
+func deadLetters(t *testing.T, e *env, id string) []*pb.DeadLetter {
+	t.Helper()
+	stream, err := e.tc.ListDeadLetters(ctxT(t), &pb.ListDeadLettersRequest{Id: id})
+	return collect(t, stream, err)
+}
+
+// Reported events are queued durably before the call returns: a restart
+// loses none, and each runs exactly as often as it was reported once
+// delivered (the example function is idempotent by event _id).
+func TestAuthTrigger_QueuedEventsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	e := startEnv(t, dir, envOptions{persist: true})
+	fn := e.createFunction("audit", guests["auditenricher"])
+	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
+	ctx := ctxT(t)
+	const n = 40
+	var want []string
+	var last uint64
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i := range n {
+		at := base.Add(time.Duration(i) * time.Second)
+		res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc",
+			UserId: fmt.Sprintf("user%d", i), Time: timestamppb.New(at)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.Queued, []string{tr.Id}) || res.Sequence <= last || len(res.Triggered) != 0 {
+			t.Fatalf("report %d: %v, want queued for %s after sequence %d", i, res, tr.Id, last)
+		}
+		last = res.Sequence
+		want = append(want, fmt.Sprintf("auth:login:oidc:user%d:%d", i, at.UnixNano()))
+	}
+	// Stop at once: whatever the trigger had not run yet is in the queue.
+	e.stop()
+	e = startEnv(t, dir, envOptions{persist: true})
+	e.waitAcked(tr, last)
+	var got []string
+	for _, d := range e.docs("audit.enriched") {
+		got = append(got, d["_id"].(string))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after a restart the function wrote %d entries, want the %d reported:\n got %v\nwant %v", len(got), len(want), got, want)
+	}
+	if st := getTrigger(t, e, tr.Id).GetStatus(); st.Acked != last || st.DeadLetters != 0 {
+		t.Fatalf("status %v, want acked %d and no dead letters", st, last)
+	}
+}
+
+// A failing authentication trigger retries, parks the event in its dead
+// letters and goes on; the dead letters can be listed and, once the
+// function is fixed, retried.
+func TestAuthTrigger_DeadLettersListAndRetry(t *testing.T) {
+	e := startEnv(t, t.TempDir(), envOptions{})
+	ctx := ctxT(t)
+	fn := e.createFunction("strict", abiWasm)
+	tr := e.createTrigger(authTrigger("logins", fn.Id, "login", "create"))
+
+	failing, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "mallory",
+		Details: `{"note": "fail"}`, Wait: true})
+	if err != nil || !strings.Contains(failing.Failed[tr.Id], "asked to fail") || len(failing.Triggered) != 0 {
+		t.Fatalf("failing event: %v %v, want it failed with the function's error", failing, err)
+	}
+	ok, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "create", Provider: "oidc", UserId: "alice", Wait: true})
+	if err != nil || !slices.Equal(ok.Triggered, []string{tr.Id}) {
+		t.Fatalf("the next event: %v %v, want it run: the trigger goes on after parking", ok, err)
+	}
+	dls := deadLetters(t, e, tr.Id)
+	if len(dls) != 1 || dls[0].Sequence != failing.Sequence || dls[0].Source != "authentication" ||
+		dls[0].Attempts != int32(sinkConfig().MaxAttempts) || !strings.Contains(dls[0].Error, "asked to fail") ||
+		!strings.Contains(dls[0].Event, `"mallory"`) {
+		t.Fatalf("dead letters %v, want the failing event after %d attempts", dls, sinkConfig().MaxAttempts)
+	}
+	if st := getTrigger(t, e, tr.Id).GetStatus(); st.DeadLetters != 1 || st.State != "running" {
+		t.Fatalf("status %v, want running with 1 dead letter", st)
+	}
+
+	// Retrying with the function unchanged fails again and keeps it.
+	res, err := e.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: tr.Id})
+	if err != nil || len(res.Succeeded) != 0 || !strings.Contains(res.Failed[failing.Sequence], "asked to fail") {
+		t.Fatalf("retry with the failing function: %v %v", res, err)
+	}
+	if dls := deadLetters(t, e, tr.Id); len(dls) != 1 || dls[0].Attempts != int32(sinkConfig().MaxAttempts)+1 {
+		t.Fatalf("after a failed retry: %v, want the dead letter kept with one more attempt", dls)
+	}
+	res, err = e.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: tr.Id, Sequences: []uint64{failing.Sequence + 1000}})
+	if err != nil || len(res.Succeeded) != 0 || res.Failed[failing.Sequence+1000] == "" {
+		t.Fatalf("retry of an unknown sequence: %v %v", res, err)
+	}
+
+	// Fixed function: the retry succeeds, the dead letter is gone.
+	if _, err := e.fc.UpdateFunction(ctx, &pb.UpdateFunctionRequest{Function: &pb.Function{Id: fn.Id, Name: fn.Name, Wasm: guests["auditenricher"]}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: tr.Id, Sequences: []uint64{failing.Sequence}})
+	if err != nil || !slices.Equal(res.Succeeded, []uint64{failing.Sequence}) || len(res.Failed) != 0 {
+		t.Fatalf("retry with the fixed function: %v %v", res, err)
+	}
+	if dls := deadLetters(t, e, tr.Id); len(dls) != 0 {
+		t.Fatalf("dead letters after a successful retry: %v", dls)
+	}
+	if st := getTrigger(t, e, tr.Id).GetStatus(); st.DeadLetters != 0 {
+		t.Fatalf("status %v, want no dead letters", st)
+	}
+	if got := e.docs("audit.enriched"); len(got) != 1 || got[0]["op"] != "login" {
+		t.Fatalf("audit.enriched %v, want the retried login", got)
+	}
+
+	// A disabled trigger cannot be retried; an unknown one is not found.
+	if _, err := e.tc.DisableTrigger(ctx, &pb.DisableTriggerRequest{Id: tr.Id}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: tr.Id})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "enable it") {
+		t.Fatalf("retry on a disabled trigger: %v", err)
+	}
+	_, err = e.tc.RetryDeadLetters(ctx, &pb.RetryDeadLettersRequest{Id: "nope"})
+	wantCode(t, err, codes.NotFound, "id")
+	_, err = e.tc.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{})
+	if err == nil {
+		stream, _ := e.tc.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{})
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.InvalidArgument, "id")
+}
+
+// With wait, the answer names the triggers that had not handled the event
+// before the caller's deadline; the event stays queued for them.
+func TestAuthTrigger_WaitReportsPending(t *testing.T) {
+	e := startEnv(t, t.TempDir(), envOptions{})
+	fn := e.createFunction("slow", abiWasm)
+	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	// The function loops until its 2 s call deadline, past the caller's.
+	res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "u",
+		Details: `{"x": "loop"}`, Wait: true})
+	if err != nil || !slices.Equal(res.Pending, []string{tr.Id}) || len(res.Triggered)+len(res.Failed) != 0 {
+		t.Fatalf("report: %v %v, want the trigger pending", res, err)
+	}
+	// It is parked after its attempts, never lost.
+	e.waitAcked(tr, res.Sequence)
+	if dls := deadLetters(t, e, tr.Id); len(dls) != 1 || dls[0].Sequence != res.Sequence || !strings.Contains(dls[0].Error, "deadline") {
+		t.Fatalf("dead letters %v, want the looping event with a deadline error", dls)
+	}
+}
+
+// A scheduled run that keeps failing is parked in the trigger's dead
+// letters like an event, and the schedule goes on.
+func TestScheduledTrigger_FailedRunsAreDeadLettered(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	clock := newFakeClock(start)
+	e := startEnv(t, t.TempDir(), envOptions{clock: clock})
+	fn := e.createFunction("strict", abiWasm)
+	// The run's event carries the trigger's name: "fail" makes the test
+	// module fail.
+	tr := e.createTrigger(&pb.Trigger{Name: "fail-hourly", TriggerType: pb.TriggerType_TRIGGER_TYPE_SCHEDULED, FunctionId: fn.Id, Enabled: true,
+		Config: &pb.Trigger_Scheduled{Scheduled: &pb.ScheduledConfig{Schedule: "0 * * * *"}}})
+	q := e.mgr.Queue()
+	for run := range 2 {
+		clock.awaitWaiter(t)
+		clock.advance(time.Hour)
+		if err := q.Wait(ctxT(t), uint64(run)); err != nil { // the run is queued
+			t.Fatal(err)
+		}
+		e.waitAcked(tr, uint64(run+1))
+	}
+	dls := deadLetters(t, e, tr.Id)
+	if len(dls) != 2 || dls[0].Source != "scheduled" || !strings.Contains(dls[0].Event, `"scheduledTime"`) ||
+		!strings.Contains(dls[1].Event, tr.Id) || !strings.Contains(dls[1].Error, "asked to fail") {
+		t.Fatalf("dead letters %v, want both failed runs", dls)
+	}
+	if st := getTrigger(t, e, tr.Id).GetStatus(); st.DeadLetters != 2 || st.State != "running" ||
+		!st.LastFired.AsTime().Equal(time.Date(2026, 1, 1, 2, 0, 0, 0, time.UTC)) {
+		t.Fatalf("status %v, want running, 2 dead letters, last run 02:00", st)
+	}
+}
+
+// Nothing is queued for an event no running trigger wants.
+func TestAuthTrigger_NothingQueuedWithoutMatchingTrigger(t *testing.T) {
+	e := startEnv(t, t.TempDir(), envOptions{})
+	fn := e.createFunction("audit", guests["auditenricher"])
+	e.createTrigger(authTrigger("logins", fn.Id, "login"))
+	res, err := e.tc.ReportAuthEvent(ctxT(t), &pb.ReportAuthEventRequest{OperationType: "delete", Provider: "oidc", UserId: "u"})
+	if err != nil || res.Sequence != 0 || len(res.Queued) != 0 {
+		t.Fatalf("report: %v %v, want nothing queued", res, err)
+	}
+	if last := e.mgr.Queue().LastSeq(); last != 0 {
+		t.Fatalf("the queue holds %d records", last)
+	}
+}
+
+func getTrigger(t *testing.T, e *env, id string) *pb.Trigger {
+	t.Helper()
+	tr, err := e.tc.GetTrigger(ctxT(t), &pb.GetTriggerRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
