@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +26,7 @@ func init() {
 	register(command{name: "trigger", summary: "create, update, enable, disable, delete, get and list triggers on a running godwit (gRPC)", run: runTrigger})
 }
 
-const triggerUsage = `<create|update|enable|disable|delete|get|list> [ID] [flags]
+const triggerUsage = `<create|update|enable|disable|delete|get|list|dead-letters|retry|report-auth> [ID] [flags]
 
   create  --name N --function FID --type database|scheduled|authentication [config flags]
   update  ID [the flags to change]
@@ -32,6 +35,11 @@ const triggerUsage = `<create|update|enable|disable|delete|get|list> [ID] [flags
   delete  ID
   get     ID
   list    [--user U] [--function FID] [--type T] [--source S] [--database D] [--collection C]
+  dead-letters ID               the events the trigger gave up on, oldest first
+  retry   ID [--seq N,N,...]    call the function once more on dead letters (all by default);
+                                those that succeed are removed
+  report-auth --auth-op login|create|delete --provider P --auth-user U [--details JSON] [--wait]
+                                report an authentication event (what your identity proxy does)
 
 Connection flags (every subcommand): --addr, --token (or GODWIT_TOKEN), --ca-cert, --cert/--key
   (mTLS), --tls, --server-name, --insecure. See docs/security.md.
@@ -167,6 +175,12 @@ func runTrigger(ctx context.Context, m *Main, args []string) error {
 	writeSource := fs.String("write-source", "", "data source receiving the function's writes")
 	from := fs.String("from", "", "read the trigger from this JSON file (- for stdin)")
 	skip := fs.Bool("skip-to-now", false, "enable: skip events that arrived while disabled")
+	seqs := fs.String("seq", "", "retry: dead letter sequences, comma-separated (default: all)")
+	authOp := fs.String("auth-op", "", "report-auth: login, create or delete")
+	provider := fs.String("provider", "", "report-auth: the identity provider")
+	authUser := fs.String("auth-user", "", "report-auth: the application's id of the user")
+	details := fs.String("details", "", "report-auth: extra fields for functions (Extended JSON document)")
+	wait := fs.Bool("wait", false, "report-auth: wait until every trigger handled the event")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -376,6 +390,88 @@ func runTrigger(ctx context.Context, m *Main, args []string) error {
 				fmt.Fprintf(m.Stdout, "%s  %-24s %-14s %-9s user=%s function=%s\n", t.Id, t.Name, typeName(t.TriggerType),
 					t.GetStatus().GetState(), t.UserId, t.FunctionId)
 			})
+		}
+	case "dead-letters":
+		id, err := needID()
+		if err != nil {
+			return err
+		}
+		stream, err := c.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{Id: id})
+		if err != nil {
+			return rpcErr(err)
+		}
+		n := 0
+		for {
+			dl, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return rpcErr(err)
+			}
+			n++
+			printMsg(m.Stdout, *cf.asJSON, dl, func() {
+				fmt.Fprintf(m.Stdout, "#%d  %s  parked %s after %d attempts: %s\n    %s\n", dl.Sequence, dl.Source,
+					dl.GetParkedAt().AsTime().Format(time.RFC3339), dl.Attempts, dl.Error, dl.Event)
+			})
+		}
+		if n == 0 && !*cf.asJSON {
+			fmt.Fprintln(m.Stdout, "no dead letters")
+		}
+	case "retry":
+		id, err := needID()
+		if err != nil {
+			return err
+		}
+		req := &pb.RetryDeadLettersRequest{Id: id}
+		for _, v := range split(*seqs) {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("--seq %q: want sequence numbers (see dead-letters), comma-separated", v)
+			}
+			req.Sequences = append(req.Sequences, n)
+		}
+		res, err := c.RetryDeadLetters(ctx, req)
+		if err != nil {
+			return rpcErr(err)
+		}
+		printMsg(m.Stdout, *cf.asJSON, res, func() {
+			fmt.Fprintf(m.Stdout, "retried %d: %d succeeded (removed), %d failed again\n", len(res.Succeeded)+len(res.Failed),
+				len(res.Succeeded), len(res.Failed))
+			for _, seq := range slices.Sorted(maps.Keys(res.Failed)) {
+				fmt.Fprintf(m.Stdout, "  #%d: %s\n", seq, res.Failed[seq])
+			}
+		})
+		if len(res.Failed) > 0 {
+			return &exitError{code: 1, msg: fmt.Sprintf("%d failed", len(res.Failed))}
+		}
+	case "report-auth":
+		if len(pos) != 1 {
+			return errUsage
+		}
+		res, err := c.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: *authOp, Provider: *provider,
+			UserId: *authUser, Details: *details, Wait: *wait})
+		if err != nil {
+			return rpcErr(err)
+		}
+		printMsg(m.Stdout, *cf.asJSON, res, func() {
+			if len(res.Queued) == 0 {
+				fmt.Fprintln(m.Stdout, "no running authentication trigger matches: nothing queued")
+				return
+			}
+			fmt.Fprintf(m.Stdout, "queued as #%d for %s\n", res.Sequence, strings.Join(res.Queued, ", "))
+			if *wait {
+				fmt.Fprintf(m.Stdout, "  triggered: %v\n", res.Triggered)
+				for _, id := range slices.Sorted(maps.Keys(res.Failed)) {
+					fmt.Fprintf(m.Stdout, "  failed:    %s: %s\n", id, res.Failed[id])
+				}
+				if len(res.Pending) > 0 {
+					fmt.Fprintf(m.Stdout, "  pending:   %v (still queued for them)\n", res.Pending)
+				}
+			}
+		})
+		if len(res.Failed) > 0 {
+			return &exitError{code: 1, msg: fmt.Sprintf("%d failed", len(res.Failed))}
 		}
 	default:
 		fmt.Fprintf(m.Stderr, "godwit trigger: unknown subcommand %q\n", pos[0])
