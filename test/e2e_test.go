@@ -125,12 +125,7 @@ func TestDemo_ContinuesWhereItStopped(t *testing.T) {
 // source's history (the demo's own check) and pass bbolt's consistency
 // check. Set GODWIT_CRASH_SEED to replay a failing run.
 func TestDemo_SurvivesKill9(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("GODWIT_CRASH_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("crash seed %d (GODWIT_CRASH_SEED=%d to replay)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 1))
+	rng := crashRNG(t, 1)
 
 	const ops, kills = 1500, 25
 	dir := t.TempDir()
@@ -174,6 +169,17 @@ func TestDemo_SurvivesKill9(t *testing.T) {
 	if err := ob.Check(); err != nil {
 		t.Fatalf("outbox consistency after kills: %v", err)
 	}
+}
+
+// crashRNG returns the random source choosing a crash test's kill moments,
+// seeded from the clock or GODWIT_CRASH_SEED, and logs the seed to replay.
+func crashRNG(t *testing.T, stream uint64) *rand.Rand {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GODWIT_CRASH_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("crash seed %d (GODWIT_CRASH_SEED=%d to replay)", seed, seed)
+	return rand.New(rand.NewPCG(seed, stream))
 }
 
 func writeConfig(t *testing.T, dir string) string {
