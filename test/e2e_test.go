@@ -174,6 +174,7 @@ func TestDemo_SurvivesKill9(t *testing.T) {
 // crashRNG returns the random source choosing a crash test's kill moments,
 // seeded from the clock or GODWIT_CRASH_SEED, and logs the seed to replay.
 func crashRNG(t *testing.T, stream uint64) *rand.Rand {
+	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("GODWIT_CRASH_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)

@@ -148,6 +148,19 @@ func TestAuthTrigger_SurvivesKill9(t *testing.T) {
 	if err != nil || tr.GetStatus().GetDeadLetters() != 0 {
 		t.Fatalf("trigger after the kills: %v %v", tr, err)
 	}
+	// The CLI reports too, and lists no dead letters.
+	out, err := cli(t, nil, "trigger", "report-auth", "--addr", addr, "--auth-op", "login", "--provider", "oidc",
+		"--auth-user", "cli", "--wait")
+	if err != nil || !strings.Contains(out, "queued as #") || !strings.Contains(out, "triggered: ["+trID+"]") {
+		t.Fatalf("godwit trigger report-auth --wait: %v\n%s", err, out)
+	}
+	out, err = cli(t, nil, "trigger", "report-auth", "--addr", addr, "--auth-op", "delete", "--provider", "oidc", "--auth-user", "cli")
+	if err != nil || !strings.Contains(out, "nothing queued") {
+		t.Fatalf("report-auth for no trigger: %v\n%s", err, out)
+	}
+	if out, err := cli(t, nil, "trigger", "dead-letters", trID, "--addr", addr); err != nil || strings.TrimSpace(out) != "no dead letters" {
+		t.Fatalf("godwit trigger dead-letters: %v\n%s", err, out)
+	}
 	if err := d.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.logs())
 	}
