@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,4 +201,88 @@ func BenchmarkCall(b *testing.B) {
 	b.ReportMetric(float64(cached.Milliseconds()), "cached-compile+instantiate-ms")
 	b.ReportMetric(float64(instantiate.Milliseconds()), "instantiate-ms")
 	b.Logf("GOMAXPROCS %d, module %d bytes", runtime.GOMAXPROCS(0), len(module))
+}
+
+// BenchmarkReportAuthEvent measures authentication events reported by 16
+// concurrent callers and durably queued (no wait), then the time until
+// the noop guest has run them all through an authentication trigger:
+//
+//	go test -run XXX -bench ReportAuthEvent -benchtime 20000x ./trigger/
+func BenchmarkReportAuthEvent(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	ob, err := outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ob.Close()
+	meta, err := mongodb.Open(ctx, "lungo:memory", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer meta.Close(ctx)
+	m, err := trigger.Open(ctx, trigger.Config{Wasm: wasm.Config{CacheDir: filepath.Join(os.TempDir(), "godwit-bench-wazero")}, QueueMaxBytes: -1},
+		trigger.Deps{Outbox: ob, Metadata: meta.Client, DataSources: map[string]lungo.IClient{"src": meta.Client}, Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close(ctx)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	<-m.Started()
+	fn, err := m.CreateFunction(ctx, trigger.Function{UserID: "bench", Name: "noop", Wasm: noop(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := m.CreateTrigger(ctx, trigger.Trigger{UserID: "bench", Name: "logins", Type: trigger.TypeAuthentication, FunctionID: fn.ID,
+		Enabled: true, Authentication: &trigger.AuthConfig{OperationTypes: []string{"login"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const callers = 16
+	var next atomic.Int64
+	var last atomic.Uint64
+	errs := make(chan error, callers)
+	b.ResetTimer()
+	start := time.Now()
+	for range callers {
+		go func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					errs <- nil
+					return
+				}
+				res, err := m.ReportAuthEvent(ctx, trigger.AuthEvent{Operation: "login", Provider: "oidc", UserID: fmt.Sprint("u", i)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				for {
+					l := last.Load()
+					if res.Sequence <= l || last.CompareAndSwap(l, res.Sequence) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	queued := time.Since(start)
+	if err := m.WaitAcked(ctx, tr.ID, last.Load()); err != nil {
+		b.Fatal(err)
+	}
+	ran := time.Since(start)
+	b.StopTimer()
+	if st := m.Status(mustGet(b, m, tr.ID)); st.Invocations != uint64(b.N) {
+		b.Fatalf("%d invocations, want %d", st.Invocations, b.N)
+	}
+	b.ReportMetric(float64(b.N)/queued.Seconds(), "queued/s")
+	b.ReportMetric(float64(b.N)/ran.Seconds(), "run/s")
 }

@@ -206,11 +206,16 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	}
 	// A trigger started after the lookup starts at the queue's end, before
 	// or after this event: it may get it too, which is harmless.
-	seq, err := m.queue.Append(ctx, queueAuth, [][]byte{doc}, outbox.Checkpoint{})
+	// Give up (on a full queue, or waiting) a little before the caller's
+	// deadline, so that the answer still reaches it.
+	early := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		early, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, time.Second)))
+		defer cancel()
+	}
+	seq, err := m.enqueue(early, doc)
 	if err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("%w (authentication or scheduled triggers are behind; report the event again later): %v", ErrQueueFull, ctx.Err())
-		}
 		return res, err
 	}
 	res.Sequence = seq
@@ -220,17 +225,9 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	if !ev.Wait {
 		return res, nil
 	}
-	// Stop waiting a little before the caller's deadline, so that the
-	// answer (with the pending triggers) still reaches it.
-	wctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, time.Second)))
-		defer cancel()
-	}
 	res.Failed = map[string]string{}
 	for _, a := range targets {
-		handled, msg, err := m.waitHandled(wctx, a, seq)
+		handled, msg, err := m.waitHandled(early, a, seq)
 		switch {
 		case err != nil:
 			return res, err

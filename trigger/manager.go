@@ -190,8 +190,14 @@ type Manager struct {
 	rt      *wasm.Runtime
 	sources []string
 	// queue holds authentication events and scheduled runs (see
-	// Config.QueuePath); database triggers read Deps.Outbox.
-	queue *outbox.Outbox
+	// Config.QueuePath); database triggers read Deps.Outbox. Reported
+	// events reach it through the writer (queue.go).
+	queue      *outbox.Outbox
+	queueCh    chan *queueRequest
+	quit       chan struct{} // closed by Close
+	quitCtx    context.Context
+	stopWriter context.CancelFunc
+	writerDone chan struct{}
 
 	// mu serialises mutations and guards the fields below.
 	mu     sync.Mutex
@@ -269,6 +275,9 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 		m.sources = append(m.sources, id)
 	}
 	sort.Strings(m.sources)
+	m.queueCh, m.quit, m.writerDone = make(chan *queueRequest, 4*maxQueueBatch), make(chan struct{}), make(chan struct{})
+	m.quitCtx, m.stopWriter = context.WithCancel(context.Background())
+	go m.writeQueue()
 	return m, nil
 }
 
@@ -329,6 +338,9 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.stopLocked(id)
 	}
 	m.mu.Unlock()
+	close(m.quit)
+	m.stopWriter()
+	<-m.writerDone
 	m.modMu.Lock()
 	var errs []error
 	for id, lm := range m.modules {

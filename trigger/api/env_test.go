@@ -129,6 +129,8 @@ type envOptions struct {
 	tokens []auth.Token
 	// maxModuleBytes bounds uploaded modules (default 32 MiB).
 	maxModuleBytes int
+	// queueMaxBytes bounds the trigger queue (default 64 MiB).
+	queueMaxBytes int64
 }
 
 type auditLog struct {
@@ -197,6 +199,7 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 		Delivery:       sinkConfig(),
 		Clock:          opts.clock,
 		MaxModuleBytes: opts.maxModuleBytes,
+		QueueMaxBytes:  opts.queueMaxBytes,
 	}, trigger.Deps{
 		Outbox: e.ob, Metadata: meta.Client,
 		DataSources: map[string]lungo.IClient{"src": src.Client, "other": src.Client},

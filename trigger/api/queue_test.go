@@ -3,8 +3,10 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
+	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
 func authTrigger(name, fnID string, ops ...string) *pb.Trigger {
@@ -221,4 +224,89 @@ func getTrigger(t *testing.T, e *env, id string) *pb.Trigger {
 		t.Fatal(err)
 	}
 	return tr
+}
+
+// Concurrent reports share transactions; each answer's sequence holds
+// exactly the event it reported (read back from the dead letters of a
+// trigger whose function fails every event).
+func TestAuthTrigger_ConcurrentReportsGetTheirOwnSequence(t *testing.T) {
+	e := startEnv(t, t.TempDir(), envOptions{})
+	fn := e.createFunction("strict", abiWasm)
+	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
+	ctx := ctxT(t)
+	const callers, each = 8, 25
+	want := map[uint64]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				user := fmt.Sprintf("c%d-%d", c, i)
+				res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc",
+					UserId: user, Details: `{"then": "fail"}`})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if _, dup := want[res.Sequence]; dup {
+					t.Errorf("sequence %d answered twice", res.Sequence)
+				}
+				want[res.Sequence] = user
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(want) != callers*each {
+		t.Fatalf("%d distinct sequences, want %d", len(want), callers*each)
+	}
+	e.waitAcked(tr, slices.Max(slices.Collect(maps.Keys(want))))
+	dls := deadLetters(t, e, tr.Id)
+	if len(dls) != len(want) {
+		t.Fatalf("%d dead letters, want %d", len(dls), len(want))
+	}
+	for _, dl := range dls {
+		if user := want[dl.Sequence]; user == "" || !strings.Contains(dl.Event, `"`+user+`"`) {
+			t.Fatalf("sequence %d holds %s, want user %q", dl.Sequence, dl.Event, user)
+		}
+	}
+}
+
+// A full queue makes reports fail with ResourceExhausted at the caller's
+// deadline; nothing already queued is lost, and reports succeed again once
+// the trigger catches up.
+func TestAuthTrigger_FullQueueAnswersResourceExhausted(t *testing.T) {
+	e := startEnv(t, t.TempDir(), envOptions{queueMaxBytes: 600, wasm: wasm.Config{Timeout: 300 * time.Millisecond}})
+	fn := e.createFunction("slow", abiWasm)
+	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
+	var queued []uint64
+	var full error
+	for i := 0; full == nil && i < 50; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		// Each event makes the test module loop until its call deadline.
+		res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc",
+			UserId: fmt.Sprint("u", i), Details: `{"x": "loop"}`})
+		cancel()
+		if err != nil {
+			full = err
+			break
+		}
+		queued = append(queued, res.Sequence)
+	}
+	if status.Code(full) != codes.ResourceExhausted || !strings.Contains(full.Error(), "queue is full") || len(queued) == 0 {
+		t.Fatalf("after %d queued events: %v, want ResourceExhausted about the full queue", len(queued), full)
+	}
+	// The trigger works through what was queued (parking each looping
+	// event after its attempts); then there is room again.
+	e.waitAcked(tr, queued[len(queued)-1])
+	if dls := deadLetters(t, e, tr.Id); len(dls) != len(queued) {
+		t.Fatalf("%d dead letters, want the %d queued events", len(dls), len(queued))
+	}
+	res, err := e.tc.ReportAuthEvent(ctxT(t), &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "later"})
+	if err != nil || res.Sequence <= queued[len(queued)-1] {
+		t.Fatalf("report after the queue drained: %v %v", res, err)
+	}
 }
