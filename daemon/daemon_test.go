@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/mongodb"
@@ -134,5 +137,107 @@ func waitConverged(t *testing.T, ctx context.Context, d *daemon.Daemon, a, b *mo
 		if err := d.Outbox().Wait(ctx, last); err != nil {
 			t.Fatalf("sides did not converge: %v\n%s", err, fmt.Sprint(rep))
 		}
+	}
+}
+
+// TestDaemon_ConflictIsAudited makes both sides change one document while
+// godwit is down: after the restart the later write wins on both sides and
+// the losing one is in the audit log as a replication_conflict, once.
+func TestDaemon_ConflictIsAudited(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(`
+api: {http_addr: "off", grpc_addr: "off"}
+sources:
+  - {id: a, uri: "lungo:a.lungo"}
+  - {id: b, uri: "lungo:b.lungo"}
+sinks:
+  - {id: a2b, type: replicate, on_failure: halt, replicate: {source: a, target: "lungo:b.lungo", bidirectional: true, initial_sync: false}}
+  - {id: b2a, type: replicate, on_failure: halt, replicate: {source: b, target: "lungo:a.lungo", bidirectional: true, initial_sync: false}}
+  - {id: audit, type: audit, audit: {path: audit.jsonl}}
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := func() (*daemon.Daemon, func()) {
+		d, err := daemon.Open(ctx, cfg, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.Run(runCtx) }()
+		for _, s := range d.Sources() {
+			select {
+			case <-s.Ready():
+			case <-ctx.Done():
+				t.Fatal("sources did not start")
+			}
+		}
+		return d, func() {
+			stop()
+			<-done
+			if err := d.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	open := func(file string) *mongodb.Conn {
+		c, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, file), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+
+	d, stop := start()
+	a, b := open("a.lungo"), open("b.lungo")
+	ordersA := a.Client.Database("shop").Collection("orders")
+	ordersB := b.Client.Database("shop").Collection("orders")
+	if _, err := ordersA.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "v", Value: "first"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, ctx, d, a, b)
+	stop()
+
+	// Both sides change the document while godwit is down; B's write is
+	// the later one.
+	if _, err := ordersA.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ordersB.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, stop = start()
+	defer stop()
+	waitConverged(t, ctx, d, a, b)
+	for side, c := range map[string]*mongodb.Conn{"a": a, "b": b} {
+		var doc struct{ V string }
+		if err := c.Client.Database("shop").Collection("orders").FindOne(ctx, bson.M{"_id": 1}).Decode(&doc); err != nil || doc.V != "b" {
+			t.Fatalf("side %s holds v=%q (%v), want the later write %q", side, doc.V, err, "b")
+		}
+	}
+
+	f, err := os.Open(cfg.Sinks[2].Audit.Path) // resolved against data_dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var conflicts []audit.Record
+	for r, err := range audit.Query(f, audit.Filter{Classes: []string{audit.ClassReplicationConflict}}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		conflicts = append(conflicts, r)
+	}
+	if len(conflicts) != 1 {
+		t.Fatalf("%d replication_conflict records, want 1: %+v", len(conflicts), conflicts)
+	}
+	c := conflicts[0]
+	if c.NS == nil || c.NS.String() != "shop.orders" || c.Source != "a" || !strings.Contains(c.Message, "pipeline a2b") ||
+		!strings.Contains(c.Message, "last writer wins") {
+		t.Fatalf("conflict record %+v, want a2b's losing update of shop.orders", c)
 	}
 }

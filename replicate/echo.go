@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -319,13 +320,24 @@ func (f *EchoFilter) trackFrom(ob *outbox.Outbox, sourceID string, interest func
 	if ob == nil {
 		return nil
 	}
-	st := ob.Stats()
-	after := uint64(0)
-	if st.Oldest > 0 {
-		after = st.Oldest - 1
+	// Events retention deleted were acknowledged by every sink, this
+	// pipeline included: their versions are in the version table already.
+	retained := func() uint64 {
+		st := ob.Stats()
+		if st.Oldest == 0 { // nothing retained
+			return st.Last
+		}
+		return st.Oldest - 1
 	}
+	after := retained()
 	for {
 		recs, err := ob.Read(after, 1000, 8<<20)
+		if errors.Is(err, outbox.ErrBehindRetention) {
+			if next := retained(); next > after {
+				after = next
+				continue
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("seed two-way conflict tracking from the outbox: %w", err)
 		}
