@@ -40,36 +40,9 @@ sinks:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d, err := daemon.Open(ctx, cfg, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-	defer func() {
-		stop()
-		<-done
-		if err := d.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	for _, s := range d.Sources() {
-		select {
-		case <-s.Ready():
-		case <-ctx.Done():
-			t.Fatal("sources did not start")
-		}
-	}
-	open := func(file string) *mongodb.Conn {
-		c, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, file), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
-	}
-	a, b := open("a.lungo"), open("b.lungo")
+	d, stop := runDaemon(t, ctx, cfg)
+	defer stop()
+	a, b := openSide(t, ctx, dir, "a.lungo"), openSide(t, ctx, dir, "b.lungo")
 
 	// User writes: inserts on both sides, then updates and deletes of
 	// documents that came from the other side.
@@ -113,6 +86,46 @@ sinks:
 			t.Errorf("pipeline %s: %+v", p.Pipeline, p)
 		}
 	}
+}
+
+// runDaemon opens and runs a daemon on cfg until its sources are ready; stop
+// stops and closes it.
+func runDaemon(t *testing.T, ctx context.Context, cfg *config.Config) (d *daemon.Daemon, stop func()) {
+	t.Helper()
+	d, err := daemon.Open(ctx, cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	stop = func() {
+		cancel()
+		<-done
+		if err := d.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, s := range d.Sources() {
+		select {
+		case <-s.Ready():
+		case <-ctx.Done():
+			stop()
+			t.Fatal("sources did not start")
+		}
+	}
+	return d, stop
+}
+
+// openSide opens one side's embedded deployment file in dir.
+func openSide(t *testing.T, ctx context.Context, dir, file string) *mongodb.Conn {
+	t.Helper()
+	c, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, file), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
 
 // waitConverged waits until every sink acked everything captured so far and
@@ -160,40 +173,8 @@ sinks:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	start := func() (*daemon.Daemon, func()) {
-		d, err := daemon.Open(ctx, cfg, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- d.Run(runCtx) }()
-		for _, s := range d.Sources() {
-			select {
-			case <-s.Ready():
-			case <-ctx.Done():
-				t.Fatal("sources did not start")
-			}
-		}
-		return d, func() {
-			stop()
-			<-done
-			if err := d.Close(context.Background()); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	open := func(file string) *mongodb.Conn {
-		c, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, file), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
-	}
-
-	d, stop := start()
-	a, b := open("a.lungo"), open("b.lungo")
+	d, stop := runDaemon(t, ctx, cfg)
+	a, b := openSide(t, ctx, dir, "a.lungo"), openSide(t, ctx, dir, "b.lungo")
 	ordersA := a.Client.Database("shop").Collection("orders")
 	ordersB := b.Client.Database("shop").Collection("orders")
 	if _, err := ordersA.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "v", Value: "first"}}); err != nil {
@@ -210,7 +191,7 @@ sinks:
 	if _, err := ordersB.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	d, stop = start()
+	d, stop = runDaemon(t, ctx, cfg)
 	defer stop()
 	waitConverged(t, ctx, d, a, b)
 	for side, c := range map[string]*mongodb.Conn{"a": a, "b": b} {

@@ -75,27 +75,7 @@ func BenchmarkDispatch(b *testing.B) {
 
 func benchDispatch(b *testing.B, unordered bool) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	ob, err := outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{MaxBytes: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ob.Close()
-	meta, err := mongodb.Open(ctx, "lungo:memory", "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer meta.Close(ctx)
-	m, err := trigger.Open(ctx, trigger.Config{Wasm: wasm.Config{CacheDir: filepath.Join(os.TempDir(), "godwit-bench-wazero")}},
-		trigger.Deps{Outbox: ob, Metadata: meta.Client, DataSources: map[string]lungo.IClient{"src": meta.Client}, Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	m, ob := runManager(b)
 
 	fn, err := m.CreateFunction(ctx, trigger.Function{UserID: "bench", Name: "noop", Wasm: noop(b)})
 	if err != nil {
@@ -129,6 +109,34 @@ func benchDispatch(b *testing.B, unordered bool) {
 		b.Fatalf("%d invocations, want %d", st.Invocations, b.N)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "invocations/s")
+}
+
+// runManager runs a trigger manager on an unbounded outbox and queue, an
+// in-memory metadata deployment and one data source "src", until the
+// benchmark ends.
+func runManager(b *testing.B) (*trigger.Manager, *outbox.Outbox) {
+	ctx := context.Background()
+	ob, err := outbox.Open(filepath.Join(b.TempDir(), "outbox.db"), outbox.Options{MaxBytes: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ob.Close() })
+	meta, err := mongodb.Open(ctx, "lungo:memory", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { meta.Close(ctx) })
+	m, err := trigger.Open(ctx, trigger.Config{Wasm: wasm.Config{CacheDir: filepath.Join(os.TempDir(), "godwit-bench-wazero")}, QueueMaxBytes: -1},
+		trigger.Deps{Outbox: ob, Metadata: meta.Client, DataSources: map[string]lungo.IClient{"src": meta.Client}, Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(runCtx) }()
+	b.Cleanup(func() { stop(); <-done; m.Close(ctx) })
+	<-m.Started()
+	return m, ob
 }
 
 func mustGet(b *testing.B, m *trigger.Manager, id string) trigger.Trigger {
@@ -210,28 +218,7 @@ func BenchmarkCall(b *testing.B) {
 //	go test -run XXX -bench ReportAuthEvent -benchtime 20000x ./trigger/
 func BenchmarkReportAuthEvent(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	ob, err := outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ob.Close()
-	meta, err := mongodb.Open(ctx, "lungo:memory", "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer meta.Close(ctx)
-	m, err := trigger.Open(ctx, trigger.Config{Wasm: wasm.Config{CacheDir: filepath.Join(os.TempDir(), "godwit-bench-wazero")}, QueueMaxBytes: -1},
-		trigger.Deps{Outbox: ob, Metadata: meta.Client, DataSources: map[string]lungo.IClient{"src": meta.Client}, Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Run(runCtx) }()
-	defer func() { stop(); <-done }()
-	<-m.Started()
+	m, _ := runManager(b)
 	fn, err := m.CreateFunction(ctx, trigger.Function{UserID: "bench", Name: "noop", Wasm: noop(b)})
 	if err != nil {
 		b.Fatal(err)
