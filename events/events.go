@@ -279,11 +279,10 @@ func (e *Engine) start(s *sub) (uint64, Started, error) {
 	}
 	if s.durable {
 		id := SinkID(s.name)
-		sinks, err := e.ob.Sinks()
+		prev, existed, err := e.ob.Sink(id)
 		if err != nil {
 			return 0, started, err
 		}
-		prev, existed := sinks[id]
 		cur, err := e.ob.RegisterSink(id)
 		if err != nil {
 			return 0, started, err
@@ -450,11 +449,10 @@ func (e *Engine) lag(s *sub, send func(Message) error, reason string, first, las
 // cursor. Acking backwards is a no-op.
 func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
 	id := SinkID(name)
-	sinks, err := e.ob.Sinks()
+	st, ok, err := e.ob.Sink(id)
 	if err != nil {
 		return outbox.SinkState{}, err
 	}
-	st, ok := sinks[id]
 	if !ok {
 		return st, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
@@ -476,11 +474,9 @@ func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
 // Delete ends durable subscription name's stream (ErrDeleted) and removes
 // its cursor: retention no longer waits for it.
 func (e *Engine) Delete(name string) error {
-	sinks, err := e.ob.Sinks()
-	if err != nil {
+	if _, ok, err := e.ob.Sink(SinkID(name)); err != nil {
 		return err
-	}
-	if _, ok := sinks[SinkID(name)]; !ok {
+	} else if !ok {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	e.mu.Lock()

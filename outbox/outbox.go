@@ -596,6 +596,25 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 	return st, nil
 }
 
+// Sink returns the stored state of one sink cursor; ok is false when none
+// exists.
+func (o *Outbox) Sink(id string) (SinkState, bool, error) {
+	var st SinkState
+	var ok bool
+	err := o.viewTx(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSinks).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &st)
+	})
+	if err != nil {
+		return st, ok, fmt.Errorf("read cursor of sink %s: %w", id, err)
+	}
+	return st, ok, nil
+}
+
 // Sinks returns the stored state of every sink cursor, by id.
 func (o *Outbox) Sinks() (map[string]SinkState, error) {
 	out := map[string]SinkState{}

@@ -624,6 +624,12 @@ func TestOutbox_Park(t *testing.T) {
 	if sinks["a"].Acked != 3 || sinks["a"].Parked != 1 || sinks["a"].Delivered != 0 {
 		t.Fatalf("cursor after park = %+v, want acked 3, parked 1", sinks["a"])
 	}
+	if one, ok, err := ob.Sink("a"); err != nil || !ok || one != sinks["a"] {
+		t.Fatalf("Sink(a) = %+v %v %v, want %+v", one, ok, err, sinks["a"])
+	}
+	if _, ok, err := ob.Sink("nobody"); ok || err != nil {
+		t.Fatalf("Sink(nobody) found one (%v)", err)
+	}
 	// Retention deletes the original; the dead letter keeps its copy.
 	mustAck(t, ob, "a", 5)
 	mustAck(t, ob, "b", 5)

@@ -61,10 +61,14 @@ func (m *Manager) checkFunctionRef(ctx context.Context, t *Trigger) error {
 	return err
 }
 
-// startCursorAtNow registers a trigger's cursor at the last appended event
-// (of the outbox, or of the queue): a trigger fires for events after it was
-// created (or enabled with skip), not for the retained history.
-func (m *Manager) startCursorAtNow(t Trigger) error {
+// startAtNow registers a trigger's cursor at the last appended event (of
+// the outbox, or of the queue), and makes a scheduled trigger's last run
+// now: a trigger fires for what happens after it was created (or enabled
+// with skip), not for the retained history or missed runs.
+func (m *Manager) startAtNow(t *Trigger) error {
+	if t.Type == TypeScheduled {
+		t.LastFired = m.cfg.Clock.Now().UTC()
+	}
 	ob := m.outboxOf(t.Type)
 	if _, err := ob.RegisterSink(sinkID(t.ID)); err != nil {
 		return err
@@ -96,11 +100,8 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	} else if taken {
 		return Trigger{}, fmt.Errorf("trigger %q of user %q: %w", t.Name, t.UserID, ErrExists)
 	}
-	if err := m.startCursorAtNow(t); err != nil {
+	if err := m.startAtNow(&t); err != nil {
 		return Trigger{}, err
-	}
-	if t.Type == TypeScheduled {
-		t.LastFired = m.cfg.Clock.Now().UTC()
 	}
 	if err := m.store.putTrigger(ctx, t); err != nil {
 		return Trigger{}, err
@@ -175,11 +176,8 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 	t.UpdatedAt = now()
 	if skipToNow {
 		m.stopLocked(id)
-		if err := m.startCursorAtNow(t); err != nil {
+		if err := m.startAtNow(&t); err != nil {
 			return Trigger{}, err
-		}
-		if t.Type == TypeScheduled {
-			t.LastFired = m.cfg.Clock.Now().UTC()
 		}
 	}
 	if err := m.store.putTrigger(ctx, t); err != nil {

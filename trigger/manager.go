@@ -194,8 +194,7 @@ type Manager struct {
 	// events reach it through the writer (queue.go).
 	queue      *outbox.Outbox
 	queueCh    chan *queueRequest
-	quit       chan struct{} // closed by Close
-	quitCtx    context.Context
+	quitCtx    context.Context // ends at Close
 	stopWriter context.CancelFunc
 	writerDone chan struct{}
 
@@ -275,7 +274,7 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 		m.sources = append(m.sources, id)
 	}
 	sort.Strings(m.sources)
-	m.queueCh, m.quit, m.writerDone = make(chan *queueRequest, 4*maxQueueBatch), make(chan struct{}), make(chan struct{})
+	m.queueCh, m.writerDone = make(chan *queueRequest, 4*maxQueueBatch), make(chan struct{})
 	m.quitCtx, m.stopWriter = context.WithCancel(context.Background())
 	go m.writeQueue()
 	return m, nil
@@ -338,7 +337,6 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.stopLocked(id)
 	}
 	m.mu.Unlock()
-	close(m.quit)
 	m.stopWriter()
 	<-m.writerDone
 	m.modMu.Lock()
@@ -614,8 +612,7 @@ func (m *Manager) Status(t Trigger) Status {
 		st.State = StateWaiting
 	}
 	ob := m.outboxOf(t.Type)
-	if sinks, err := ob.Sinks(); err == nil {
-		ss := sinks[sinkID(t.ID)]
+	if ss, _, err := ob.Sink(sinkID(t.ID)); err == nil {
 		st.Acked, st.Parked, st.DeadLetters = ss.Acked, ss.Parked, ss.Parked-min(ss.Retried, ss.Parked)
 		last := ob.LastSeq()
 		st.Backlog = last - min(ss.Acked, last)

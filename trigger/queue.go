@@ -34,7 +34,7 @@ func (m *Manager) enqueue(ctx context.Context, doc []byte) (uint64, error) {
 	req := &queueRequest{ctx: ctx, doc: doc, done: make(chan queueResult, 1)}
 	select {
 	case m.queueCh <- req:
-	case <-m.quit:
+	case <-m.quitCtx.Done():
 		return 0, ErrClosed
 	case <-ctx.Done():
 		return 0, queueFull(ctx.Err())
@@ -67,7 +67,7 @@ func (m *Manager) writeQueue() {
 		select {
 		case r := <-m.queueCh:
 			batch = append(batch, r)
-		case <-m.quit:
+		case <-m.quitCtx.Done():
 			for {
 				select {
 				case r := <-m.queueCh:

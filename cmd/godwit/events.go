@@ -259,13 +259,11 @@ func eventsDelete(ctx context.Context, m *Main, args []string) error {
 		fmt.Fprintln(m.Stderr, "godwit events delete: needs exactly one durable subscription name")
 		return errUsage
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
-	defer cancel()
+	defer done()
 	if _, err := pb.NewEventServiceClient(conn).DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{DurableName: pos[0]}); err != nil {
 		return rpcErr(err)
 	}

@@ -71,13 +71,11 @@ func runFunction(ctx context.Context, m *Main, args []string) error {
 		}
 		return pos[1], nil
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
-	defer cancel()
+	defer done()
 	c := pb.NewFunctionServiceClient(conn)
 	show := func(f *pb.Function) {
 		printMsg(m.Stdout, *cf.asJSON, f, func() {

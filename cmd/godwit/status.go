@@ -28,13 +28,11 @@ func runStatus(ctx context.Context, m *Main, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
-	defer cancel()
+	defer done()
 	res, err := pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return fmt.Errorf("%w (is godwit running at %s?)", rpcErr(err), *cf.addr)

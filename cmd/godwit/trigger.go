@@ -89,6 +89,17 @@ func (c clientFlags) dial() (*grpc.ClientConn, error) {
 		Cert: *c.cert, Key: *c.key, ServerName: *c.serverName, AllowPlaintextToken: *c.insecure})
 }
 
+// connect dials the daemon and returns the connection, a context bounded by
+// --timeout for the calls, and a function releasing both.
+func (c clientFlags) connect(ctx context.Context) (*grpc.ClientConn, context.Context, func(), error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *c.timeout)
+	return conn, ctx, func() { cancel(); conn.Close() }, nil
+}
+
 // parseInterspersed parses flags that may follow positional arguments
 // ("get ID --json") and returns the positional ones.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -198,13 +209,11 @@ func runTrigger(ctx context.Context, m *Main, args []string) error {
 		}
 		return pos[1], nil
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
-	defer cancel()
+	defer done()
 	c := pb.NewTriggerServiceClient(conn)
 	show := func(t *pb.Trigger) {
 		printMsg(m.Stdout, *cf.asJSON, t, func() { printTrigger(m.Stdout, t) })
