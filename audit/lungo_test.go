@@ -13,6 +13,7 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -20,7 +21,7 @@ import (
 // TestSink_embeddedEngine drives real change events of the embedded engine
 // through a real outbox and runner into the audit sink.
 func TestSink_embeddedEngine(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	client, engine, err := lungo.Open(ctx, lungo.Options{Store: lungo.NewMemoryStore()})
 	if err != nil {

@@ -13,10 +13,11 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/audit"
+	"github.com/godwit-dev/godwit/internal/testwait"
 )
 
 func TestSink_mirror(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	client, engine, err := lungo.Open(ctx, lungo.Options{Store: lungo.NewMemoryStore()})
 	if err != nil {

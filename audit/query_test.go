@@ -12,6 +12,7 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/testwait"
 )
 
 // queryLog writes a log with a spread of classes, namespaces, sources and
@@ -119,7 +120,7 @@ func TestFollow(t *testing.T) {
 	path := logPath(t)
 	s := open(t, audit.Config{Path: path})
 	defer closeSink(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	f := &feed{}
 	deliver(t, s, f.evts(evt{op: "drop", db: "shop", coll: "a"}, evt{op: "drop", db: "other", coll: "b"}))

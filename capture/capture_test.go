@@ -6,13 +6,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -226,7 +226,7 @@ func TestSource_BackPressurePausesWithoutLoss(t *testing.T) {
 	for i := range n {
 		insert(t, conn, db, "c", i)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	if err := ob.WaitPaused(ctx); err != nil {
 		t.Fatalf("capture never paused: %v", err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 )
@@ -104,7 +105,7 @@ func (r *running) stop(t *testing.T) error {
 			close(r.done)
 		}
 		return err
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("source did not stop within 30s of cancel")
 		return nil
 	}
@@ -117,7 +118,7 @@ func startReady(t *testing.T, src *capture.Source) *running {
 	case <-src.Ready():
 	case err := <-r.done:
 		t.Fatalf("source stopped before its stream opened: %v", err)
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatalf("stream did not open: %+v", src.Status())
 	}
 	return r
@@ -127,14 +128,20 @@ func startReady(t *testing.T, src *capture.Source) *running {
 // them all.
 func waitEvents(t *testing.T, ob *outbox.Outbox, n int) []outbox.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	for {
 		recs := readAll(t, ob)
 		if len(recs) >= n {
 			return recs
 		}
-		if err := ob.Wait(ctx, ob.LastSeq()); err != nil {
+		// Wait for an event after the last one this read saw (retention is
+		// off in these tests, so that is what the outbox holds).
+		after := uint64(0)
+		if len(recs) > 0 {
+			after = recs[len(recs)-1].Seq
+		}
+		if err := ob.Wait(ctx, after); err != nil {
 			t.Fatalf("outbox holds %d events, want %d: %v", len(recs), n, err)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/change/changetest"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 )
@@ -180,7 +181,7 @@ func runFake(t *testing.T, srv *fakeServer, ob *outbox.Outbox, cfg capture.Confi
 		return <-done
 	case err := <-done:
 		return err
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("scripted stream never went idle")
 		return nil
 	}

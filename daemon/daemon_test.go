@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
@@ -16,6 +15,7 @@ import (
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/replicate"
 )
@@ -38,7 +38,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	d, stop := runDaemon(t, ctx, cfg)
 	defer stop()
@@ -171,7 +171,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	d, stop := runDaemon(t, ctx, cfg)
 	a, b := openSide(t, ctx, dir, "a.lungo"), openSide(t, ctx, dir, "b.lungo")

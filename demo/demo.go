@@ -255,22 +255,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 	ob := d.Outbox()
 	waitCtx, cancel := context.WithTimeout(ctx, captureWindow)
 	defer cancel()
-	for {
-		st, _, err := ob.Source(sourceID)
-		if err != nil {
-			return err
-		}
-		if st.Captured >= uint64(opts.Ops) || src.Status().State == outbox.StateHalted {
-			break
-		}
-		tick, c := context.WithTimeout(waitCtx, 250*time.Millisecond)
-		_ = ob.Wait(tick, ob.LastSeq())
-		c()
-		if waitCtx.Err() != nil {
-			break
-		}
+	var last uint64
+	err = ob.WaitUntil(waitCtx, func(v outbox.View) (bool, error) {
+		st, _, err := v.Source(sourceID)
+		last = v.Last()
+		return st.Captured >= uint64(opts.Ops) || st.State == outbox.StateHalted, err
+	})
+	if err != nil && waitCtx.Err() == nil {
+		return err
 	}
-	last := ob.LastSeq()
 	for _, r := range d.Runners() {
 		if err := r.WaitAcked(waitCtx, last); err != nil {
 			sum.Problems = append(sum.Problems, err.Error())

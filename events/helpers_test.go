@@ -12,11 +12,12 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/godwit-dev/godwit/events"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
 // wait bounds every blocking step of a test; nothing sleeps.
-const wait = 30 * time.Second
+var wait = testwait.Long
 
 // env is an outbox with an engine over it.
 type env struct {

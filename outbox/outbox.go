@@ -135,9 +135,12 @@ type Outbox struct {
 	sinks   map[string]uint64 // registered sinks → acked
 	holds   map[string]uint64 // readers without a cursor → last read (see Hold)
 	changed chan struct{}     // closed and replaced on every append, retention or pause
-	closed  bool
-	paused  int           // appends waiting for space
-	pauseCh chan struct{} // closed and replaced when an append starts waiting
+	// committed is closed and replaced after every committed write
+	// transaction (see WaitUntil).
+	committed chan struct{}
+	closed    bool
+	paused    int           // appends waiting for space
+	pauseCh   chan struct{} // closed and replaced when an append starts waiting
 }
 
 // Open opens or creates the outbox at path.
@@ -156,7 +159,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
 	o := &Outbox{db: db, path: path, opts: opts, sinks: map[string]uint64{}, holds: map[string]uint64{},
-		changed: make(chan struct{}), pauseCh: make(chan struct{})}
+		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
@@ -207,6 +210,7 @@ func (o *Outbox) Close() error {
 	}
 	o.closed = true
 	o.broadcastLocked()
+	close(o.committed)
 	close(o.pauseCh)
 	o.mu.Unlock()
 	return o.db.Close()
@@ -917,7 +921,16 @@ func (o *Outbox) viewTx(fn func(*bolt.Tx) error) error {
 }
 
 func (o *Outbox) updateTx(fn func(*bolt.Tx) error) error {
-	return closedErr(o.db.Update(fn))
+	if err := o.db.Update(fn); err != nil {
+		return closedErr(err)
+	}
+	o.mu.Lock()
+	if !o.closed {
+		close(o.committed)
+		o.committed = make(chan struct{})
+	}
+	o.mu.Unlock()
+	return nil
 }
 
 func closedErr(err error) error {

@@ -17,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
@@ -24,7 +25,7 @@ import (
 // turns a hang into a failure.
 func waitCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.Long)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -919,7 +920,7 @@ func TestOutbox_RemoveSink(t *testing.T) {
 	mustRegister(t, ob, "held")
 	mustAppend(t, ob, "src", events(1, 10, 100), "t1")
 	mustAck(t, ob, "fast", 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	blocked := appendAsync(ctx, ob, "src", events(11, 1, 100), "t2")
 	if err := ob.WaitPaused(ctx); err != nil {
@@ -995,7 +996,7 @@ func TestOutbox_Hold(t *testing.T) {
 		if s := ob.Stats(); s.Oldest != 1 {
 			t.Fatalf("oldest = %d, want 1 while nothing needs the space", s.Oldest)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 		defer cancel()
 		if last, err := ob.Append(ctx, "src", events(11, 1, 100), outbox.Checkpoint{Token: []byte("t2")}); err != nil || last != 11 {
 			t.Fatalf("append at the bound with only a hold in the way = %d, %v", last, err)

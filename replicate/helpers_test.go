@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/capture"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
@@ -26,7 +27,7 @@ const meta = "godwit"
 
 func testCtx(t testing.TB) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -98,7 +99,7 @@ func startCaptureWith(t testing.TB, ob *outbox.Outbox, conn *mongodb.Conn, id st
 	case <-src.Ready():
 	case err := <-done:
 		t.Fatalf("capture %s stopped before its stream opened: %v", id, err)
-	case <-time.After(20 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatalf("capture %s did not open its stream", id)
 	}
 	return &source{id: id, conn: conn, echo: echo, src: src}
@@ -151,18 +152,8 @@ func startRunner(t testing.TB, ob *outbox.Outbox, id string, s sink.Sink, policy
 // waitCaptured waits until capture stored n events of source id.
 func waitCaptured(t testing.TB, ob *outbox.Outbox, id string, n uint64) {
 	t.Helper()
-	ctx := testCtx(t)
-	for {
-		st, _, err := ob.Source(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Captured >= n {
-			return
-		}
-		if err := ob.Wait(ctx, ob.LastSeq()); err != nil {
-			t.Fatalf("source %s captured %d events, want %d: %v", id, st.Captured, n, err)
-		}
+	if err := waitSourceEvents(testCtx(t), ob, id, n); err != nil {
+		t.Fatal(err)
 	}
 }
 

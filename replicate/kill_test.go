@@ -21,6 +21,7 @@ import (
 
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
@@ -166,7 +167,7 @@ func runChildUntil(t *testing.T, dir string, final bool, trigger func(childLine)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	timer := time.AfterFunc(75*time.Second, func() { _ = cmd.Process.Kill() })
+	timer := time.AfterFunc(testwait.Long, func() { _ = cmd.Process.Kill() })
 	defer timer.Stop()
 	var lines []childLine
 	killed := false
@@ -277,7 +278,7 @@ func runChild(dir string, final bool) error {
 	if err != nil {
 		return err
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, testwait.Long)
 	defer wcancel()
 	if err := r.WaitAcked(wctx, seq); err != nil {
 		return err
@@ -338,19 +339,18 @@ func childWorkload(ctx context.Context, c lungo.IClient, log zerolog.Logger) err
 	return nil
 }
 
+// waitSourceEvents waits until capture stored n events of source id.
 func waitSourceEvents(ctx context.Context, ob *outbox.Outbox, id string, n uint64) error {
-	for {
-		st, _, err := ob.Source(id)
-		if err != nil {
-			return err
-		}
-		if st.Captured >= n {
-			return nil
-		}
-		if err := ob.Wait(ctx, ob.LastSeq()); err != nil {
-			return err
-		}
+	var captured uint64
+	err := ob.WaitUntil(ctx, func(v outbox.View) (bool, error) {
+		st, _, err := v.Source(id)
+		captured = st.Captured
+		return captured >= n, err
+	})
+	if err != nil {
+		return fmt.Errorf("source %s captured %d events, want %d: %w", id, captured, n, err)
 	}
+	return nil
 }
 
 // waitFor waits until an event matching fn is in the outbox and returns its

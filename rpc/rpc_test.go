@@ -4,13 +4,13 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/rpc"
 )
 
@@ -57,7 +57,7 @@ func TestServer_Serve(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, ccancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer ccancel()
 	res, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
 	if err != nil || res.Status != healthpb.HealthCheckResponse_SERVING {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/godwit-dev/godwit/auth"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/rpc"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
 )
@@ -142,7 +142,7 @@ func dial(t *testing.T, c rpc.ClientConfig) *grpc.ClientConn {
 }
 
 func ctx10(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	t.Cleanup(cancel)
 	return ctx
 }

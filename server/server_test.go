@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/server"
@@ -66,7 +67,7 @@ func TestServer_MetricsCountWhatWasWritten(t *testing.T) {
 	d := srv.Daemon
 	select {
 	case <-d.Sources()[0].Ready():
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("source did not start")
 	}
 	conn, err := mongodb.Open(context.Background(), "lungo:"+filepath.Join(dir, "source.lungo"), "")
@@ -80,7 +81,7 @@ func TestServer_MetricsCountWhatWasWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	if err := d.Runners()[0].WaitAcked(ctx, n); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -107,7 +108,7 @@ func (r *running) wait(ctx context.Context) error {
 
 // waitCtx bounds a wait that must end for the test to pass.
 func waitCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	t.Cleanup(cancel)
 	return ctx
 }

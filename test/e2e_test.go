@@ -24,6 +24,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 )
@@ -234,7 +235,7 @@ func serve(t *testing.T, cfg string) (*exec.Cmd, *bytes.Buffer, chan error) {
 	case <-running:
 	case err := <-done:
 		t.Fatalf("serve exited early (%v):\n%s", err, log.String())
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatalf("serve did not start:\n%s", log.String())
 	}
 	return cmd, &log, done
@@ -250,7 +251,7 @@ func TestServe_SIGTERMStopsCleanly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("serve exited with %v after SIGTERM, want 0:\n%s", err, log)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("serve did not exit within 30s of SIGTERM")
 	}
 	if !strings.Contains(log.String(), "godwit stopped") {
@@ -261,7 +262,7 @@ func TestServe_SIGTERMStopsCleanly(t *testing.T) {
 func TestServe_SecondProcessFailsFast(t *testing.T) {
 	cfg := writeConfig(t, t.TempDir())
 	serve(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, godwit, "serve", "--config", cfg).CombinedOutput()
 	if ctx.Err() != nil {

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	adminpb "github.com/godwit-dev/godwit/proto/godwit/admin/v1"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
@@ -78,7 +79,7 @@ func keepDemo(t *testing.T, args ...string) *keptDemo {
 				t.Fatalf("demo ended early:\n%s", d.stderr)
 			}
 			return l
-		case <-time.After(2 * time.Minute):
+		case <-time.After(testwait.Long):
 			t.Fatalf("demo said nothing:\n%s", d.stderr)
 		}
 		return ""
@@ -109,7 +110,7 @@ func (d *keptDemo) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("demo exited with %v after SIGINT:\n%s", err, d.stderr)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatalf("demo did not stop within 30s of SIGINT:\n%s", d.stderr)
 	}
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
@@ -83,7 +84,7 @@ func startDaemon(t *testing.T, cfg string, args ...string) *daemon {
 // to 30s for it.
 func (d *daemon) waitLine(t *testing.T, subs ...string) string {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(testwait.Long)
 	for seen := 0; ; {
 		d.mu.Lock()
 		lines, ch := d.lines, d.changed
@@ -136,7 +137,7 @@ func (d *daemon) stop(t *testing.T) error {
 	select {
 	case err := <-d.done:
 		return err
-	case <-time.After(60 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatalf("godwit did not stop within 60s of SIGTERM:\n%s", d.logs())
 		return nil
 	}
@@ -146,7 +147,7 @@ func (d *daemon) stop(t *testing.T) error {
 // its combined output.
 func cli(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, godwit, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -700,7 +701,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	})
 	select {
 	case <-srv.Daemon.Sources()[0].Ready():
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("source did not start")
 	}
 	conn, err := rpc.Dial(rpc.ClientConfig{Addr: srv.RPC.Addr(), Token: token, MaxMessageBytes: 64 << 20})
@@ -709,7 +710,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	}
 	defer conn.Close()
 	tc, fc := pb.NewTriggerServiceClient(conn), pb.NewFunctionServiceClient(conn)
-	cctx, ccancel := context.WithTimeout(context.Background(), 120*time.Second)
+	cctx, ccancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer ccancel()
 
 	hostileWasm, err := os.ReadFile("../trigger/wasm/testdata/hostile.wasm")

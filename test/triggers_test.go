@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/godwit-dev/godwit/demo/guests"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
@@ -110,7 +111,7 @@ func TestAuthTrigger_SurvivesKill9(t *testing.T) {
 		from := len(acked)
 		mu.Unlock()
 		delay := time.Duration(50+rng.IntN(400)) * time.Millisecond
-		deadline := time.After(30 * time.Second)
+		deadline := time.After(testwait.Long)
 		for waiting := true; waiting; {
 			select {
 			case <-time.After(delay):
@@ -137,7 +138,7 @@ func TestAuthTrigger_SurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	res, last, err := report(ctx, pb.NewTriggerServiceClient(conn), true)
 	if err != nil || !slices.Equal(res.Triggered, []string{trID}) {

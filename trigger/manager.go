@@ -612,11 +612,14 @@ func (m *Manager) Status(t Trigger) Status {
 		st.State = StateWaiting
 	}
 	ob := m.outboxOf(t.Type)
-	if ss, _, err := ob.Sink(sinkID(t.ID)); err == nil {
-		st.Acked, st.Parked, st.DeadLetters = ss.Acked, ss.Parked, ss.Parked-min(ss.Retried, ss.Parked)
-		last := ob.LastSeq()
-		st.Backlog = last - min(ss.Acked, last)
-	}
+	_ = ob.View(func(v outbox.View) error {
+		ss, _, err := v.Sink(sinkID(t.ID))
+		if err == nil {
+			st.Acked, st.Parked, st.DeadLetters = ss.Acked, ss.Parked, ss.Parked-min(ss.Retried, ss.Parked)
+			st.Backlog = v.Last() - min(ss.Acked, v.Last())
+		}
+		return err
+	})
 	return st
 }
 

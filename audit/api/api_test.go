@@ -19,6 +19,7 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/audit/api"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	pb "github.com/godwit-dev/godwit/proto/godwit/audit/v1"
 	"github.com/godwit-dev/godwit/rpc"
 )
@@ -75,7 +76,7 @@ func (v *env) record(t *testing.T, ev audit.SystemEvent) {
 // query returns the classes of the records a query streams, and its error.
 func query(t *testing.T, c pb.AuditServiceClient, req *pb.QueryRequest) ([]*pb.Record, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	stream, err := c.Query(ctx, req)
 	if err != nil {
@@ -172,7 +173,7 @@ func TestService_Query(t *testing.T) {
 func TestService_Query_Follow(t *testing.T) {
 	v := newEnv(t)
 	v.record(t, audit.SystemEvent{Class: audit.ClassDaemonStart, Time: t0})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	stream, err := v.client.Query(ctx, &pb.QueryRequest{Follow: true, MinSeverity: "high"})
 	if err != nil {

@@ -17,12 +17,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/server"
 )
 
 // Wait bounds every blocking step of a test.
-const Wait = 30 * time.Second
+var Wait = testwait.Long
 
 // Config is a configuration with one embedded source "shop"
 // (lungo:source.lungo), one jsonl sink "events" and the listeners on free

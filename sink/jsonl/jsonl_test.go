@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
@@ -131,7 +132,7 @@ func appendEvents(t *testing.T, ob *outbox.Outbox, evs [][]byte) []outbox.Record
 // drain runs a runner for s until upTo is acked and returns its status.
 func drain(t *testing.T, ob *outbox.Outbox, s sink.Sink, upTo uint64) sink.Status {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	r := sink.NewRunner("file", ob, s, sink.RunnerConfig{BatchSize: 4, MaxAttempts: 3,
 		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/guest/guestbuild"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
@@ -271,7 +272,7 @@ func (e *env) stop() {
 }
 
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -411,7 +412,7 @@ func (c *fakeClock) awaitWaiter(t testing.TB) {
 	t.Helper()
 	select {
 	case <-c.added:
-	case <-time.After(30 * time.Second):
+	case <-time.After(testwait.Long):
 		t.Fatal("nothing waits on the clock")
 	}
 }

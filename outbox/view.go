@@ -1,0 +1,97 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// View is one consistent read of the outbox: every method answers from the
+// same committed state. A reader that needs a source's state or a sink's
+// cursor together with the last sequence must take both from one View: two
+// separate reads can straddle an Append (which commits the source's state
+// before it publishes the new last sequence) and wait for an event that
+// already exists.
+//
+// A View is valid only inside the function it was passed to.
+type View struct {
+	tx *bolt.Tx
+}
+
+// Last is the sequence of the last appended event (0 when none ever).
+func (v View) Last() uint64 { return v.tx.Bucket(bucketEvents).Sequence() }
+
+// Oldest is the oldest retained sequence (0 when the outbox is empty).
+func (v View) Oldest() uint64 {
+	if k, _ := v.tx.Bucket(bucketEvents).Cursor().First(); k != nil {
+		return keySeq(k)
+	}
+	return 0
+}
+
+// Source returns the stored state of a source; ok is false when none exists.
+func (v View) Source(id string) (SourceState, bool, error) {
+	var st SourceState
+	data := v.tx.Bucket(bucketSources).Get([]byte(id))
+	if data == nil {
+		return st, false, nil
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, true, fmt.Errorf("read state of source %s: %w", id, err)
+	}
+	return st, true, nil
+}
+
+// Sink returns the stored state of one sink cursor; ok is false when none
+// exists.
+func (v View) Sink(id string) (SinkState, bool, error) {
+	var st SinkState
+	data := v.tx.Bucket(bucketSinks).Get([]byte(id))
+	if data == nil {
+		return st, false, nil
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, true, fmt.Errorf("read cursor of sink %s: %w", id, err)
+	}
+	return st, true, nil
+}
+
+// View calls fn with one consistent read of the outbox.
+func (o *Outbox) View(fn func(View) error) error {
+	return o.viewTx(func(tx *bolt.Tx) error { return fn(View{tx: tx}) })
+}
+
+// WaitUntil calls cond with a consistent View now and again after every
+// committed change (appends, source state, cursors, retention) until cond
+// reports true or an error, the outbox closes (ErrClosed) or ctx ends.
+//
+// No change is missed: the wake-up channel is taken before each read, and
+// every commit closes it after the commit is visible, so a commit is either
+// seen by the read or wakes the next one.
+func (o *Outbox) WaitUntil(ctx context.Context, cond func(View) (bool, error)) error {
+	for {
+		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
+			return ErrClosed
+		}
+		ch := o.committed
+		o.mu.Unlock()
+		var done bool
+		err := o.View(func(v View) error {
+			var err error
+			done, err = cond(v)
+			return err
+		})
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
