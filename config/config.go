@@ -122,6 +122,9 @@ type Triggers struct {
 	// authentication events and scheduled runs not yet handled by every
 	// trigger they are for. Default 64 MiB.
 	QueueMaxBytes int64 `yaml:"queue_max_bytes"`
+	// CompilationCache is the directory of wazero's compilation cache.
+	// Default DATA_DIR/wazero-cache. Several godwit processes may share one.
+	CompilationCache string `yaml:"compilation_cache"`
 }
 
 // Outbox configures the bbolt outbox.
@@ -263,6 +266,11 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Metadata.Database == "" {
 		c.Metadata.Database = "godwit"
+	}
+	if c.Triggers.CompilationCache == "" {
+		c.Triggers.CompilationCache = filepath.Join(c.DataDir, "wazero-cache")
+	} else if !filepath.IsAbs(c.Triggers.CompilationCache) {
+		c.Triggers.CompilationCache = filepath.Join(c.DataDir, c.Triggers.CompilationCache)
 	}
 	if c.Outbox.Path == "" {
 		c.Outbox.Path = filepath.Join(c.DataDir, "outbox.db")

@@ -77,7 +77,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 	s.Triggers, err = trigger.Open(ctx, trigger.Config{
 		MetadataDatabase: cfg.Metadata.Database,
 		Wasm: wasm.Config{
-			CacheDir:    filepath.Join(cfg.DataDir, "wazero-cache"),
+			CacheDir:    cfg.Triggers.CompilationCache,
 			MemoryLimit: cfg.Triggers.MemoryLimit,
 			Timeout:     cfg.Triggers.Timeout,
 		},

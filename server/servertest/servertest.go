@@ -6,6 +6,7 @@ package servertest
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +25,13 @@ import (
 
 // Wait bounds every blocking step of a test.
 var Wait = testwait.Long
+
+// SharedCompilationCache is the wasm compilation cache every test server
+// shares (unless its YAML names one): compiling a Go guest takes tens of
+// seconds under -race on a busy 2-core machine, loading it from the cache
+// well under a second. Entries are keyed by module hash and wazero version,
+// so sharing is safe across test processes.
+var SharedCompilationCache = filepath.Join(os.TempDir(), "godwit-test-wazero-cache")
 
 // Config is a configuration with one embedded source "shop"
 // (lungo:source.lungo), one jsonl sink "events" and the listeners on free
@@ -48,6 +56,9 @@ func Start(t testing.TB, dir, yaml string) *Server {
 	cfg, err := config.Parse([]byte(yaml), dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(yaml, "compilation_cache") {
+		cfg.Triggers.CompilationCache = SharedCompilationCache
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.Open(ctx, cfg, zerolog.Nop())

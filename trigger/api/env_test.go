@@ -24,6 +24,7 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/server/servertest"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/api"
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		cacheDir = filepath.Join(dir, "wazero-cache")
+		cacheDir = servertest.SharedCompilationCache
 		guests, err = guestbuild.Build(context.Background(), dir,
 			guestbuild.Examples+"cacheupdater", guestbuild.Examples+"auditenricher", guestbuild.Examples+"notifier")
 		if err != nil {
