@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,10 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		cacheDir = dir + "/cache"
+		// Shared with every test process on the machine (keyed by module
+		// hash and wazero version): the Go guest compiles once, not once
+		// per run, which under -race on a busy machine takes a minute.
+		cacheDir = filepath.Join(os.TempDir(), "godwit-test-wazero-cache")
 		mods, err := guestbuild.Build(context.Background(), dir, guestbuild.Examples+"noop")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
