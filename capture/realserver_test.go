@@ -452,7 +452,7 @@ func evalCond(t *testing.T, v any, present bool, cond any) bool {
 			}
 		case "$regex":
 			s, isStr := v.(string)
-			if !present || !isStr || !regexp.MustCompile(op.Value.(string)).MatchString(s) {
+			if !present || !isStr || !compiled(op.Value.(string)).MatchString(s) {
 				return false
 			}
 		default:
@@ -460,6 +460,17 @@ func evalCond(t *testing.T, v any, present bool, cond any) bool {
 		}
 	}
 	return true
+}
+
+var regexCache sync.Map
+
+func compiled(pattern string) *regexp.Regexp {
+	if re, ok := regexCache.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	re := regexp.MustCompile(pattern)
+	regexCache.Store(pattern, re)
+	return re
 }
 
 func lookup(doc bson.D, path string) (any, bool) {
