@@ -393,7 +393,7 @@ func TestSource_Real_HistoryLostHalts(t *testing.T) {
 
 func TestSource_Real_StartsAfterInvalidate(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newWireServer(t, 
+	srv := newWireServer(t,
 		// A real server ends the cursor with the invalidate event.
 		[]reply{{events: []string{"insert", "invalidate"}, closed: true}},
 		[]reply{{events: []string{"txn_insert_1"}}},
@@ -416,7 +416,7 @@ func TestSource_Real_StartsAfterInvalidate(t *testing.T) {
 
 func TestSource_Real_ReassemblesSplitEvents(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newWireServer(t, 
+	srv := newWireServer(t,
 		// The first fragment ends a batch, then the server fails the
 		// getMore with an error the driver does not resume (no
 		// ResumableChangeStreamError label) but godwit does.
@@ -551,7 +551,7 @@ func lookup(doc bson.D, path string) (any, bool) {
 
 func TestSource_Real_StoresStartPointBeforeFirstEvent(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newWireServer(t, 
+	srv := newWireServer(t,
 		// The stream opens with a resume token, then the connection drops
 		// before any event arrived.
 		[]reply{{opening: true, postBatch: "OPEN"}, {err: wiretest.Error(91, "ShutdownInProgress", "shutting down")}},
