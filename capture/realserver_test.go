@@ -64,6 +64,8 @@ type wireServer struct {
 	once    sync.Once
 	// onAggregate, when set, runs before aggregate n (from 0) is answered.
 	onAggregate func(n int)
+	// other, when set, answers commands other than the change stream's.
+	other func(req wiretest.Request) bson.Raw
 }
 
 func newWireServer(t *testing.T, scripts ...[]reply) *wireServer {
@@ -94,6 +96,11 @@ func (s *wireServer) handle(ctx context.Context, req wiretest.Request) bson.Raw 
 		return batch(r, id, "nextBatch")
 	case "killCursors":
 		return wiretest.OK(bson.E{Key: "cursorsKilled", Value: bson.A{req.Body.Lookup("cursors").Array()}})
+	}
+	if s.other != nil {
+		if r := s.other(req); r != nil {
+			return r
+		}
 	}
 	return wiretest.Error(59, "CommandNotFound", "no such command: '"+req.Command+"'")
 }
