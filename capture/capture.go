@@ -171,8 +171,10 @@ type Source struct {
 	log  zerolog.Logger
 	echo EchoFilter
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready      chan struct{}
+	readyOnce  sync.Once
+	halted     chan struct{}
+	haltedOnce sync.Once
 
 	mu     sync.Mutex
 	status Status
@@ -182,14 +184,18 @@ type Source struct {
 func New(cfg Config, conn *mongodb.Conn, ob *outbox.Outbox, echo EchoFilter, log zerolog.Logger) *Source {
 	cfg.defaults()
 	return &Source{cfg: cfg, conn: conn, ob: ob, echo: echo,
-		log:    log.With().Str("source", cfg.ID).Logger(),
-		ready:  make(chan struct{}),
+		log:   log.With().Str("source", cfg.ID).Logger(),
+		ready: make(chan struct{}), halted: make(chan struct{}),
 		status: Status{ID: cfg.ID, State: StateStarting}}
 }
 
 // Ready is closed once the change stream is open: every write after that
 // moment will be captured.
 func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Halted is closed once the source halts (its reason is in Status, and
+// OnHalt has returned).
+func (s *Source) Halted() <-chan struct{} { return s.halted }
 
 // Status returns a snapshot.
 func (s *Source) Status() Status {
@@ -230,6 +236,7 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	if st.State == outbox.StateHalted {
 		s.set(func(x *Status) { x.State, x.Reason, x.Captured = outbox.StateHalted, st.Reason, st.Captured })
+		s.haltedOnce.Do(func() { close(s.halted) })
 		s.log.Error().Str("reason", st.Reason).Msg("source is halted; not capturing")
 		return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, st.Reason)
 	}
@@ -314,6 +321,7 @@ func (s *Source) halt(reason string, persistent bool) error {
 	if s.cfg.OnHalt != nil {
 		s.cfg.OnHalt(s.cfg.ID, reason)
 	}
+	s.haltedOnce.Do(func() { close(s.halted) })
 	return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, reason)
 }
 
