@@ -19,10 +19,18 @@
 //
 // # Caveats
 //
+//   - Errors are sorted by the change-streams specification's rules:
+//     resumable ones (network, ResumableChangeStreamError, the spec's codes)
+//     reconnect with backoff; Unauthorized and unknown server errors retry
+//     slowly in state failing; errors retrying cannot fix (no change
+//     streams, an option or stage the server lacks, an event over 16 MiB, a
+//     bad regex) halt with a reason in plain words until godwit restarts,
+//     keeping the stored token.
 //   - When the source's history no longer reaches the stored token
-//     (ChangeStreamHistoryLost, code 286; lungo.ErrLostOplogPosition), the
-//     source halts and stays halted across restarts until an explicit
-//     `godwit resync`. It never silently restarts from "now".
+//     (ChangeStreamHistoryLost, code 286; 280 "resume token was not found";
+//     lungo.ErrLostOplogPosition), the source halts and stays halted across
+//     restarts until an explicit `godwit resync`. It never silently restarts
+//     from "now".
 //   - A source with no stored token starts at "now": writes before the first
 //     start are not captured (replication's initial sync copies them).
 //   - Events whose operationType godwit does not know are stored unchanged.
