@@ -63,9 +63,11 @@ import (
 
 // Sentinel errors.
 var (
-	// ErrHalted is returned by Run when the source is halted: its history
-	// no longer reaches the stored token, or the token is unusable. The
-	// source's state in the outbox says why and how to resync.
+	// ErrHalted is returned by Run when the source halts: its history no
+	// longer reaches the stored token or the token is unusable (stored in
+	// the outbox until `godwit resync`), or the deployment or configuration
+	// cannot give a change stream (until godwit restarts). Status().Reason
+	// says why and what to do.
 	ErrHalted = errors.New("source halted")
 )
 

@@ -102,13 +102,13 @@ func TestSource_Real_UnauthorizedIsFailing(t *testing.T) {
 	seen := make(chan capture.Status, 3)
 	var src *capture.Source
 	var srcMu sync.Mutex
-	srv.onAggregate = func(n int) {
+	srv.script(func(n int) {
 		srcMu.Lock()
 		defer srcMu.Unlock()
 		if n > 0 && src != nil {
 			seen <- src.Status() // the status during the wait before this retry
 		}
-	}
+	}, nil)
 	cfg := capture.Config{ID: "real", Database: "shop", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 		CheckpointInterval: time.Nanosecond, MaxAwaitTime: time.Millisecond,
 		OnHalt: func(_, reason string) { t.Errorf("halted: %s", reason) }}
@@ -236,13 +236,13 @@ func TestSource_MissingPrivileges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newWireServer(t)
-			srv.other = func(req wiretest.Request) bson.Raw {
+			srv.script(nil, func(req wiretest.Request) bson.Raw {
 				if req.Command != "connectionStatus" || !req.Body.Lookup("showPrivileges").Boolean() {
 					return nil
 				}
 				return wiretest.OK(bson.E{Key: "authInfo", Value: bson.D{{Key: "authenticatedUsers", Value: tc.users},
 					{Key: "authenticatedUserRoles", Value: bson.A{}}, {Key: "authenticatedUserPrivileges", Value: tc.privs}}})
-			}
+			})
 			tc.cfg.ID = "real"
 			src := capture.New(tc.cfg, connect(t, srv), nil, nil, zerolog.Nop())
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

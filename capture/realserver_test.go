@@ -97,8 +97,11 @@ func (s *wireServer) handle(ctx context.Context, req wiretest.Request) bson.Raw 
 	case "killCursors":
 		return wiretest.OK(bson.E{Key: "cursorsKilled", Value: bson.A{req.Body.Lookup("cursors").Array()}})
 	}
-	if s.other != nil {
-		if r := s.other(req); r != nil {
+	s.mu.Lock()
+	other := s.other
+	s.mu.Unlock()
+	if other != nil {
+		if r := other(req); r != nil {
 			return r
 		}
 	}
@@ -168,6 +171,13 @@ func batch(r reply, id int64, field string) bson.Raw {
 		cur = append(cur, bson.E{Key: "postBatchResumeToken", Value: token(r.postBatch)})
 	}
 	return wiretest.OK(bson.E{Key: "cursor", Value: cur})
+}
+
+// script sets onAggregate and other before the driver connects.
+func (s *wireServer) script(onAggregate func(n int), other func(req wiretest.Request) bson.Raw) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onAggregate, s.other = onAggregate, other
 }
 
 func (s *wireServer) watchCalls() []watchCall {
