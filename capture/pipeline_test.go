@@ -134,3 +134,29 @@ func TestPipeline_FilterEquivalence_Unicode(t *testing.T) {
 		t.Fatalf("only %d namespace/filter pairs checked: the generator makes too few valid globs", checked)
 	}
 }
+
+// TestPipeline_GlobClasses (issue 13 N6): classes with ']' in them, and
+// negated ones, become valid regular expressions that keep what the glob
+// keeps (before, "[\]]" became the unterminated class "[\]\]" and the
+// server refused the whole stream).
+func TestPipeline_GlobClasses(t *testing.T) {
+	for _, glob := range []string{"[]a]b", `[\]]b`, "[!x]b", "[^x]b", "[a-]b"} {
+		g, err := change.ParseGlob(glob)
+		if err != nil {
+			t.Fatalf("ParseGlob(%q): %v", glob, err)
+		}
+		cfg := capture.Config{Filter: change.Filter{Include: []change.Glob{g}}}
+		match := capture.Pipeline(cfg)[0].(bson.D)[0].Value.(bson.D)
+		for _, db := range []string{"]b", "ab", "xb", "-b", "éb", "b"} {
+			doc := bson.D{{Key: "operationType", Value: "drop"}, {Key: "ns", Value: bson.D{{Key: "db", Value: db}, {Key: "coll", Value: "c"}}}}
+			raw, _ := bson.Marshal(doc)
+			ev, err := change.Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := evalQuery(t, doc, match), cfg.Keep(ev); got != want {
+				t.Errorf("glob %q, database %q: $match keeps=%v, client-side keeps=%v (%v)", glob, db, got, want, match)
+			}
+		}
+	}
+}
