@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,6 +291,11 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		}
 		msg := logging.RedactText(err.Error())
+		if failing.unauthorized {
+			if missing, known := s.MissingPrivileges(ctx); known && len(missing) > 0 {
+				msg += "; the server says the user lacks " + strings.Join(missing, " and ")
+			}
+		}
 		s.set(func(x *Status) { x.State, x.LastError = state, msg })
 		s.log.Warn().Str("uri", s.conn.Redacted).Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg(logMsg)
 		select {

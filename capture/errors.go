@@ -54,8 +54,9 @@ func (h haltError) Error() string { return h.reason }
 // failingError is an error retrying may get past once someone acts outside
 // godwit (grants a role, fixes a server): retried slowly, shown as failing.
 type failingError struct {
-	reason string
-	slow   bool // wait the longest backoff between attempts
+	reason       string
+	slow         bool // wait the longest backoff between attempts
+	unauthorized bool // ask the server what the user lacks
 }
 
 func (f failingError) Error() string { return f.reason }
@@ -90,7 +91,7 @@ func (s *Source) classify(err error, resumed bool) error {
 	}
 	ce, ok := serverError(err)
 	if !ok && strings.Contains(err.Error(), "auth error") {
-		return failingError{fmt.Sprintf("authentication failed (%s): check the user, password and authSource of the source URI", msg), true}
+		return failingError{reason: fmt.Sprintf("authentication failed (%s): check the user, password and authSource of the source URI", msg), slow: true}
 	}
 	if !ok || mongo.IsNetworkError(err) || mongo.IsTimeout(err) || ce.HasErrorLabel("NetworkError") {
 		return err // not a server's answer: resumable
@@ -149,7 +150,7 @@ func (s *Source) classify(err error, resumed bool) error {
 		}
 		return s.configHalt("a change event is larger than 16 MiB even in fragments", msg)
 	case codeUnauthorized, codeAuthenticationFailed:
-		return failingError{fmt.Sprintf("not authorized to read the change stream (%s): %s", msg, s.privilegeHint()), true}
+		return failingError{fmt.Sprintf("not authorized to read the change stream (%s): %s", msg, s.privilegeHint()), true, true}
 	}
 	if strings.Contains(ce.Message, "Regular expression") {
 		return s.configHalt("the server rejected a regular expression of the source's include/ignore filter; check those globs", msg)

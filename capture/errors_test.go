@@ -108,7 +108,16 @@ func TestSource_Real_UnauthorizedIsFailing(t *testing.T) {
 		if n > 0 && src != nil {
 			seen <- src.Status() // the status during the wait before this retry
 		}
-	}, nil)
+	}, func(req wiretest.Request) bson.Raw {
+		if req.Command != "connectionStatus" {
+			return nil
+		}
+		return wiretest.OK(bson.E{Key: "authInfo", Value: bson.D{
+			{Key: "authenticatedUsers", Value: bson.A{bson.D{{Key: "user", Value: "capture"}, {Key: "db", Value: "admin"}}}},
+			{Key: "authenticatedUserPrivileges", Value: bson.A{bson.D{
+				{Key: "resource", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "collection", Value: ""}}},
+				{Key: "actions", Value: bson.A{"find"}}}}}}})
+	})
 	cfg := capture.Config{ID: "real", Database: "shop", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 		CheckpointInterval: time.Nanosecond, MaxAwaitTime: time.Millisecond,
 		OnHalt: func(_, reason string) { t.Errorf("halted: %s", reason) }}
@@ -126,7 +135,8 @@ func TestSource_Real_UnauthorizedIsFailing(t *testing.T) {
 	for range 2 {
 		st := <-seen
 		if st.State != capture.StateFailing || !strings.Contains(st.LastError, "find and changeStream actions on every collection of database shop") ||
-			!strings.Contains(st.LastError, "role read on database shop") {
+			!strings.Contains(st.LastError, "role read on database shop") ||
+			!strings.Contains(st.LastError, "the server says the user lacks changeStream on every collection of database shop") {
 			t.Fatalf("status while refused = %q %q, want failing naming the privileges", st.State, st.LastError)
 		}
 	}
