@@ -19,10 +19,18 @@
 //
 // # Caveats
 //
+//   - Errors are sorted by the change-streams specification's rules:
+//     resumable ones (network, ResumableChangeStreamError, the spec's codes)
+//     reconnect with backoff; Unauthorized and unknown server errors retry
+//     slowly in state failing; errors retrying cannot fix (no change
+//     streams, an option or stage the server lacks, an event over 16 MiB, a
+//     bad regex) halt with a reason in plain words until godwit restarts,
+//     keeping the stored token.
 //   - When the source's history no longer reaches the stored token
-//     (ChangeStreamHistoryLost, code 286; lungo.ErrLostOplogPosition), the
-//     source halts and stays halted across restarts until an explicit
-//     `godwit resync`. It never silently restarts from "now".
+//     (ChangeStreamHistoryLost, code 286; 280 "resume token was not found";
+//     lungo.ErrLostOplogPosition), the source halts and stays halted across
+//     restarts until an explicit `godwit resync`. It never silently restarts
+//     from "now".
 //   - A source with no stored token starts at "now": writes before the first
 //     start are not captured (replication's initial sync copies them).
 //   - Events whose operationType godwit does not know are stored unchanged.
@@ -56,17 +64,12 @@ import (
 
 // Sentinel errors.
 var (
-	// ErrHalted is returned by Run when the source is halted: its history
-	// no longer reaches the stored token, or the token is unusable. The
-	// source's state in the outbox says why and how to resync.
+	// ErrHalted is returned by Run when the source halts: its history no
+	// longer reaches the stored token or the token is unusable (stored in
+	// the outbox until `godwit resync`), or the deployment or configuration
+	// cannot give a change stream (until godwit restarts). Status().Reason
+	// says why and what to do.
 	ErrHalted = errors.New("source halted")
-)
-
-// Server error codes from MongoDB's error_codes.yml.
-const (
-	codeInvalidResumeToken      = 260
-	codeChangeStreamFatal       = 280
-	codeChangeStreamHistoryLost = 286
 )
 
 // Config configures one source.
@@ -159,9 +162,16 @@ type Status struct {
 
 // States reported in Status besides the outbox's running and halted.
 const (
-	StateStarting     = "starting"
+	StateStarting = "starting"
+	// StateReconnecting: the stream failed in a way the change-streams
+	// specification calls resumable (network, failover); capture reopens it
+	// with backoff.
 	StateReconnecting = "reconnecting"
-	StateStopped      = "stopped"
+	// StateFailing: the server refused the stream in a way that needs
+	// someone to act (a missing privilege, an unexpected server error);
+	// capture retries slowly and LastError says what is wrong.
+	StateFailing = "failing"
+	StateStopped = "stopped"
 )
 
 // Source captures one deployment's change stream.
@@ -172,8 +182,10 @@ type Source struct {
 	log  zerolog.Logger
 	echo EchoFilter
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready      chan struct{}
+	readyOnce  sync.Once
+	halted     chan struct{}
+	haltedOnce sync.Once
 
 	mu     sync.Mutex
 	status Status
@@ -183,14 +195,18 @@ type Source struct {
 func New(cfg Config, conn *mongodb.Conn, ob *outbox.Outbox, echo EchoFilter, log zerolog.Logger) *Source {
 	cfg.defaults()
 	return &Source{cfg: cfg, conn: conn, ob: ob, echo: echo,
-		log:    log.With().Str("source", cfg.ID).Logger(),
-		ready:  make(chan struct{}),
+		log:   log.With().Str("source", cfg.ID).Logger(),
+		ready: make(chan struct{}), halted: make(chan struct{}),
 		status: Status{ID: cfg.ID, State: StateStarting}}
 }
 
 // Ready is closed once the change stream is open: every write after that
 // moment will be captured.
 func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Halted is closed once the source halts (its reason is in Status, and
+// OnHalt has returned).
+func (s *Source) Halted() <-chan struct{} { return s.halted }
 
 // Status returns a snapshot.
 func (s *Source) Status() Status {
@@ -227,10 +243,11 @@ func (s *Source) Fingerprint() string {
 func (s *Source) Run(ctx context.Context) error {
 	st, _, err := s.ob.Source(s.cfg.ID)
 	if err != nil {
-		return s.halt(fmt.Sprintf("stored state is unreadable: %v; run `godwit resync --config FILE --source %s`", err, s.cfg.ID))
+		return s.halt(fmt.Sprintf("stored state is unreadable: %v; run `godwit resync --config FILE --source %s`", err, s.cfg.ID), true)
 	}
 	if st.State == outbox.StateHalted {
 		s.set(func(x *Status) { x.State, x.Reason, x.Captured = outbox.StateHalted, st.Reason, st.Captured })
+		s.haltedOnce.Do(func() { close(s.halted) })
 		s.log.Error().Str("reason", st.Reason).Msg("source is halted; not capturing")
 		return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, st.Reason)
 	}
@@ -241,6 +258,9 @@ func (s *Source) Run(ctx context.Context) error {
 			Msg("filters or watch scope changed since the stored token; events the old filters dropped are not captured again")
 	}
 
+	if !s.conn.Embedded {
+		s.checkPrivileges(ctx)
+	}
 	attempt := 0
 	for ctx.Err() == nil {
 		err := s.stream(ctx, fp)
@@ -255,16 +275,29 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		var halt haltError
 		if errors.As(err, &halt) {
-			return s.halt(halt.reason)
+			return s.halt(halt.reason, halt.persistent)
 		}
 		if errors.Is(err, errStreamHealthy) {
 			attempt = 0
 		}
 		attempt++
 		wait := backoff.Delay(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+		state, logMsg := StateReconnecting, "change stream failed; reconnecting"
+		var failing failingError
+		if errors.As(err, &failing) {
+			state, logMsg = StateFailing, "the server refused the change stream; retrying"
+			if failing.slow {
+				wait = s.cfg.MaxBackoff
+			}
+		}
 		msg := logging.RedactText(err.Error())
-		s.set(func(x *Status) { x.State, x.LastError = StateReconnecting, msg })
-		s.log.Warn().Str("uri", s.conn.Redacted).Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg("change stream failed; reconnecting")
+		if failing.unauthorized {
+			if missing, known := s.MissingPrivileges(ctx); known && len(missing) > 0 {
+				msg += "; the server says the user lacks " + strings.Join(missing, " and ")
+			}
+		}
+		s.set(func(x *Status) { x.State, x.LastError = state, msg })
+		s.log.Warn().Str("uri", s.conn.Redacted).Str("error", msg).Dur("retry_in", wait).Int("attempt", attempt).Msg(logMsg)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -278,21 +311,33 @@ func (s *Source) Run(ctx context.Context) error {
 // the backoff restarts from its minimum.
 var errStreamHealthy = errors.New("stream ended")
 
-type haltError struct{ reason string }
+// errCursorClosed is a change stream whose cursor the server closed (id 0)
+// without an invalidate event.
+var errCursorClosed = errors.New("the server closed the change stream cursor without an invalidate event; reopening at the stored token")
 
-func (h haltError) Error() string { return h.reason }
+// splitHalt stops the source on a split event it cannot reassemble. The
+// stored token is before the event, so a restart reads it again.
+func (s *Source) splitHalt(what string) error {
+	return haltError{reason: fmt.Sprintf("%s; capture stopped rather than store part of an event: the stored position is before it, so restarting godwit reads it again", what)}
+}
 
-func (s *Source) halt(reason string) error {
-	if err := s.ob.UpdateSource(s.cfg.ID, func(st *outbox.SourceState) {
-		st.State, st.Reason = outbox.StateHalted, reason
-	}); err != nil {
-		s.log.Error().Err(err).Msg("could not store halted state")
+// halt stops the source with reason: logged, in status (and so /readyz),
+// audited through OnHalt, and when persistent stored in the outbox so the
+// source stays halted across restarts until `godwit resync`.
+func (s *Source) halt(reason string, persistent bool) error {
+	if persistent {
+		if err := s.ob.UpdateSource(s.cfg.ID, func(st *outbox.SourceState) {
+			st.State, st.Reason = outbox.StateHalted, reason
+		}); err != nil {
+			s.log.Error().Err(err).Msg("could not store halted state")
+		}
 	}
 	s.set(func(x *Status) { x.State, x.Reason = outbox.StateHalted, reason })
-	s.log.Error().Str("reason", reason).Msg("source halted")
+	s.log.Error().Str("reason", reason).Bool("until_resync", persistent).Msg("source halted")
 	if s.cfg.OnHalt != nil {
 		s.cfg.OnHalt(s.cfg.ID, reason)
 	}
+	s.haltedOnce.Do(func() { close(s.halted) })
 	return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, reason)
 }
 
@@ -333,36 +378,16 @@ func (s *Source) open(ctx context.Context, token bson.Raw, startAt *primitive.Ti
 	}
 }
 
-// classify turns a stream error into a halt (history lost, unusable token)
-// or leaves it transient.
-func (s *Source) classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var se mongo.ServerError
-	switch {
-	case errors.Is(err, lungo.ErrLostOplogPosition),
-		strings.Contains(err.Error(), "unable to resume change stream"),
-		errors.As(err, &se) && (se.HasErrorCode(codeChangeStreamHistoryLost) || se.HasErrorCode(codeChangeStreamFatal)):
-		return haltError{fmt.Sprintf("change stream history no longer reaches the stored resume token (%s): events in between are lost at the source; %s",
-			logging.RedactText(err.Error()), s.resyncHint())}
-	case errors.As(err, &se) && se.HasErrorCode(codeInvalidResumeToken):
-		return haltError{fmt.Sprintf("the server rejected the stored resume token as invalid (%s); %s",
-			logging.RedactText(err.Error()), s.resyncHint())}
-	}
-	return err
-}
-
 // stream runs one change stream until it fails or ctx ends.
 func (s *Source) stream(ctx context.Context, fp string) error {
 	st, _, err := s.ob.Source(s.cfg.ID)
 	if err != nil {
-		return haltError{fmt.Sprintf("stored state is unreadable: %v; %s", err, s.resyncHint())}
+		return haltError{fmt.Sprintf("stored state is unreadable: %v; %s", err, s.resyncHint()), true}
 	}
 	token := bson.Raw(st.Token)
 	if len(token) > 0 {
 		if err := token.Validate(); err != nil {
-			return haltError{fmt.Sprintf("stored resume token is corrupt (%v); %s", err, s.resyncHint())}
+			return haltError{fmt.Sprintf("stored resume token is corrupt (%v); %s", err, s.resyncHint()), true}
 		}
 	}
 	var startAt *primitive.Timestamp
@@ -378,7 +403,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 				st.StartAt = uint64(ts.T)<<32 | uint64(ts.I) + 1
 			}
 			if err := s.ob.UpdateSource(s.cfg.ID, func(x *outbox.SourceState) { x.StartAt = st.StartAt }); err != nil {
-				return haltError{fmt.Sprintf("storing the start point: %v", err)}
+				return haltError{fmt.Sprintf("storing the start point: %v", err), true}
 			}
 		}
 		if st.StartAt != 0 {
@@ -387,7 +412,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 	}
 	cs, err := s.open(ctx, token, startAt)
 	if err != nil {
-		return s.classify(err)
+		return s.classify(err, false)
 	}
 	defer cs.Close(context.WithoutCancel(ctx))
 	if len(token) == 0 && startAt == nil {
@@ -419,14 +444,25 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 				if ferr := b.flush(ctx, nil); ferr != nil {
 					return ferr
 				}
-				cerr := s.classify(err)
-				if _, halt := cerr.(haltError); healthy && !halt {
-					return fmt.Errorf("%w: %w", errStreamHealthy, err)
+				cerr := s.classify(err, true)
+				var halt haltError
+				var failing failingError
+				if healthy && !errors.As(cerr, &halt) && !errors.As(cerr, &failing) {
+					return fmt.Errorf("%w: %w", errStreamHealthy, cerr)
 				}
 				return cerr
 			}
 			if s.conn.Embedded {
 				return errors.New("embedded change stream closed")
+			}
+			if cs.ID() == 0 {
+				// The server closed the cursor without an invalidate: TryNext
+				// would return false at once forever. Reopen at the stored
+				// token, with backoff.
+				if err := b.flush(ctx, nil); err != nil {
+					return err
+				}
+				return errCursorClosed
 			}
 			// An empty getMore: persist the post-batch token.
 			if err := b.flush(ctx, cs.ResumeToken()); err != nil {
@@ -483,6 +519,12 @@ func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
 	s := b.src
 	raw = append(bson.Raw(nil), raw...)
 	ev, err := change.Parse(raw)
+	if (err != nil || ev.Split == nil) && !b.frags.empty() {
+		// The server sends a split event's fragments back to back: anything
+		// else in between means half an event would be stored and the
+		// checkpoint moved past the other half.
+		return false, s.splitHalt(fmt.Sprintf("the server sent a whole event while fragment %d of %d of a split event was still missing", b.frags.next, b.frags.of))
+	}
 	if err != nil {
 		// Keep what we cannot read: a sink may still make sense of it, and
 		// dropping it would be silent loss.
@@ -494,14 +536,14 @@ func (b *batcher) add(raw bson.Raw, streamToken bson.Raw) (bool, error) {
 	if ev.Split != nil {
 		whole, done, err := b.frags.add(ev)
 		if err != nil {
-			return false, haltError{fmt.Sprintf("reassembling a split event: %v; %s", err, s.resyncHint())}
+			return false, s.splitHalt(fmt.Sprintf("reassembling a split event: %v", err))
 		}
 		if !done {
 			b.safe = nil
 			return false, nil
 		}
 		if ev, err = change.Parse(whole); err != nil {
-			return false, haltError{fmt.Sprintf("reassembled event is malformed: %v; %s", err, s.resyncHint())}
+			return false, s.splitHalt(fmt.Sprintf("reassembled event is malformed: %v", err))
 		}
 		raw = whole
 	}
@@ -575,7 +617,7 @@ func (b *batcher) flush(ctx context.Context, postBatch bson.Raw) error {
 		if ctx.Err() != nil {
 			return nil // shutting down while capture was paused: not stored, re-read on restart
 		}
-		return haltError{fmt.Sprintf("writing to the outbox failed: %v", err)}
+		return haltError{fmt.Sprintf("writing to the outbox failed: %v", err), true}
 	}
 	n, f := len(b.events), b.filtered
 	s.set(func(x *Status) {

@@ -1,9 +1,6 @@
 package capture
 
 import (
-	"regexp"
-	"strings"
-
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/change"
@@ -87,11 +84,10 @@ func toA(ss []string) bson.A {
 // change.Glob.Match does: a database-level namespace (no coll) matches when
 // the database part does.
 func globMatch(field string, g change.Glob) bson.D {
-	db, coll, hasColl := strings.Cut(g.String(), ".")
-	d := bson.D{{Key: field + ".db", Value: globRegex(db)}}
-	if hasColl {
+	d := bson.D{{Key: field + ".db", Value: regex(g.DBRegex())}}
+	if g.HasCollection() {
 		d = append(d, bson.E{Key: "$or", Value: bson.A{
-			bson.D{{Key: field + ".coll", Value: globRegex(coll)}},
+			bson.D{{Key: field + ".coll", Value: regex(g.CollRegex())}},
 			bson.D{{Key: field + ".coll", Value: bson.D{{Key: "$exists", Value: false}}}},
 		}})
 	}
@@ -101,40 +97,14 @@ func globMatch(field string, g change.Glob) bson.D {
 // excludeMatch matches the events an exclude glob drops: a glob with a
 // collection part never drops a database-level event.
 func excludeMatch(field string, g change.Glob) bson.D {
-	db, coll, hasColl := strings.Cut(g.String(), ".")
-	if !hasColl {
-		return bson.D{{Key: field + ".db", Value: globRegex(db)}}
+	if !g.HasCollection() {
+		return bson.D{{Key: field + ".db", Value: regex(g.DBRegex())}}
 	}
-	return bson.D{{Key: field + ".db", Value: globRegex(db)}, {Key: field + ".coll", Value: globRegex(coll)}}
+	return bson.D{{Key: field + ".db", Value: regex(g.DBRegex())}, {Key: field + ".coll", Value: regex(g.CollRegex())}}
 }
 
-// globRegex translates a path.Match pattern into an anchored regular
-// expression.
-func globRegex(glob string) bson.D {
-	var sb strings.Builder
-	sb.WriteString("^")
-	for i := 0; i < len(glob); i++ {
-		c := glob[i]
-		switch c {
-		case '*':
-			sb.WriteString(".*")
-		case '?':
-			sb.WriteString(".")
-		case '[':
-			// path.Match classes ("[a-c]", "[^x]") read the same as regular
-			// expression classes; ParseGlob already rejected malformed ones.
-			j := strings.IndexByte(glob[i:], ']')
-			sb.WriteString(glob[i : i+j+1])
-			i += j
-		case '\\':
-			if i+1 < len(glob) {
-				i++
-				sb.WriteString(regexp.QuoteMeta(string(glob[i])))
-			}
-		default:
-			sb.WriteString(regexp.QuoteMeta(string(c)))
-		}
-	}
-	sb.WriteString("$")
-	return bson.D{{Key: "$regex", Value: sb.String()}}
+// regex is a $regex condition. change.Glob writes patterns that PCRE (the
+// server's engine, UTF mode) reads as the glob means them.
+func regex(pattern string) bson.D {
+	return bson.D{{Key: "$regex", Value: pattern}}
 }

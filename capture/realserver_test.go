@@ -1,8 +1,9 @@
 package capture_test
 
-// Real-server code paths, tested against a scripted change stream that
-// answers with recorded real-format events (change/testdata) the way a
-// MongoDB server's aggregate/getMore replies do.
+// Real-server code paths: the official driver talks over the wire protocol
+// to a scripted server (internal/wiretest) that answers aggregate/getMore
+// with recorded real-format events (change/testdata) the way a MongoDB
+// server does.
 
 import (
 	"context"
@@ -13,95 +14,177 @@ import (
 	"testing"
 	"time"
 
-	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/change/changetest"
 	"github.com/godwit-dev/godwit/internal/testwait"
+	"github.com/godwit-dev/godwit/internal/wiretest"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
-// reply is one server reply: a batch of events with its post-batch resume
-// token, or an error.
+// reply is one scripted server answer: to the aggregate that opens a
+// cursor (when opening is set) or to a getMore on it.
 type reply struct {
-	events    []string // names in change/testdata/real-events.json
-	postBatch string   // _data of the postBatchResumeToken
-	err       error
-	// opening marks the reply to the aggregate that opens the stream: its
-	// postBatch token is the stream's resume token before any getMore.
+	events    []string   // names in change/testdata/real-events.json
+	raws      []bson.Raw // events after the named ones
+	postBatch string     // _data of the postBatchResumeToken
+	err       bson.Raw   // a server error reply (wiretest.Error)
+	drop      bool       // close the connection instead: a network error
+	closed    bool       // the cursor ends (id 0) with this batch
+	// opening marks the answer to the aggregate itself. Without it the
+	// aggregate gets an empty first batch and no post-batch token.
 	opening bool
 }
 
-// watchCall records how capture opened a stream.
+// watchCall is one aggregate the driver sent: godwit's own opens and the
+// driver's resumes alike.
 type watchCall struct {
-	pipeline   bson.A
-	startAfter bson.Raw
-	opts       *options.ChangeStreamOptions
+	changeStream bson.Raw // the $changeStream stage's options
+	stages       []bson.Raw
+	startAfter   bson.Raw
+	resumeAfter  bson.Raw
 }
 
-// fakeServer answers Watch with scripted streams, one script per Watch call.
-type fakeServer struct {
+// wireServer is a MongoDB wire-protocol server (internal/wiretest) that
+// answers change-stream aggregates and getMores from scripts, one script per
+// aggregate, so the official driver's change stream and its resume logic run
+// between capture and the scripted replies.
+type wireServer struct {
+	*wiretest.Server
 	mu      sync.Mutex
 	scripts [][]reply
 	calls   []watchCall
+	cur     []reply // what the open cursor has left
+	last    bool    // the open cursor runs the last script
+	cursor  int64
 	idle    chan struct{} // closed when the last script is exhausted
+	once    sync.Once
+	// onAggregate, when set, runs before aggregate n (from 0) is answered.
+	onAggregate func(n int)
+	// other, when set, answers commands other than the change stream's.
+	other func(req wiretest.Request) bson.Raw
 }
 
-func newFakeServer(scripts ...[]reply) *fakeServer {
-	return &fakeServer{scripts: scripts, idle: make(chan struct{})}
+func newWireServer(t *testing.T, scripts ...[]reply) *wireServer {
+	s := &wireServer{scripts: scripts, idle: make(chan struct{})}
+	s.Server = wiretest.Start(t, s.handle)
+	return s
 }
 
-// fakeClient is a lungo.IClient whose Watch is scripted; capture uses no
-// other method when it watches a whole deployment.
-type fakeClient struct {
-	lungo.IClient
-	srv *fakeServer
-}
-
-func (c fakeClient) Watch(_ context.Context, pipeline any, opts ...*options.ChangeStreamOptions) (lungo.IChangeStream, error) {
-	o := options.MergeChangeStreamOptions(opts...)
-	call := watchCall{pipeline: pipeline.(bson.A), opts: o}
-	if o.StartAfter != nil {
-		call.startAfter = o.StartAfter.(bson.Raw)
+func (s *wireServer) handle(ctx context.Context, req wiretest.Request) bson.Raw {
+	switch req.Command {
+	case "aggregate":
+		return s.aggregate(ctx, req.Body)
+	case "getMore":
+		s.mu.Lock()
+		if len(s.cur) == 0 {
+			last := s.last
+			s.mu.Unlock()
+			if last {
+				s.once.Do(func() { close(s.idle) })
+			}
+			<-ctx.Done() // an idle server holds the getMore
+			return nil
+		}
+		r := s.cur[0]
+		s.cur = s.cur[1:]
+		id := s.cursor
+		s.mu.Unlock()
+		return batch(r, id, "nextBatch")
+	case "killCursors":
+		return wiretest.OK(bson.E{Key: "cursorsKilled", Value: bson.A{req.Body.Lookup("cursors").Array()}})
 	}
-	s := c.srv
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	other := s.other
+	s.mu.Unlock()
+	if other != nil {
+		if r := other(req); r != nil {
+			return r
+		}
+	}
+	return wiretest.Error(59, "CommandNotFound", "no such command: '"+req.Command+"'")
+}
+
+func (s *wireServer) aggregate(ctx context.Context, body bson.Raw) bson.Raw {
+	var call watchCall
+	stages, _ := body.Lookup("pipeline").Array().Values()
+	for i, st := range stages {
+		doc := st.Document()
+		if i == 0 {
+			call.changeStream = doc.Lookup("$changeStream").Document()
+			call.startAfter, _ = call.changeStream.Lookup("startAfter").DocumentOK()
+			call.resumeAfter, _ = call.changeStream.Lookup("resumeAfter").DocumentOK()
+			continue
+		}
+		call.stages = append(call.stages, doc)
+	}
+	s.mu.Lock()
 	s.calls = append(s.calls, call)
 	n := len(s.calls) - 1
-	var script []reply
-	if n < len(s.scripts) {
-		script = s.scripts[n]
+	hook := s.onAggregate
+	s.mu.Unlock()
+	if hook != nil {
+		hook(n)
 	}
-	f := &fakeStream{srv: s, replies: script, last: n >= len(s.scripts)-1}
+	s.mu.Lock()
+	if n >= len(s.scripts) {
+		s.mu.Unlock()
+		s.once.Do(func() { close(s.idle) })
+		<-ctx.Done()
+		return nil
+	}
+	script := s.scripts[n]
+	open := reply{}
 	if len(script) > 0 && script[0].opening {
-		f.token, f.replies = token(script[0].postBatch), script[1:]
+		open, script = script[0], script[1:]
 	}
-	return f, nil
+	s.cursor++
+	s.cur, s.last = script, n == len(s.scripts)-1
+	id := s.cursor
+	s.mu.Unlock()
+	return batch(open, id, "firstBatch")
 }
 
-func (s *fakeServer) watchCalls() []watchCall {
+// batch answers with r's events as a cursor batch.
+func batch(r reply, id int64, field string) bson.Raw {
+	if r.err != nil {
+		return r.err
+	}
+	if r.drop {
+		return nil
+	}
+	docs := bson.A{}
+	for _, n := range r.events {
+		docs = append(docs, changetest.Event(n))
+	}
+	for _, raw := range r.raws {
+		docs = append(docs, raw)
+	}
+	if r.closed {
+		id = 0
+	}
+	cur := bson.D{{Key: "id", Value: id}, {Key: "ns", Value: "admin.$cmd.aggregate"}, {Key: field, Value: docs}}
+	if r.postBatch != "" {
+		cur = append(cur, bson.E{Key: "postBatchResumeToken", Value: token(r.postBatch)})
+	}
+	return wiretest.OK(bson.E{Key: "cursor", Value: cur})
+}
+
+// script sets onAggregate and other before the driver connects.
+func (s *wireServer) script(onAggregate func(n int), other func(req wiretest.Request) bson.Raw) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onAggregate, s.other = onAggregate, other
+}
+
+func (s *wireServer) watchCalls() []watchCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]watchCall(nil), s.calls...)
-}
-
-type fakeStream struct {
-	srv     *fakeServer
-	replies []reply
-	last    bool
-	batch   []bson.Raw
-	post    bson.Raw
-	current bson.Raw
-	token   bson.Raw
-	err     error
-	once    sync.Once
 }
 
 func token(data string) bson.Raw {
@@ -109,81 +192,52 @@ func token(data string) bson.Raw {
 	return raw
 }
 
-func (f *fakeStream) TryNext(ctx context.Context) bool {
-	if f.err != nil {
-		return false
+// connect opens a real-driver connection to srv, closed when the test ends.
+func connect(t *testing.T, srv *wireServer) *mongodb.Conn {
+	t.Helper()
+	conn, err := mongodb.Open(context.Background(), srv.URI(), "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(f.batch) == 0 {
-		if len(f.replies) == 0 {
-			// Script done: behave like an idle server holding getMores.
-			if f.last {
-				f.once.Do(func() { close(f.srv.idle) })
-			}
-			<-ctx.Done()
-			f.err = ctx.Err()
-			return false
-		}
-		r := f.replies[0]
-		f.replies = f.replies[1:]
-		if r.err != nil {
-			f.err = r.err
-			return false
-		}
-		f.batch = nil
-		for _, n := range r.events {
-			f.batch = append(f.batch, changetest.Event(n))
-		}
-		f.post = nil
-		if r.postBatch != "" {
-			f.post = token(r.postBatch)
-		}
-		if len(f.batch) == 0 {
-			if f.post != nil {
-				f.token = f.post
-			}
-			return false
-		}
-	}
-	f.current, f.batch = f.batch[0], f.batch[1:]
-	f.token = f.current.Lookup("_id").Document()
-	if len(f.batch) == 0 && f.post != nil {
-		f.token = f.post
-	}
-	return true
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
 }
-
-func (f *fakeStream) Next(ctx context.Context) bool { return f.TryNext(ctx) }
-func (f *fakeStream) Decode(out any) error          { return bson.Unmarshal(f.current, out) }
-func (f *fakeStream) Err() error                    { return f.err }
-func (f *fakeStream) Close(context.Context) error   { return nil }
-func (f *fakeStream) ID() int64                     { return 1 }
-func (f *fakeStream) RemainingBatchLength() int     { return len(f.batch) }
-func (f *fakeStream) ResumeToken() bson.Raw         { return f.token }
-func (f *fakeStream) SetBatchSize(int32)            {}
 
 // runFake runs a source against srv until the script is exhausted (or the
 // source stops by itself) and returns what Run returned.
-func runFake(t *testing.T, srv *fakeServer, ob *outbox.Outbox, cfg capture.Config) error {
+func runFake(t *testing.T, srv *wireServer, ob *outbox.Outbox, cfg capture.Config) error {
+	t.Helper()
+	_, err := runWire(t, srv, ob, cfg)
+	return err
+}
+
+// runWire is runFake that also returns the source, for its status.
+func runWire(t *testing.T, srv *wireServer, ob *outbox.Outbox, cfg capture.Config) (*capture.Source, error) {
 	t.Helper()
 	if cfg.ID == "" {
 		cfg.ID = "real"
 	}
-	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, time.Millisecond
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, time.Millisecond
+	}
 	cfg.CheckpointInterval = time.Nanosecond
-	conn := &mongodb.Conn{Client: fakeClient{srv: srv}, Redacted: "mongodb://fake"}
+	cfg.MaxAwaitTime = time.Millisecond
+	src := capture.New(cfg, connect(t, srv), ob, nil, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- capture.New(cfg, conn, ob, nil, zerolog.Nop()).Run(ctx) }()
+	go func() { done <- src.Run(ctx) }()
 	select {
 	case <-srv.idle:
 		cancel()
-		return <-done
+		return src, <-done
 	case err := <-done:
-		return err
+		return src, err
 	case <-time.After(testwait.Long):
-		t.Fatal("scripted stream never went idle")
-		return nil
+		cancel()
+		<-done
+		t.Fatalf("scripted stream never went idle; %d aggregates, status %+v", len(srv.watchCalls()), src.Status())
+		return nil, nil
 	}
 }
 
@@ -205,7 +259,7 @@ func tokenData(raw []byte) string {
 
 func TestSource_Real_PersistsPostBatchTokenAfterEmptyBatches(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newFakeServer([]reply{
+	srv := newWireServer(t, []reply{
 		{events: []string{"insert", "unknown_op"}, postBatch: "PB1"},
 		{postBatch: "PB2"}, // idle getMore
 		{postBatch: "PB3"}, // idle getMore
@@ -231,7 +285,7 @@ func TestSource_Real_PersistsPostBatchTokenAfterEmptyBatches(t *testing.T) {
 
 func TestSource_Real_PushesFiltersDown(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newFakeServer([]reply{{events: []string{"insert"}}})
+	srv := newWireServer(t, []reply{{events: []string{"insert"}}})
 	cfg := capture.Config{
 		Filter:             change.Filter{Include: []change.Glob{change.MustGlob("shop.*")}},
 		OperationTypes:     []string{change.OpInsert},
@@ -244,19 +298,27 @@ func TestSource_Real_PushesFiltersDown(t *testing.T) {
 	}
 	calls := srv.watchCalls()
 	if len(calls) != 1 {
-		t.Fatalf("%d Watch calls", len(calls))
+		t.Fatalf("%d aggregates", len(calls))
 	}
 	c := calls[0]
-	if fmt.Sprint(c.pipeline) != fmt.Sprint(capture.Pipeline(cfg)) {
-		t.Fatalf("pipeline sent = %v", c.pipeline)
+	want := capture.Pipeline(cfg)
+	if len(c.stages) != len(want) || len(want) != 2 {
+		t.Fatalf("pipeline sent = %v, want %v", c.stages, want)
 	}
-	if len(c.pipeline) != 2 || !strings.Contains(fmt.Sprint(c.pipeline[0]), "$match") ||
-		!strings.Contains(fmt.Sprint(c.pipeline[1]), "$changeStreamSplitLargeEvent") {
-		t.Fatalf("want $match then $changeStreamSplitLargeEvent, got %v", c.pipeline)
+	for i, st := range want {
+		raw, err := bson.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(raw) != string(c.stages[i]) {
+			t.Fatalf("stage %d sent = %v, want %v", i, c.stages[i], bson.Raw(raw))
+		}
 	}
-	if c.opts.FullDocument == nil || *c.opts.FullDocument != options.UpdateLookup ||
-		c.opts.ShowExpandedEvents == nil || !*c.opts.ShowExpandedEvents || c.opts.MaxAwaitTime == nil {
-		t.Fatalf("stream options not passed: %+v", c.opts)
+	if _, ok := c.stages[0].Lookup("$match").DocumentOK(); !ok || c.stages[1].Lookup("$changeStreamSplitLargeEvent").Type == 0 {
+		t.Fatalf("want $match then $changeStreamSplitLargeEvent, got %v", c.stages)
+	}
+	if c.changeStream.Lookup("fullDocument").StringValue() != "updateLookup" || !c.changeStream.Lookup("showExpandedEvents").Boolean() {
+		t.Fatalf("stream options not passed: %v", c.changeStream)
 	}
 }
 
@@ -308,20 +370,27 @@ func TestPipeline_MatchesClientSideFilter(t *testing.T) {
 
 func TestSource_Real_HistoryLostHalts(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		err  error
-		want string
+		name    string
+		scripts [][]reply
+		want    string
 	}{
-		{"ChangeStreamHistoryLost", mongo.CommandError{Code: 286, Name: "ChangeStreamHistoryLost",
-			Message: "Resume of change stream was not possible, as the resume point may no longer be in the oplog"},
+		{"ChangeStreamHistoryLost", [][]reply{{{events: []string{"insert"}}, {err: wiretest.Error(286, "ChangeStreamHistoryLost",
+			"Resume of change stream was not possible, as the resume point may no longer be in the oplog")}}},
 			"history no longer reaches"},
-		{"InvalidResumeToken", mongo.CommandError{Code: 260, Name: "InvalidResumeToken", Message: "Bad resume token"},
+		// A token the server rejects when godwit opens the stream with it.
+		{"InvalidResumeToken", [][]reply{{{events: []string{"insert"}}, {err: wiretest.Error(91, "ShutdownInProgress", "shutting down")}},
+			{{opening: true, err: wiretest.Error(260, "InvalidResumeToken", "Bad resume token")}}},
 			"rejected the stored resume token"},
+		// 280 with the message that means the token's event is gone (N4).
+		{"ResumeTokenNotFound", [][]reply{{{events: []string{"insert"}}, {err: wiretest.Error(280, "ChangeStreamFatalError",
+			"cannot resume stream; the resume token was not found. {_data: \"8263\"}")}}},
+			"rolled back"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ob := openOutbox(t, outbox.Options{})
-			srv := newFakeServer([]reply{{events: []string{"insert"}}, {err: tc.err}})
-			err := runFake(t, srv, ob, capture.Config{})
+			srv := newWireServer(t, tc.scripts...)
+			var audited []string
+			err := runFake(t, srv, ob, capture.Config{OnHalt: func(_, reason string) { audited = append(audited, reason) }})
 			if !isHalted(err) {
 				t.Fatalf("Run = %v, want ErrHalted", err)
 			}
@@ -329,6 +398,9 @@ func TestSource_Real_HistoryLostHalts(t *testing.T) {
 			if st.State != outbox.StateHalted || !strings.Contains(st.Reason, tc.want) ||
 				!strings.Contains(st.Reason, "godwit resync --config FILE --source real") {
 				t.Fatalf("state %q reason %q", st.State, st.Reason)
+			}
+			if len(audited) != 1 || audited[0] != st.Reason {
+				t.Fatalf("audited %q, want the stored reason once", audited)
 			}
 			if n := len(readAll(t, ob)); n != 1 {
 				t.Fatalf("events before the error must be kept: %d stored", n)
@@ -339,8 +411,9 @@ func TestSource_Real_HistoryLostHalts(t *testing.T) {
 
 func TestSource_Real_StartsAfterInvalidate(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newFakeServer(
-		[]reply{{events: []string{"insert", "invalidate"}}},
+	srv := newWireServer(t,
+		// A real server ends the cursor with the invalidate event.
+		[]reply{{events: []string{"insert", "invalidate"}, closed: true}},
 		[]reply{{events: []string{"txn_insert_1"}}},
 	)
 	if err := runFake(t, srv, ob, capture.Config{}); err != nil {
@@ -348,7 +421,7 @@ func TestSource_Real_StartsAfterInvalidate(t *testing.T) {
 	}
 	calls := srv.watchCalls()
 	if len(calls) != 2 {
-		t.Fatalf("%d Watch calls, want a reopen after the invalidate", len(calls))
+		t.Fatalf("%d aggregates, want a reopen after the invalidate", len(calls))
 	}
 	inv := changetest.Event("invalidate").Lookup("_id").Document()
 	if string(calls[1].startAfter) != string(inv) {
@@ -361,9 +434,11 @@ func TestSource_Real_StartsAfterInvalidate(t *testing.T) {
 
 func TestSource_Real_ReassemblesSplitEvents(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newFakeServer(
-		// The first fragment ends a batch, then the connection drops.
-		[]reply{{events: []string{"insert"}}, {events: []string{"split_1"}}, {err: mongo.CommandError{Code: 91, Message: "ShutdownInProgress"}}},
+	srv := newWireServer(t,
+		// The first fragment ends a batch, then the server fails the
+		// getMore with an error the driver does not resume (no
+		// ResumableChangeStreamError label) but godwit does.
+		[]reply{{events: []string{"insert"}}, {events: []string{"split_1"}}, {err: wiretest.Error(91, "ShutdownInProgress", "shutting down")}},
 		// After reconnecting the server resends the event whole.
 		[]reply{{events: []string{"split_1", "split_2"}}},
 	)
@@ -453,7 +528,7 @@ func evalCond(t *testing.T, v any, present bool, cond any) bool {
 			}
 		case "$regex":
 			s, isStr := v.(string)
-			if !present || !isStr || !regexp.MustCompile(op.Value.(string)).MatchString(s) {
+			if !present || !isStr || !compiled(op.Value.(string)).MatchString(s) {
 				return false
 			}
 		default:
@@ -461,6 +536,17 @@ func evalCond(t *testing.T, v any, present bool, cond any) bool {
 		}
 	}
 	return true
+}
+
+var regexCache sync.Map
+
+func compiled(pattern string) *regexp.Regexp {
+	if re, ok := regexCache.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	re := regexp.MustCompile(pattern)
+	regexCache.Store(pattern, re)
+	return re
 }
 
 func lookup(doc bson.D, path string) (any, bool) {
@@ -483,10 +569,10 @@ func lookup(doc bson.D, path string) (any, bool) {
 
 func TestSource_Real_StoresStartPointBeforeFirstEvent(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{})
-	srv := newFakeServer(
+	srv := newWireServer(t,
 		// The stream opens with a resume token, then the connection drops
 		// before any event arrived.
-		[]reply{{opening: true, postBatch: "OPEN"}, {err: mongo.CommandError{Code: 91, Message: "ShutdownInProgress"}}},
+		[]reply{{opening: true, postBatch: "OPEN"}, {err: wiretest.Error(91, "ShutdownInProgress", "shutting down")}},
 		[]reply{{events: []string{"insert"}}},
 	)
 	if err := runFake(t, srv, ob, capture.Config{}); err != nil {
