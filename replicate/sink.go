@@ -187,6 +187,9 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 	if cfg.Bidirectional && (s.peer == nil || s.peer.Echo == nil || s.peer.SourceID == "") {
 		return nil, errors.New("replicate config: bidirectional: the pipeline needs the capture of its target (replicate.WithPeer)")
 	}
+	if err := s.checkTwoWayTarget(ctx); err != nil {
+		return nil, err
+	}
 	var err error
 	if s.marks, err = loadApplied(ctx, target.Client, metadataDB, cfg.ID, cfg.Workers); err != nil {
 		return nil, err
