@@ -2,7 +2,6 @@ package replicate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -212,22 +211,7 @@ func (s *Sink) snapshotCopy(ctx context.Context, source *mongodb.Conn, coll lung
 		}
 		return at, s.drain(ctx, cur, at, fn)
 	}
-	// A real deployment: a snapshot session reads every batch at the
-	// cluster time of the first.
-	err := source.Client.UseSessionWithOptions(ctx, options.Session().SetSnapshot(true), func(sc lungo.ISessionContext) error {
-		var err error
-		cur, err = coll.Find(sc, bson.D{}, sorted)
-		if err != nil {
-			return err
-		}
-		if t := snapshotTime(sc); t != nil {
-			at = *t
-		} else {
-			return errors.New("the server did not report the snapshot's cluster time")
-		}
-		return s.drain(sc, cur, at, fn)
-	})
-	return at, err
+	return s.realSnapshotCopy(ctx, source.Client, coll, fn)
 }
 
 func snapshotTime(sc lungo.ISessionContext) *primitive.Timestamp {

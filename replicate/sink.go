@@ -112,6 +112,7 @@ type Sink struct {
 	mapper      mapper
 	peer        *Peer
 	onConflict  func(Conflict)
+	streamStart func() (primitive.Timestamp, bool)
 	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
