@@ -11,6 +11,9 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/outbox"
 )
 
 // WithStreamStart tells the pipeline where its source's change stream
@@ -21,6 +24,27 @@ import (
 // start and the writes in between would be in neither.
 func WithStreamStart(fn func() (primitive.Timestamp, bool)) Option {
 	return func(s *Sink) { s.streamStart = fn }
+}
+
+// StreamStart returns, for WithStreamStart, the cluster time of a source's
+// checkpoint in ob: its stored resume token (on a first start, the token
+// the stream opened with), or the start time an embedded source stored. A
+// later checkpoint is a later bound, which only makes the copy read a
+// newer snapshot: every event after the stream's start waits in the outbox.
+func StreamStart(ob *outbox.Outbox, sourceID string) func() (primitive.Timestamp, bool) {
+	return func() (primitive.Timestamp, bool) {
+		st, _, err := ob.Source(sourceID)
+		if err != nil {
+			return primitive.Timestamp{}, false
+		}
+		if t, ok := change.TokenTime(st.Token); ok {
+			return t, true
+		}
+		if st.StartAt != 0 {
+			return primitive.Timestamp{T: uint32(st.StartAt >> 32), I: uint32(st.StartAt)}, true
+		}
+		return primitive.Timestamp{}, false
+	}
 }
 
 // codeSnapshotTooOld is the server's SnapshotTooOld: the snapshot a read

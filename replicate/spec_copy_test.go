@@ -47,7 +47,6 @@ func order(t *testing.T, id int32) bson.Raw {
 	return raw(t, bson.D{{Key: "_id", Value: id}, {Key: "v", Value: id * 10}})
 }
 
-
 func TestSink_InitialSyncSnapshot(t *testing.T) {
 	ts := func(sec uint32) *primitive.Timestamp { return &primitive.Timestamp{T: sec, I: 1} }
 	t.Run("CopyReadsAtOrAfterTheStreamStart", func(t *testing.T) {
