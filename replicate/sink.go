@@ -281,6 +281,7 @@ type segment struct {
 	txn   bool
 	ddl   *change.Event
 	seq   uint64
+	halt  string // the pipeline halts at ddl, for this reason
 }
 
 // Deliver implements sink.Sink.
@@ -350,7 +351,24 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 			skipped++
 			continue
 		}
-		if at, ok := s.snapshots[ev.NS]; ok && !ev.ClusterTime.After(at) {
+		if op == change.OpRename {
+			skip, dropFrom, halt := s.renameCovered(ev)
+			switch {
+			case skip:
+				skipped++ // the copies read both names after the rename
+				continue
+			case halt != "" && s.cfg.DDL != DDLIgnore:
+				closeCur()
+				segs = append(segs, segment{first: i, ddl: ev, seq: r.Seq, halt: halt})
+				continue
+			case dropFrom:
+				// The new name's copy holds the renamed documents: only
+				// the old name has to go.
+				drop := *ev
+				drop.OperationType, drop.To = change.OpDrop, change.Namespace{}
+				ev = &drop
+			}
+		} else if at, ok := s.snapshots[ev.NS]; ok && !ev.ClusterTime.After(at) {
 			skipped++ // the initial copy read this namespace after the event
 			continue
 		}
@@ -402,6 +420,9 @@ func (s *Sink) keeps(ev *change.Event) bool {
 }
 
 func (s *Sink) runSegment(ctx context.Context, seg segment) error {
+	if seg.halt != "" {
+		return s.haltWith(ctx, seg.halt)
+	}
 	if seg.ddl != nil {
 		return s.applyDDL(ctx, seg.ddl, seg.seq)
 	}
