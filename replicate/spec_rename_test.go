@@ -21,10 +21,10 @@ import (
 // last, and before may change the catalog before a command is answered (a
 // DDL that commits between the previous snapshot and the next).
 type catalog struct {
-	mu         sync.Mutex
-	colls      map[string]*scriptedColl
-	clock      uint32
-	before     func(c *catalog, cmd, coll string)
+	mu     sync.Mutex
+	colls  map[string]*scriptedColl
+	clock  uint32
+	before func(c *catalog, cmd, coll string)
 }
 
 type scriptedColl struct {
