@@ -113,6 +113,7 @@ type Sink struct {
 	peer        *Peer
 	onConflict  func(Conflict)
 	streamStart func() (primitive.Timestamp, bool)
+	ob          *outbox.Outbox // read ahead to complete a transaction (nil: never)
 	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
@@ -282,6 +283,7 @@ type segment struct {
 	ddl   *change.Event
 	seq   uint64
 	halt  string // the pipeline halts at ddl, for this reason
+	tail  bool   // a transaction still open at the end of the batch
 }
 
 // Deliver implements sink.Sink.
@@ -290,6 +292,9 @@ func (s *Sink) Deliver(ctx context.Context, batch []outbox.Record) error {
 		return sink.Permanent(fmt.Errorf("%w: %s", ErrHalted, s.halted))
 	}
 	segs, bad, badErr := s.plan(batch)
+	if n := len(segs); n > 0 && segs[n-1].tail && s.ob != nil {
+		s.completeTxn(ctx, &segs[n-1], batch[len(batch)-1].Seq)
+	}
 	for _, seg := range segs {
 		if err := s.runSegment(ctx, seg); err != nil {
 			s.set(func(x *Status) { x.LastError = err.Error() })
@@ -391,7 +396,7 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 		tk := txnKey(ev)
 		switch {
 		case cur == nil:
-		case tk != "" && cur.txn && txnKey(cur.ops[0].ev) == tk:
+		case sameTxn(cur, ev, tk):
 		case tk == "" && !cur.txn:
 		default:
 			closeCur()
@@ -400,6 +405,9 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 			cur = &segment{first: i, txn: tk != "", seq: r.Seq}
 		}
 		cur.ops = append(cur.ops, o)
+	}
+	if cur != nil && cur.txn {
+		cur.tail = true
 	}
 	closeCur()
 	return segs, len(batch), nil

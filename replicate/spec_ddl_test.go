@@ -13,14 +13,14 @@ import (
 )
 
 // wireTarget opens a one-way pipeline into a scripted wire server.
-func wireTarget(t *testing.T, w *wireServer, cfg replicate.Config) *replicate.Sink {
+func wireTarget(t *testing.T, w *wireServer, cfg replicate.Config, opts ...replicate.Option) *replicate.Sink {
 	t.Helper()
 	no := false
 	cfg.ID, cfg.Source, cfg.Target, cfg.InitialSync = "wire", "r", w.uri(), &no
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
 	}
-	return openSink(t, cfg, w.connect(t))
+	return openSink(t, cfg, w.connect(t), opts...)
 }
 
 func deliverRecorded(t *testing.T, s *replicate.Sink, names ...string) {
