@@ -11,7 +11,7 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 )
 
-func TestOpen_TwoWayIntoShardedTargetIsRefused(t *testing.T) {
+func TestSink_OpenRefusesTwoWayIntoShardedTarget(t *testing.T) {
 	mongos := bson.D{{Key: "isWritablePrimary", Value: true}, {Key: "ismaster", Value: true}, {Key: "helloOk", Value: true},
 		{Key: "msg", Value: "isdbgrid"}, {Key: "maxWireVersion", Value: int32(21)}, {Key: "minWireVersion", Value: int32(0)},
 		{Key: "maxBsonObjectSize", Value: int32(16 << 20)}, {Key: "maxMessageSizeBytes", Value: int32(48000000)},
