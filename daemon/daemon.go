@@ -192,6 +192,7 @@ func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map
 	if progress != nil {
 		opts = append(opts, replicate.WithProgress(progress))
 	}
+	opts = append(opts, replicate.WithOutbox(d.ob))
 	if rc.Bidirectional {
 		peer := ""
 		for _, src := range d.cfg.Sources {

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/writeconcern"
 
 	"github.com/godwit-dev/godwit/change"
+	"github.com/godwit-dev/godwit/sink"
 )
 
 // Writes outside transactions (DDL, state) use majority write concern on a
@@ -70,6 +72,15 @@ func (s *Sink) commit(ctx context.Context, ops []*op, stream bool) error {
 		}, txnOptions)
 		return err
 	})
+	var um *unmatchedError
+	if errors.As(err, &um) {
+		// Nothing of the group was committed: apply it again with the
+		// post-images of its updates, or fail saying why.
+		if again, ok := s.withPostImages(ops, um); ok {
+			return s.commit(ctx, again, stream)
+		}
+		return sink.Permanent(fmt.Errorf("apply %d changes to %s: %w", len(ops), s.target.Redacted, err))
+	}
 	if err != nil {
 		return fmt.Errorf("apply %d changes to %s: %w", len(ops), s.target.Redacted, err)
 	}
@@ -104,6 +115,7 @@ func (s *Sink) group(ctx context.Context, tc lungo.ISessionContext, ops []*op, s
 	var order []change.Namespace
 	models := map[change.Namespace][]mongo.WriteModel{}
 	var versions []mongo.WriteModel
+	matches := map[change.Namespace]int64{} // updates and replaces: each matches or upserts one document
 	for _, o := range write {
 		if o.kind == opNone {
 			res.skipped++
@@ -111,6 +123,9 @@ func (s *Sink) group(ctx context.Context, tc lungo.ISessionContext, ops []*op, s
 		}
 		if _, ok := models[o.dst]; !ok {
 			order = append(order, o.dst)
+		}
+		if o.kind != opDelete {
+			matches[o.dst]++
 		}
 		models[o.dst] = append(models[o.dst], o.model())
 		res.applied++
@@ -122,8 +137,12 @@ func (s *Sink) group(ctx context.Context, tc lungo.ISessionContext, ops []*op, s
 	}
 	for _, ns := range order {
 		coll := s.target.Client.Database(ns.DB).Collection(ns.Coll)
-		if _, err := coll.BulkWrite(tc, models[ns], ordered); err != nil {
+		r, err := coll.BulkWrite(tc, models[ns], ordered)
+		if err != nil {
 			return fmt.Errorf("write %d changes to %s: %w", len(models[ns]), ns, err)
+		}
+		if r != nil && r.MatchedCount+r.UpsertedCount < matches[ns] {
+			return &unmatchedError{ns: ns, n: matches[ns] - r.MatchedCount - r.UpsertedCount}
 		}
 	}
 	if len(versions) > 0 {

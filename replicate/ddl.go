@@ -117,7 +117,7 @@ func (s *Sink) ddl(ctx context.Context, ev *change.Event, log zerolog.Logger) er
 					cmd = append(cmd, e)
 				}
 			}
-			return ignoreCodes(s.target.Client.Database(dst.DB, majority).RunCommand(ctx, cmd).Err(), codeNamespaceExists)
+			return ignoreCodes(s.runDDL(ctx, dst.DB, cmd), codeNamespaceExists)
 		})
 	case change.OpCreateIndexes:
 		var specs []bson.Raw
@@ -167,7 +167,7 @@ func (s *Sink) ddl(ctx context.Context, ev *change.Event, log zerolog.Logger) er
 		}
 		cmd := append(bson.D{{Key: "collMod", Value: dst.Coll}}, elements(desc)...)
 		return s.bracket(ctx, change.OpModify, dst, func() error {
-			return s.target.Client.Database(dst.DB, majority).RunCommand(ctx, cmd).Err()
+			return s.runDDL(ctx, dst.DB, cmd)
 		})
 	case change.OpShardCollection, change.OpReshard, change.OpRefineKey:
 		log.Info().Msg("sharding change not applied: the target's sharding is configured on the target")
@@ -175,6 +175,15 @@ func (s *Sink) ddl(ctx context.Context, ev *change.Event, log zerolog.Logger) er
 	}
 	log.Warn().Msg("operation type not applied")
 	return nil
+}
+
+// runDDL runs a DDL command on a real deployment with majority write
+// concern. RunCommand does not apply the database's write concern: a DDL
+// acknowledged by the primary alone could be rolled back after a failover
+// while the applied position, written with majority, survives.
+func (s *Sink) runDDL(ctx context.Context, db string, cmd bson.D) error {
+	cmd = append(cmd[:len(cmd):len(cmd)], bson.E{Key: "writeConcern", Value: bson.D{{Key: "w", Value: "majority"}}})
+	return s.target.Client.Database(db).RunCommand(ctx, cmd).Err()
 }
 
 // bracket runs a DDL between a marker insert and its delete, so that the
@@ -222,8 +231,15 @@ func (s *Sink) createIndexes(ctx context.Context, ns change.Namespace, specs []b
 		return nil
 	}
 	if s.target.Engine == nil {
+		// createIndexes on a missing collection creates it implicitly, and
+		// the server reports a create event that the createIndexes marker
+		// would not name: create it explicitly first (the marker of a
+		// createIndexes covers a create of the same collection).
+		if err := ignoreCodes(s.runDDL(ctx, ns.DB, bson.D{{Key: "create", Value: ns.Coll}}), codeNamespaceExists); err != nil {
+			return fmt.Errorf("create %s before its indexes: %w", ns, err)
+		}
 		cmd := bson.D{{Key: "createIndexes", Value: ns.Coll}, {Key: "indexes", Value: keep}}
-		return s.target.Client.Database(ns.DB, majority).RunCommand(ctx, cmd).Err()
+		return s.runDDL(ctx, ns.DB, cmd)
 	}
 	// The embedded engine knows a few index options; others are dropped
 	// with a warning rather than failing the whole pipeline.
@@ -266,7 +282,7 @@ func (s *Sink) rename(ctx context.Context, from, to change.Namespace, log zerolo
 	if s.target.Engine == nil {
 		cmd := bson.D{{Key: "renameCollection", Value: from.String()}, {Key: "to", Value: to.String()}, {Key: "dropTarget", Value: true}}
 		return s.bracket(ctx, change.OpRename, from, func() error {
-			return ignoreCodes(s.target.Client.Database("admin", majority).RunCommand(ctx, cmd).Err(), codeNamespaceNotFound)
+			return ignoreCodes(s.runDDL(ctx, "admin", cmd), codeNamespaceNotFound)
 		})
 	}
 	src := s.target.Client.Database(from.DB).Collection(from.Coll)

@@ -45,13 +45,17 @@
 //     on the target may differ from the source while workers run in
 //     parallel (a unique index conflict makes that batch run in order).
 //   - A real cluster's snapshot reads are bounded by the source's
-//     minSnapshotHistoryWindowInSeconds (default 300 s): a collection that
-//     takes longer to copy fails with SnapshotTooOld. Raise the window for
-//     the copy.
+//     minSnapshotHistoryWindowInSeconds (default 300 s): a copy that takes
+//     longer goes on after its last copied _id in a new snapshot; when not
+//     even one copy batch fits, the initial sync stops with
+//     ErrSnapshotTooOld.
+//   - Two-way replication into a sharded cluster is refused
+//     (ErrShardedTwoWay): its merged stream can order a transaction's
+//     events outside the marker that identifies them.
 //   - Two-way replication needs the target's capture (with its EchoFilter)
 //     in the same process, watching the whole deployment; DDL is applied in
 //     arrival order without conflict resolution.
-//   - Real-cluster paths (majority writes, snapshot sessions, renameCollection,
-//     collMod, lsid/txnNumber grouping) are written against MongoDB's
-//     documentation and tested with recorded events only.
+//   - Real-cluster paths are tested with the official driver against a
+//     scripted wire-protocol server (replies written from MongoDB's
+//     documentation), not a real mongod.
 package replicate

@@ -231,6 +231,9 @@ func (x ddlExpect) matches(ev *change.Event) bool {
 		// Emulated renames on the embedded engine write documents into the
 		// new collection and drop the old one.
 		return ev.NS.Coll == x.ns.Coll && (ev.OperationType == change.OpRename || ev.OperationType == change.OpDrop)
+	case change.OpCreateIndexes:
+		// The replicator creates a missing collection before its indexes.
+		return ev.NS.Coll == x.ns.Coll && (ev.OperationType == change.OpCreate || ev.OperationType == change.OpCreateIndexes)
 	}
 	return ev.OperationType == x.op && ev.NS.Coll == x.ns.Coll
 }

@@ -2,7 +2,6 @@ package replicate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -58,14 +57,25 @@ func (s *Sink) InitialSync(ctx context.Context, source *mongodb.Conn) error {
 		defer s.meter.Finish()
 	}
 	start := time.Now()
-	for i := range st.Namespaces {
-		n := &st.Namespaces[i]
-		if n.Done {
-			continue
+	for pass := 0; ; pass++ {
+		for i := range st.Namespaces {
+			n := &st.Namespaces[i]
+			if n.Done {
+				continue
+			}
+			if err := s.copyCollection(ctx, source, st, n); err != nil {
+				s.set(func(x *Status) { x.LastError = err.Error() })
+				return err
+			}
 		}
-		if err := s.copyCollection(ctx, source, st, n); err != nil {
+		// Collections created, renamed or replaced during the copy.
+		more, err := s.relist(ctx, source, st, pass)
+		if err != nil {
 			s.set(func(x *Status) { x.LastError = err.Error() })
 			return err
+		}
+		if !more {
+			break
 		}
 	}
 	st.Phase, st.Finished = phaseDone, time.Now().UTC()
@@ -142,12 +152,16 @@ func (s *Sink) copyCollection(ctx context.Context, source *mongodb.Conn, st *ini
 		n.Copied = 0
 	}
 	n.Started = true
-	if err := saveInitial(ctx, s.target.Client, s.metadataDB, st); err != nil {
+	err := saveInitial(ctx, s.target.Client, s.metadataDB, st)
+	if err != nil {
 		return err
 	}
 	s.set(func(x *Status) { x.Namespace = n.Source })
 
 	coll := source.Client.Database(src.DB).Collection(src.Coll)
+	if n.UUID, err = collectionUUID(ctx, source.Client, src); err != nil {
+		return err
+	}
 	specs, err := listIndexes(ctx, coll)
 	if err != nil {
 		return err
@@ -212,22 +226,7 @@ func (s *Sink) snapshotCopy(ctx context.Context, source *mongodb.Conn, coll lung
 		}
 		return at, s.drain(ctx, cur, at, fn)
 	}
-	// A real deployment: a snapshot session reads every batch at the
-	// cluster time of the first.
-	err := source.Client.UseSessionWithOptions(ctx, options.Session().SetSnapshot(true), func(sc lungo.ISessionContext) error {
-		var err error
-		cur, err = coll.Find(sc, bson.D{}, sorted)
-		if err != nil {
-			return err
-		}
-		if t := snapshotTime(sc); t != nil {
-			at = *t
-		} else {
-			return errors.New("the server did not report the snapshot's cluster time")
-		}
-		return s.drain(sc, cur, at, fn)
-	})
-	return at, err
+	return s.realSnapshotCopy(ctx, source.Client, coll, fn)
 }
 
 func snapshotTime(sc lungo.ISessionContext) *primitive.Timestamp {

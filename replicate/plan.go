@@ -191,10 +191,19 @@ func ambiguity(u *change.UpdateDescription, post bson.Raw) string {
 			if err != nil || v.Type != bsontype.EmbeddedDocument {
 				return fmt.Sprintf("path %q", p)
 			}
-			if i < updated {
-				if _, err := post.LookupErr(strings.Split(p, ".")...); err != nil {
-					return fmt.Sprintf("path %q", p)
-				}
+			comps := strings.Split(p, ".")
+			_, err = post.LookupErr(comps...)
+			switch {
+			case i < updated && err != nil:
+				return fmt.Sprintf("path %q", p)
+			case i >= updated && err == nil:
+				// Removed, yet the nested field is still there: the
+				// removed field was a literal dotted key.
+				return fmt.Sprintf("removed path %q", p)
+			case dottedKeyOnPath(post, comps):
+				// A literal "a.b" beside a nested a.b: $set {"a.b": …}
+				// always writes the nested one.
+				return fmt.Sprintf("path %q (a field name holds a dot)", p)
 			}
 		}
 	}
@@ -211,6 +220,24 @@ func ambiguity(u *change.UpdateDescription, post bson.Raw) string {
 		}
 	}
 	return ""
+}
+
+// dottedKeyOnPath reports whether a document along the path comps holds a
+// key made of several of its components joined by dots.
+func dottedKeyOnPath(doc bson.Raw, comps []string) bool {
+	for len(comps) > 1 {
+		for i := 2; i <= len(comps); i++ {
+			if _, err := doc.LookupErr(strings.Join(comps[:i], ".")); err == nil {
+				return true
+			}
+		}
+		sub, ok := doc.Lookup(comps[0]).DocumentOK()
+		if !ok {
+			return false
+		}
+		doc, comps = sub, comps[1:]
+	}
+	return false
 }
 
 func numeric(s string) bool {

@@ -112,6 +112,8 @@ type Sink struct {
 	mapper      mapper
 	peer        *Peer
 	onConflict  func(Conflict)
+	streamStart func() (primitive.Timestamp, bool)
+	ob          *outbox.Outbox // read ahead to complete a transaction (nil: never)
 	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
@@ -186,6 +188,9 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 	}
 	if cfg.Bidirectional && (s.peer == nil || s.peer.Echo == nil || s.peer.SourceID == "") {
 		return nil, errors.New("replicate config: bidirectional: the pipeline needs the capture of its target (replicate.WithPeer)")
+	}
+	if err := s.checkTwoWayTarget(ctx); err != nil {
+		return nil, err
 	}
 	var err error
 	if s.marks, err = loadApplied(ctx, target.Client, metadataDB, cfg.ID, cfg.Workers); err != nil {
@@ -277,6 +282,8 @@ type segment struct {
 	txn   bool
 	ddl   *change.Event
 	seq   uint64
+	halt  string // the pipeline halts at ddl, for this reason
+	tail  bool   // a transaction still open at the end of the batch
 }
 
 // Deliver implements sink.Sink.
@@ -285,6 +292,9 @@ func (s *Sink) Deliver(ctx context.Context, batch []outbox.Record) error {
 		return sink.Permanent(fmt.Errorf("%w: %s", ErrHalted, s.halted))
 	}
 	segs, bad, badErr := s.plan(batch)
+	if n := len(segs); n > 0 && segs[n-1].tail && s.ob != nil {
+		s.completeTxn(ctx, &segs[n-1], batch[len(batch)-1].Seq)
+	}
 	for _, seg := range segs {
 		if err := s.runSegment(ctx, seg); err != nil {
 			s.set(func(x *Status) { x.LastError = err.Error() })
@@ -346,7 +356,24 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 			skipped++
 			continue
 		}
-		if at, ok := s.snapshots[ev.NS]; ok && !ev.ClusterTime.After(at) {
+		if op == change.OpRename {
+			skip, dropFrom, halt := s.renameCovered(ev)
+			switch {
+			case skip:
+				skipped++ // the copies read both names after the rename
+				continue
+			case halt != "" && s.cfg.DDL != DDLIgnore:
+				closeCur()
+				segs = append(segs, segment{first: i, ddl: ev, seq: r.Seq, halt: halt})
+				continue
+			case dropFrom:
+				// The new name's copy holds the renamed documents: only
+				// the old name has to go.
+				drop := *ev
+				drop.OperationType, drop.To = change.OpDrop, change.Namespace{}
+				ev = &drop
+			}
+		} else if at, ok := s.snapshots[ev.NS]; ok && !ev.ClusterTime.After(at) {
 			skipped++ // the initial copy read this namespace after the event
 			continue
 		}
@@ -369,7 +396,7 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 		tk := txnKey(ev)
 		switch {
 		case cur == nil:
-		case tk != "" && cur.txn && txnKey(cur.ops[0].ev) == tk:
+		case sameTxn(cur, ev, tk):
 		case tk == "" && !cur.txn:
 		default:
 			closeCur()
@@ -378,6 +405,9 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 			cur = &segment{first: i, txn: tk != "", seq: r.Seq}
 		}
 		cur.ops = append(cur.ops, o)
+	}
+	if cur != nil && cur.txn {
+		cur.tail = true
 	}
 	closeCur()
 	return segs, len(batch), nil
@@ -398,6 +428,9 @@ func (s *Sink) keeps(ev *change.Event) bool {
 }
 
 func (s *Sink) runSegment(ctx context.Context, seg segment) error {
+	if seg.halt != "" {
+		return s.haltWith(ctx, seg.halt)
+	}
 	if seg.ddl != nil {
 		return s.applyDDL(ctx, seg.ddl, seg.seq)
 	}

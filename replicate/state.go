@@ -65,6 +65,10 @@ type copiedNS struct {
 	Copied  int64               `bson:"copied"`
 	Total   int64               `bson:"total"`
 	At      primitive.Timestamp `bson:"at"` // the snapshot the copy read
+	// UUID is the source collection's uuid when its copy began (real
+	// deployments): a different one later means the name now holds
+	// another collection (a rename onto it, or a drop and create).
+	UUID []byte `bson:"uuid,omitempty"`
 }
 
 type appliedState struct {

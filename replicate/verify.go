@@ -211,13 +211,12 @@ func verifyNS(ctx context.Context, a, b lungo.ICollection, opts VerifyOptions) (
 	if r.TargetCount, err = b.CountDocuments(ctx, bson.D{}); err != nil {
 		return r, err
 	}
-	sorted := options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetBatchSize(1000)
-	ca, err := a.Find(ctx, bson.D{}, sorted)
+	ca, err := binaryOrder(ctx, a)
 	if err != nil {
 		return r, err
 	}
 	defer ca.Close(context.WithoutCancel(ctx))
-	cb, err := b.Find(ctx, bson.D{}, sorted)
+	cb, err := binaryOrder(ctx, b)
 	if err != nil {
 		return r, err
 	}
@@ -271,6 +270,50 @@ func verifyNS(ctx context.Context, a, b lungo.ICollection, opts VerifyOptions) (
 		}
 	}
 	return r, nil
+}
+
+// binaryOrder streams a collection sorted by _id in BSON binary order, the
+// order bsonkit.Compare merges in. A server sorts by the collection's
+// default collation unless the query names one, so a collection with a
+// non-simple collation (string _ids "a" < "B" under a case-insensitive one)
+// is read with the simple collation; that sort cannot use the collated _id
+// index, so the server sorts (on disk when large: allowDiskUse).
+func binaryOrder(ctx context.Context, c lungo.ICollection) (lungo.ICursor, error) {
+	sorted := options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetBatchSize(1000)
+	collated, err := hasCollation(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if collated {
+		sorted.SetCollation(&options.Collation{Locale: "simple"}).SetAllowDiskUse(true)
+	}
+	return c.Find(ctx, bson.D{}, sorted)
+}
+
+// hasCollation reports whether a collection has a default collation other
+// than simple (the embedded engine has none).
+func hasCollation(ctx context.Context, c lungo.ICollection) (bool, error) {
+	cur, err := c.Database().ListCollections(ctx, bson.D{{Key: "name", Value: c.Name()}})
+	if err != nil {
+		return false, fmt.Errorf("read the options of %s: %w", c.Name(), err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	for cur.Next(ctx) {
+		var info struct {
+			Options struct {
+				Collation struct {
+					Locale string `bson:"locale"`
+				} `bson:"collation"`
+			} `bson:"options"`
+		}
+		if err := cur.Decode(&info); err != nil {
+			return false, err
+		}
+		if l := info.Options.Collation.Locale; l != "" && l != "simple" {
+			return true, nil
+		}
+	}
+	return false, cur.Err()
 }
 
 // docHash is the SHA-256 of a document's BSON, or of a canonical form with
