@@ -7,7 +7,7 @@
 #   -n RUNS   how many times to run (default 3)
 #   -j HOGS   how many busy-loop processes to run beside the tests (default 2)
 #   PACKAGES  go package patterns (default ./...)
-#   after --  extra flags for go test (default: -race -shuffle=on -count=1)
+#   after --  extra flags for go test (default: -race -shuffle=on -count=1 -timeout 30m)
 #
 # Examples:
 #   scripts/stress.sh                                   # 3 full-suite runs, 2 hogs
@@ -19,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 hogs=2 flags=(-race -shuffle=on -count=1) pkgs=()
+runs=3 hogs=2 flags=(-race -shuffle=on -count=1 -timeout 30m) pkgs=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-n) runs=$2; shift 2 ;;
