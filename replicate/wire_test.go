@@ -2,69 +2,63 @@ package replicate_test
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
-	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
-	"go.mongodb.org/mongo-driver/x/mongo/driver/wiremessage"
 
+	"github.com/godwit-dev/godwit/internal/wiretest"
 	"github.com/godwit-dev/godwit/mongodb"
 )
 
-// wireServer speaks the MongoDB wire protocol (OP_MSG, and OP_QUERY for the
-// driver's first hello) on 127.0.0.1 and answers each command with a
-// scripted reply. No real mongod can run here: this lets the official
-// driver's code (handshake, sessions, transactions, snapshot reads, cursors,
-// write concern) run against replies written from the server's
-// documentation, and lets a test see the exact commands the driver sent.
+// wireServer answers each command with a scripted reply over the MongoDB
+// wire protocol (internal/wiretest), so the official driver's code
+// (handshake, sessions, transactions, snapshot reads, cursors, write
+// concern) runs against replies written from the server's documentation,
+// and a test sees the exact commands the driver sent. No real mongod can
+// run here.
 type wireServer struct {
-	t  testing.TB
-	ln net.Listener
+	srv *wiretest.Server
 	// reply answers a command (its name is the first key); nil means the
 	// default reply (see defaultReply).
 	reply func(name string, cmd bson.Raw) bson.D
-	hello bson.D // replaces the default hello reply's fields when set
 
-	mu    sync.Mutex
-	cmds  []bson.Raw
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu   sync.Mutex
+	cmds []bson.Raw
 }
 
 // newWireServer starts a server that plays a replica-set primary, unless
-// hello overrides its hello reply.
+// hello replaces its hello reply.
 func newWireServer(t testing.TB, reply func(name string, cmd bson.Raw) bson.D, hello bson.D) *wireServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	w := &wireServer{reply: reply}
+	var opts wiretest.Options
+	if hello != nil {
+		opts.Hello = raw(t, hello)
 	}
-	w := &wireServer{t: t, ln: ln, reply: reply, hello: hello, conns: map[net.Conn]bool{}}
-	w.wg.Add(1)
-	go w.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
+	w.srv = wiretest.StartWith(t, func(_ context.Context, req wiretest.Request) bson.Raw {
 		w.mu.Lock()
-		for c := range w.conns {
-			_ = c.Close()
-		}
+		w.cmds = append(w.cmds, append(bson.Raw(nil), req.Body...))
 		w.mu.Unlock()
-		w.wg.Wait()
-	})
+		var r bson.D
+		if w.reply != nil {
+			r = w.reply(req.Command, req.Body)
+		}
+		if r == nil {
+			r = defaultReply(req.Command, req.Body)
+		}
+		b, err := bson.Marshal(r)
+		if err != nil {
+			return wiretest.Error(1, "InternalError", err.Error())
+		}
+		return b
+	}, opts)
 	return w
 }
 
 func (w *wireServer) uri() string {
-	return "mongodb://" + w.ln.Addr().String() + "/?directConnection=true&retryWrites=false&heartbeatFrequencyMS=60000"
+	return "mongodb://" + w.srv.Addr() + "/?directConnection=true&retryWrites=false&heartbeatFrequencyMS=60000"
 }
 
 // connect opens the server through godwit's real-deployment path (the
@@ -105,190 +99,6 @@ func cmdName(c bson.Raw) string {
 		return ""
 	}
 	return elems[0].Key()
-}
-
-func (w *wireServer) accept() {
-	defer w.wg.Done()
-	for {
-		c, err := w.ln.Accept()
-		if err != nil {
-			return
-		}
-		w.mu.Lock()
-		w.conns[c] = true
-		w.mu.Unlock()
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			defer c.Close()
-			if err := w.serve(c); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) &&
-				!strings.Contains(err.Error(), "connection reset") {
-				w.t.Errorf("wire server: %v", err)
-			}
-		}()
-	}
-}
-
-func (w *wireServer) serve(c net.Conn) error {
-	for {
-		var head [4]byte
-		if _, err := io.ReadFull(c, head[:]); err != nil {
-			return err
-		}
-		n := int(binary.LittleEndian.Uint32(head[:]))
-		if n < 16 || n > 48<<20 {
-			return fmt.Errorf("bad message length %d", n)
-		}
-		msg := make([]byte, n)
-		copy(msg, head[:])
-		if _, err := io.ReadFull(c, msg[4:]); err != nil {
-			return err
-		}
-		_, reqID, _, op, rem, ok := wiremessage.ReadHeader(msg)
-		if !ok {
-			return errors.New("bad header")
-		}
-		var out []byte
-		switch op {
-		case wiremessage.OpQuery:
-			q, err := readQuery(rem)
-			if err != nil {
-				return err
-			}
-			out = opReply(reqID, w.answer(q))
-		case wiremessage.OpMsg:
-			cmd, err := readMsg(rem)
-			if err != nil {
-				return err
-			}
-			out = opMsg(reqID, w.answer(cmd))
-		default:
-			return fmt.Errorf("unexpected opcode %v", op)
-		}
-		if _, err := c.Write(out); err != nil {
-			return err
-		}
-	}
-}
-
-func readQuery(rem []byte) (bson.Raw, error) {
-	_, rem, ok := wiremessage.ReadQueryFlags(rem)
-	if ok {
-		_, rem, ok = wiremessage.ReadQueryFullCollectionName(rem)
-	}
-	if ok {
-		_, rem, ok = wiremessage.ReadQueryNumberToSkip(rem)
-	}
-	if ok {
-		_, rem, ok = wiremessage.ReadQueryNumberToReturn(rem)
-	}
-	var q bsoncore.Document
-	if ok {
-		q, _, ok = wiremessage.ReadQueryQuery(rem)
-	}
-	if !ok {
-		return nil, errors.New("bad OP_QUERY")
-	}
-	return bson.Raw(q), nil
-}
-
-// readMsg returns an OP_MSG's body with its document sequences added as
-// arrays (as a server sees the command).
-func readMsg(rem []byte) (bson.Raw, error) {
-	flags, rem, ok := wiremessage.ReadMsgFlags(rem)
-	if !ok {
-		return nil, errors.New("bad OP_MSG flags")
-	}
-	if flags&wiremessage.ChecksumPresent != 0 {
-		rem = rem[:len(rem)-4]
-	}
-	var body bson.D
-	var seqs []bson.E
-	for len(rem) > 0 {
-		var st wiremessage.SectionType
-		st, rem, ok = wiremessage.ReadMsgSectionType(rem)
-		if !ok {
-			return nil, errors.New("bad OP_MSG section")
-		}
-		switch st {
-		case wiremessage.SingleDocument:
-			var doc bsoncore.Document
-			doc, rem, ok = wiremessage.ReadMsgSectionSingleDocument(rem)
-			if !ok {
-				return nil, errors.New("bad OP_MSG body")
-			}
-			if err := bson.Unmarshal(doc, &body); err != nil {
-				return nil, err
-			}
-		case wiremessage.DocumentSequence:
-			var id string
-			var docs []bsoncore.Document
-			id, docs, rem, ok = wiremessage.ReadMsgSectionDocumentSequence(rem)
-			if !ok {
-				return nil, errors.New("bad OP_MSG document sequence")
-			}
-			arr := bson.A{}
-			for _, d := range docs {
-				arr = append(arr, bson.Raw(d))
-			}
-			seqs = append(seqs, bson.E{Key: id, Value: arr})
-		}
-	}
-	return bson.Marshal(append(body, seqs...))
-}
-
-func opMsg(respTo int32, doc bson.D) []byte {
-	b, err := bson.Marshal(doc)
-	if err != nil {
-		panic(err)
-	}
-	i, out := wiremessage.AppendHeaderStart(nil, wiremessage.NextRequestID(), respTo, wiremessage.OpMsg)
-	out = wiremessage.AppendMsgFlags(out, 0)
-	out = wiremessage.AppendMsgSectionType(out, wiremessage.SingleDocument)
-	out = append(out, b...)
-	binary.LittleEndian.PutUint32(out[i:], uint32(len(out)))
-	return out
-}
-
-func opReply(respTo int32, doc bson.D) []byte {
-	b, err := bson.Marshal(doc)
-	if err != nil {
-		panic(err)
-	}
-	i, out := wiremessage.AppendHeaderStart(nil, wiremessage.NextRequestID(), respTo, wiremessage.OpReply)
-	out = wiremessage.AppendReplyFlags(out, 0)
-	out = wiremessage.AppendReplyCursorID(out, 0)
-	out = wiremessage.AppendReplyStartingFrom(out, 0)
-	out = wiremessage.AppendReplyNumberReturned(out, 1)
-	out = append(out, b...)
-	binary.LittleEndian.PutUint32(out[i:], uint32(len(out)))
-	return out
-}
-
-func (w *wireServer) answer(cmd bson.Raw) bson.D {
-	name := cmdName(cmd)
-	switch strings.ToLower(name) {
-	case "hello", "ismaster":
-		if w.hello != nil {
-			return w.hello
-		}
-		addr := w.ln.Addr().String()
-		return bson.D{{Key: "isWritablePrimary", Value: true}, {Key: "ismaster", Value: true}, {Key: "helloOk", Value: true},
-			{Key: "setName", Value: "rs0"}, {Key: "hosts", Value: bson.A{addr}}, {Key: "primary", Value: addr}, {Key: "me", Value: addr},
-			{Key: "maxWireVersion", Value: int32(21)}, {Key: "minWireVersion", Value: int32(0)},
-			{Key: "maxBsonObjectSize", Value: int32(16 << 20)}, {Key: "maxMessageSizeBytes", Value: int32(48000000)},
-			{Key: "maxWriteBatchSize", Value: int32(100000)}, {Key: "localTime", Value: time.Now()},
-			{Key: "logicalSessionTimeoutMinutes", Value: int32(30)}, {Key: "connectionId", Value: int32(1)}, {Key: "ok", Value: 1.0}}
-	}
-	w.mu.Lock()
-	w.cmds = append(w.cmds, append(bson.Raw(nil), cmd...))
-	w.mu.Unlock()
-	if w.reply != nil {
-		if r := w.reply(name, cmd); r != nil {
-			return r
-		}
-	}
-	return defaultReply(name, cmd)
 }
 
 // defaultReply answers like a server with empty collections that accepts

@@ -32,6 +32,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/wiremessage"
 )
 
 // Request is one command the driver sent.
@@ -52,10 +54,18 @@ type Request struct {
 // as a server holds a getMore that has nothing to return.
 type Handler func(ctx context.Context, req Request) bson.Raw
 
+// Options change what the server answers by itself.
+type Options struct {
+	// Hello, when set, is the reply to hello and isMaster instead of a
+	// replica-set primary's (a mongos's, say).
+	Hello bson.Raw
+}
+
 // Server is a scripted wire-protocol server.
 type Server struct {
 	ln      net.Listener
 	handler Handler
+	opts    Options
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -66,14 +76,17 @@ type Server struct {
 }
 
 // Start serves h on a free port of 127.0.0.1 until the test ends.
-func Start(t testing.TB, h Handler) *Server {
+func Start(t testing.TB, h Handler) *Server { return StartWith(t, h, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, h Handler, opts Options) *Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, handler: h, ctx: ctx, cancel: cancel, conns: map[net.Conn]bool{}}
+	s := &Server{ln: ln, handler: h, opts: opts, ctx: ctx, cancel: cancel, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go s.accept()
 	t.Cleanup(s.Close)
@@ -193,6 +206,9 @@ func (s *Server) answer(cmd bson.Raw, conn int) bson.Raw {
 	req.DB, _ = cmd.Lookup("$db").StringValueOK()
 	switch req.Command {
 	case "hello", "isMaster", "ismaster":
+		if s.opts.Hello != nil {
+			return s.opts.Hello
+		}
 		return s.hello(conn)
 	case "ping", "endSessions":
 		return OK()
@@ -267,33 +283,58 @@ func parseQuery(b []byte) (bson.Raw, error) {
 	return readDoc(b)
 }
 
-// parseMsg reads an OP_MSG's body section (document sequences, which the
-// driver sends only for writes, are not served).
+// parseMsg reads an OP_MSG: its body section, with every document sequence
+// (the driver sends a write's documents as one) added to it as an array
+// field, which is what the server makes of them too.
 func parseMsg(b []byte) (bson.Raw, error) {
-	if len(b) < 5 {
+	flags, rem, ok := wiremessage.ReadMsgFlags(b)
+	if !ok {
 		return nil, errMalformed
 	}
-	b = b[4:] // flags
-	for len(b) > 0 {
-		kind := b[0]
-		b = b[1:]
-		switch kind {
-		case 0:
-			return readDoc(b)
-		case 1:
-			if len(b) < 4 {
+	if flags&wiremessage.ChecksumPresent != 0 {
+		if len(rem) < 4 {
+			return nil, errMalformed
+		}
+		rem = rem[:len(rem)-4]
+	}
+	var raw bsoncore.Document
+	var seqs []bson.E
+	for len(rem) > 0 {
+		var st wiremessage.SectionType
+		if st, rem, ok = wiremessage.ReadMsgSectionType(rem); !ok {
+			return nil, errMalformed
+		}
+		switch st {
+		case wiremessage.SingleDocument:
+			if raw, rem, ok = wiremessage.ReadMsgSectionSingleDocument(rem); !ok {
 				return nil, errMalformed
 			}
-			n := int(binary.LittleEndian.Uint32(b))
-			if n > len(b) {
+		case wiremessage.DocumentSequence:
+			var id string
+			var docs []bsoncore.Document
+			if id, docs, rem, ok = wiremessage.ReadMsgSectionDocumentSequence(rem); !ok {
 				return nil, errMalformed
 			}
-			b = b[n:]
+			arr := bson.A{}
+			for _, d := range docs {
+				arr = append(arr, bson.Raw(d))
+			}
+			seqs = append(seqs, bson.E{Key: id, Value: arr})
 		default:
 			return nil, errMalformed
 		}
 	}
-	return nil, errMalformed
+	if raw == nil || raw.Validate() != nil {
+		return nil, errMalformed
+	}
+	if len(seqs) == 0 {
+		return bson.Raw(raw), nil
+	}
+	var body bson.D
+	if err := bson.Unmarshal(raw, &body); err != nil {
+		return nil, err
+	}
+	return bson.Marshal(append(body, seqs...))
 }
 
 func readDoc(b []byte) (bson.Raw, error) {
