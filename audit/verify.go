@@ -139,6 +139,8 @@ func (sc *sealCheck) check(rec *Record) (string, error) {
 		}
 	}
 	switch {
+	case sc.cur == nil && len(starts) > 0:
+		return fmt.Sprintf("the seal does not verify with key %s (%s), which starts sealing here: the record was changed (or a record before it, through prev), or the key belongs to another log", starts[0].ID, starts[0].Path), ErrBadSeal
 	case sc.cur == nil && sc.keys != nil:
 		return fmt.Sprintf("the record is sealed, but no key given starts at index %d: give the key file whose first_index is %d, or the record was written by someone else", rec.Index, rec.Index), ErrUnknownKey
 	case sc.cur == nil:
