@@ -36,6 +36,7 @@ type Sink struct {
 	cls       *classifier
 	statePath string
 	now       func() time.Time
+	plain     bool
 
 	mu         sync.Mutex
 	f          *os.File
@@ -70,6 +71,7 @@ type openOptions struct {
 	mirrorColl lungo.ICollection
 	now        func() time.Time
 	newKey     bool
+	plain      bool // benchmarks only: the unsealed chain of before, for comparison
 }
 
 // WithNewKey makes Open start a new sealing segment with a new key (key
@@ -121,6 +123,7 @@ func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 		cls:       newClassifier(cfg, log),
 		statePath: cfg.Path + ".state",
 		now:       o.now,
+		plain:     o.plain,
 		replay:    map[string]uint64{},
 		replayIdx: map[string]uint64{},
 	}
@@ -319,6 +322,9 @@ func (s *Sink) rebuild(stErr error, newKey bool) error {
 // it), then the state holding the key. A crash in between leaves an unused
 // key file; the next Open writes another one.
 func (s *Sink) startSealing() error {
+	if s.plain {
+		return s.saveState()
+	}
 	first := s.head.Index + 1
 	k0, id, path, err := newKeyFile(s.cfg.Path, first, s.now())
 	if err != nil {
