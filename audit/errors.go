@@ -84,9 +84,9 @@ type HaltError struct {
 
 func (e *HaltError) Error() string {
 	if e.Fix == "" {
-		return "audit sink halted: " + e.Err.Error()
+		return "audit log refused: " + e.Err.Error()
 	}
-	return "audit sink halted: " + e.Err.Error() + "; " + e.Fix
+	return "audit log refused: " + e.Err.Error() + "; " + e.Fix
 }
 
 func (e *HaltError) Unwrap() error { return e.Err }

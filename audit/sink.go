@@ -146,7 +146,7 @@ func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 			return nil, fmt.Errorf("open audit log %s: %w", cfg.Path, err)
 		}
 		s.halted = he
-		s.log.Error().Err(he).Msg("audit log refused: the audit sink is halted and records nothing until this is resolved; events wait in the outbox")
+		s.log.Error().Err(he).Msg("audit sink halted: it records nothing until this is resolved; events wait in the outbox")
 	}
 	s.loggedHead = s.head.Index
 	s.logHead("audit log opened")
@@ -237,7 +237,7 @@ func (s *Sink) recover(newKey bool) error {
 	if err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
-			return s.halt(fmt.Errorf("record after the saved state (index %d): %w", st.Index, err), s.evidence())
+			return s.halt(fmt.Errorf("a record after the last saved state (through record %d) was not written by godwit: %w", st.Index, err), s.evidence())
 		}
 		return fmt.Errorf("records after the saved state: %w", err)
 	}

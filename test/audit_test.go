@@ -85,7 +85,7 @@ sinks: [{id: audit, type: audit, audit: {path: audit.jsonl}}]
 	}
 
 	d = startDaemon(t, cfg)
-	line := d.waitLine(t, `"level":"error"`, "audit log refused", want)
+	line := d.waitLine(t, `"level":"error"`, "audit sink halted", "audit log refused", want)
 	if !strings.Contains(line, "godwit audit verify") {
 		t.Errorf("the error should say what to run: %s", line)
 	}
@@ -143,5 +143,48 @@ func TestAudit_QueryRefusesInvalidUTF8(t *testing.T) {
 	out, err = cli(t, nil, "audit", "query", "--file", path, "--json")
 	if err == nil || !containsAll(out, "line 1", "not valid UTF-8") || strings.Contains(out, "\xff") {
 		t.Fatalf("audit query --json: %v\n%q", err, out)
+	}
+}
+
+// TestAudit_InitAndRotate: `godwit audit init` writes the verification key
+// before the first start, and `--rotate` starts a new one; verify needs
+// both, and names the first record of the new key when it lacks it.
+func TestAudit_InitAndRotate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, `
+data_dir: data
+sources: [{id: local, uri: "lungo:source.lungo"}]
+sinks: [{id: audit, type: audit, audit: {path: audit.jsonl}}]
+`)
+	logPath := filepath.Join(dir, "data", "audit.jsonl")
+	os.MkdirAll(filepath.Dir(logPath), 0o755)
+	out, err := cli(t, nil, "audit", "init", "--file", logPath)
+	if err != nil || !containsAll(out, "sealed from record 1", logPath+".key", "move it off this machine") {
+		t.Fatalf("audit init: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(logPath + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v, want mode 0600", fi, err)
+	}
+	runOnce := func() {
+		d := startDaemon(t, cfg)
+		d.waitLine(t, "godwit running")
+		if err := d.stop(t); err != nil {
+			t.Fatalf("serve: %v\n%s", err, d.logs())
+		}
+	}
+	runOnce() // daemon_start, daemon_stop: records 1 and 2
+	out, err = cli(t, nil, "audit", "init", "--file", logPath, "--rotate")
+	if err != nil || !containsAll(out, "sealed from record 3", logPath+".key.3") {
+		t.Fatalf("audit init --rotate: %v\n%s", err, out)
+	}
+	runOnce() // records 3 and 4, with the new key
+	out, err = cli(t, nil, "audit", "verify", "--file", logPath, "--key", logPath+".key")
+	if err == nil || !containsAll(out, "NOT intact", "record index 3") {
+		t.Fatalf("verify with the first key only must stop at record 3: %v\n%s", err, out)
+	}
+	out, err = cli(t, nil, "audit", "verify", "--file", logPath, "--key", logPath+".key", "--key", logPath+".key.3")
+	if err != nil || !containsAll(out, "intact: 4 records", "records 1..2 with key", "records 3..4 with key", "every seal valid") {
+		t.Fatalf("verify with both keys: %v\n%s", err, out)
 	}
 }
