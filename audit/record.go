@@ -313,21 +313,31 @@ func DecodeLine(line []byte) (Record, error) {
 
 // uniqueKeys rejects a member given twice in one object, at any depth:
 // readers disagree on which one counts (Go takes the last, others the
-// first), so a record must not be able to say two things. It reports
-// whether the record has a top-level "seal" member. line must be valid JSON
-// (json.Unmarshal checked it); this only walks it, which is much cheaper
-// than decoding.
+// first), so a record must not be able to say two things. In the objects
+// Go decodes into structs (the record, burst, ns, to and the cluster
+// times) it also rejects names other than lowercase snake_case: Go matches
+// member names without regard to case (and folds 'ſ' to 's'), so "seAl"
+// would be the seal to Go and an unknown member to other readers. It
+// reports whether the record has a top-level "seal" member. line must be
+// valid JSON (json.Unmarshal checked it); this only walks it, which is much
+// cheaper than decoding.
 func uniqueKeys(line []byte) (hasSeal bool, err error) {
 	type scope struct {
-		obj  bool
-		seen map[string]struct{}
+		obj     bool
+		strict  bool // decoded into a struct
+		lastKey string
+		seen    map[string]struct{}
 	}
 	stack := make([]scope, 0, 4)
 	key := false // the next string is a member name
 	for i := 0; i < len(line); i++ {
 		switch line[i] {
 		case '{':
-			stack = append(stack, scope{obj: true})
+			strict := len(stack) == 0
+			if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].strict {
+				_, strict = structMembers[stack[n-1].lastKey]
+			}
+			stack = append(stack, scope{obj: true, strict: strict})
 			key = true
 		case '[':
 			stack = append(stack, scope{})
@@ -354,6 +364,9 @@ func uniqueKeys(line []byte) (hasSeal bool, err error) {
 					}
 				}
 				top := &stack[len(stack)-1]
+				if top.strict && !snakeCase(name) {
+					return false, fmt.Errorf("member name %q: record members are lowercase snake_case", name)
+				}
 				if top.seen == nil {
 					top.seen = make(map[string]struct{}, 24)
 				}
@@ -361,6 +374,7 @@ func uniqueKeys(line []byte) (hasSeal bool, err error) {
 					return false, fmt.Errorf("member %q given twice in one object", name)
 				}
 				top.seen[name] = struct{}{}
+				top.lastKey = name
 				hasSeal = hasSeal || len(stack) == 1 && name == "seal"
 				key = false
 			}
@@ -368,6 +382,21 @@ func uniqueKeys(line []byte) (hasSeal bool, err error) {
 		}
 	}
 	return hasSeal, nil
+}
+
+// structMembers are the members whose object values Go decodes into
+// structs (Burst, change.Namespace, ClusterTime).
+var structMembers = map[string]struct{}{
+	"burst": {}, "ns": {}, "to": {}, "cluster_time": {}, "first_cluster_time": {}, "last_cluster_time": {},
+}
+
+func snakeCase(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // invalidUTF8At returns the offset of the first invalid UTF-8 byte of b.

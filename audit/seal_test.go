@@ -580,6 +580,11 @@ func TestDecodeLine_strict(t *testing.T) {
 		"InvalidUTF8":      {`"x":"` + "\xff\xfe\xc0\xaf" + `",`, "UTF-8"},
 		"DuplicateNested":  {`"details":{"a":1,"a":2},`, `"a" given twice`},
 		"DuplicateTopSeal": {`"seal":"` + audit.Genesis + `",`, `"seal" given twice`},
+		// Go matches member names regardless of case: "Class" would
+		// override class for Go and be ignored by other readers.
+		"CaseFolded":       {`"Class":"drop",`, "snake_case"},
+		"UnicodeFolded":    {`"ſeverity":"critical",`, "snake_case"},
+		"NestedCaseFolded": {`"ns":{"db":"a","DB":"b"},`, "snake_case"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			body, seal := splitLine(ls[1])
