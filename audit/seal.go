@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -45,22 +46,36 @@ var evolveLabel = []byte("godwit audit key evolve")
 
 // sealKey is one key k_j of a segment, with its position.
 type sealKey struct {
-	key []byte // k_j
-	j   uint64 // position in the segment (0: the seal_start record)
+	key []byte    // k_j
+	j   uint64    // position in the segment (0: its first record)
+	mac hash.Hash // HMAC keyed with k_j, made on first use
+}
+
+func (k *sealKey) hmac() hash.Hash {
+	if k.mac == nil {
+		k.mac = hmac.New(sha256.New, k.key)
+	} else {
+		k.mac.Reset()
+	}
+	return k.mac
 }
 
 // seal returns the seal of body under k.
 func (k *sealKey) seal(body []byte) string {
-	m := hmac.New(sha256.New, k.key)
+	m := k.hmac()
 	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(m.Sum(sum[:0]))
 }
 
-// evolve replaces k_j by k_{j+1} and overwrites k_j's bytes.
+// evolve replaces k_j by k_{j+1} and overwrites k_j's bytes. (The HMAC
+// state keyed with k_j, which holds k_j's padded forms, is dropped with it.)
 func (k *sealKey) evolve() {
-	m := hmac.New(sha256.New, k.key)
+	m := k.hmac()
 	m.Write(evolveLabel)
 	next := m.Sum(nil)
+	m.Reset()
+	k.mac = nil
 	clear(k.key)
 	k.key = next
 	k.j++
@@ -75,6 +90,12 @@ func (k *sealKey) evolveTo(j uint64) {
 
 func (k *sealKey) clone() *sealKey {
 	return &sealKey{key: append([]byte(nil), k.key...), j: k.j}
+}
+
+// forget overwrites the key.
+func (k *sealKey) forget() {
+	clear(k.key)
+	k.mac = nil
 }
 
 // keyID is the public name of a verification key: the first 16 hex digits

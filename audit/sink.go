@@ -232,7 +232,7 @@ func (s *Sink) recover(newKey bool) error {
 	var pending []*Record
 	rep, err := scan(io.NewSectionReader(s.f, st.End, end-st.End), s.head, nil, sc, func(r *Record) { pending = append(pending, r) })
 	if sc.cur != nil {
-		clear(sc.cur.key)
+		sc.cur.forget()
 	}
 	if err != nil {
 		var ve *VerifyError
@@ -334,12 +334,12 @@ func (s *Sink) startSealing() error {
 	s.sk = &sealKey{key: k0}
 	s.seg = sealState{KeyID: id, Start: first, KeyFile: path}
 	if err := s.saveState(); err != nil {
-		clear(s.sk.key)
+		s.sk.forget()
 		s.sk, s.seg = old, oldSeg
 		return err
 	}
 	if old != nil {
-		clear(old.key)
+		old.forget()
 	}
 	s.log.Warn().Str("audit_key_file", path).Str("audit_key_id", id).Uint64("audit_sealed_from", first).
 		Msg("audit log sealing starts with a new key: move the key file off this machine (it is needed only to verify: godwit audit verify --key)")
@@ -577,7 +577,7 @@ func (s *Sink) append(recs []*Record) error {
 	var k *sealKey
 	if s.sk != nil {
 		k = s.sk.clone()
-		defer func() { clear(k.key) }()
+		defer func() { k.forget() }()
 	}
 	var buf []byte
 	for _, r := range recs {
@@ -613,8 +613,7 @@ func (s *Sink) append(recs []*Record) error {
 	if k != nil {
 		// Forget the keys that sealed these records: only the next one is
 		// kept (and saved with the state right after).
-		s.sk.key, k.key = k.key, s.sk.key
-		s.sk.j = k.j
+		s.sk, k = k, s.sk
 	}
 	s.stateDirty = true
 	if s.cfg.HeadEvery > 0 && h.Index/uint64(s.cfg.HeadEvery) > s.loggedHead/uint64(s.cfg.HeadEvery) {
@@ -760,7 +759,7 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	errs = append(errs, s.f.Close())
 	if s.sk != nil {
-		clear(s.sk.key)
+		s.sk.forget()
 	}
 	return errors.Join(errs...)
 }

@@ -131,7 +131,7 @@ func (sc *sealCheck) check(rec *Record) (string, error) {
 		nk := &sealKey{key: append([]byte(nil), k.key...)}
 		if checkSeal(nk, rec) {
 			if sc.cur != nil {
-				clear(sc.cur.key)
+				sc.cur.forget()
 			}
 			sc.cur, sc.curID = nk, k.ID
 			sc.segments = append(sc.segments, Segment{FirstIndex: rec.Index, KeyID: k.ID})
