@@ -45,7 +45,8 @@ const (
 //	      severity: critical
 type Config struct {
 	// Path is the audit log file (JSON lines). Required. The sink keeps its
-	// state next to it, in Path + ".state".
+	// state (with the current sealing key) next to it, in Path + ".state",
+	// and writes the verification key to Path + ".key" when sealing starts.
 	Path string `yaml:"path"`
 	// Disable turns built-in classes off (see BuiltinClasses).
 	Disable []string `yaml:"disable"`

@@ -40,7 +40,56 @@ var (
 
 	// ErrBadHead is returned by ParseHead for text that is not INDEX:HASH.
 	ErrBadHead = errors.New("bad audit head")
+
+	// ErrBadSeal is returned (wrapped in a *VerifyError, or as the reason a
+	// Sink halted) when a record's seal does not verify with the sealing key
+	// of its position: the record was written by someone without godwit's
+	// sealing key at that moment, even if its hash chain is correct.
+	ErrBadSeal = errors.New("audit record seal does not verify")
+
+	// ErrUnsealed is returned (wrapped in a *VerifyError, or as the reason a
+	// Sink halted) for a record without a seal after sealing started.
+	ErrUnsealed = errors.New("audit record not sealed")
+
+	// ErrUnknownKey is returned (wrapped in a *VerifyError, or as the reason
+	// a Sink halted) for a seal_start record naming a key that was not given
+	// to CheckSealed (or that the sink did not make).
+	ErrUnknownKey = errors.New("audit record sealed with an unknown key")
+
+	// ErrBadKey is returned by ReadKeyFile for a file that is not a valid
+	// verification key, and by CheckSealed when no key is given.
+	ErrBadKey = errors.New("bad audit key")
+
+	// ErrTailMismatch is the reason a Sink halted when a record after its
+	// saved state does not match the outbox event it claims (its seq is
+	// already processed, or redelivering that event does not produce it).
+	ErrTailMismatch = errors.New("audit record does not match the outbox event it claims")
+
+	// ErrSealStateLost is the reason a Sink halted when the log is sealed but
+	// the state file holding the current sealing key is missing or
+	// unreadable: godwit can neither check the tail nor seal new records.
+	ErrSealStateLost = errors.New("audit sealing key state lost")
 )
+
+// HaltError is the reason a Sink halted: returned (wrapped in
+// sink.ErrHalted) by Deliver and RecordSystem, and by Sink.Halted. It names
+// the first bad record when there is one.
+type HaltError struct {
+	// Err is the *VerifyError of the first bad record, or one of the
+	// sentinels above.
+	Err error
+	// Fix says what the operator can do.
+	Fix string
+}
+
+func (e *HaltError) Error() string {
+	if e.Fix == "" {
+		return "audit log refused: " + e.Err.Error()
+	}
+	return "audit log refused: " + e.Err.Error() + "; " + e.Fix
+}
+
+func (e *HaltError) Unwrap() error { return e.Err }
 
 // VerifyError names the first record that failed verification.
 type VerifyError struct {

@@ -46,3 +46,9 @@ func MirroredThrough(s *Sink) uint64 {
 	}
 	return s.mirror.next - 1
 }
+
+// WithoutSealing opens a sink that writes the plain hash chain godwit wrote
+// before sealing, so that benchmarks can compare the two in one run.
+func WithoutSealing() Option {
+	return func(o *openOptions) { o.plain = true }
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/sink"
 )
 
 // t0 is the event time tests start from.
@@ -243,4 +245,112 @@ func verifyPath(path string) (uint64, error) {
 	}
 	defer f.Close()
 	return audit.Verify(f, nil)
+}
+
+// openHalted opens the log at cfg.Path and checks that the sink refuses it:
+// Open succeeds (the daemon keeps serving), Halted names the reason, and
+// Deliver halts the runner without recording anything.
+func openHalted(t testing.TB, cfg audit.Config, want error, opts ...audit.Option) *audit.Sink {
+	t.Helper()
+	s, err := audit.Open(cfg, zerolog.Nop(), opts...)
+	if err != nil {
+		t.Fatalf("Open = %v, want a halted sink", err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	herr := s.Halted()
+	if !errors.Is(herr, want) {
+		t.Fatalf("Halted() = %v, want %v", herr, want)
+	}
+	before, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Deliver(context.Background(), (&feed{}).records(fixture(t, "drop")))
+	if !errors.Is(err, sink.ErrHalted) || !errors.Is(err, want) {
+		t.Fatalf("Deliver on a halted sink = %v, want sink.ErrHalted and %v", err, want)
+	}
+	if err := s.RecordSystem(context.Background(), audit.SystemEvent{Class: audit.ClassDaemonStart}); !errors.Is(err, sink.ErrHalted) {
+		t.Fatalf("RecordSystem on a halted sink = %v, want sink.ErrHalted", err)
+	}
+	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
+		t.Fatal("a halted sink changed the log")
+	}
+	return s
+}
+
+// keyFiles returns the verification key files written next to the log.
+func keyFiles(t testing.TB, path string) []string {
+	t.Helper()
+	names, err := filepath.Glob(path + ".key*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// verifySealed checks the log at path with the key files.
+func verifySealed(t testing.TB, path string, keyPaths ...string) (audit.Report, error) {
+	t.Helper()
+	var keys []audit.VerifyKey
+	for _, p := range keyPaths {
+		k, err := audit.ReadKeyFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return audit.CheckSealed(f, nil, keys)
+}
+
+func checkSealed(t testing.TB, path string, keyPaths ...string) audit.Report {
+	t.Helper()
+	rep, err := verifySealed(t, path, keyPaths...)
+	if err != nil {
+		t.Fatalf("verify --key %s: %v", path, err)
+	}
+	return rep
+}
+
+// legacyLine is a record as godwit wrote it before sealing existed.
+func legacyLine(index int, prev string) ([]byte, string) {
+	body := fmt.Sprintf(`{"index":%d,"prev":"%s","class":"daemon_start","severity":"low","time":"2026-05-01T10:00:00Z","recorded_at":"2026-05-01T10:00:00Z","message":"start %d"}`, index, prev, index)
+	sum := sha256.Sum256([]byte(body))
+	h := hex.EncodeToString(sum[:])
+	return []byte(body[:len(body)-1] + `,"hash":"` + h + `"}` + "\n"), h
+}
+
+// legacyLog writes a log of n records as an older godwit did (no seals, no
+// state file) and returns its path.
+func legacyLog(t testing.TB, n int) string {
+	t.Helper()
+	path := logPath(t)
+	prev := audit.Genesis
+	var ls [][]byte
+	for i := 1; i <= n; i++ {
+		var l []byte
+		l, prev = legacyLine(i, prev)
+		ls = append(ls, l)
+	}
+	writeLines(t, path, ls)
+	return path
+}
+
+// legacyState writes the state file an older godwit kept next to the log
+// at path (processed through outbox sequence seq).
+func legacyState(t testing.TB, path string, seq uint64) {
+	t.Helper()
+	ls := lines(t, path)
+	last, err := audit.DecodeLine(ls[len(ls)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fmt.Sprintf(`{"version":1,"index":%d,"hash":"%s","end":%d,"processed_seq":%d,"detector":{}}`, last.Index, last.Hash, len(bytes.Join(ls, nil)), seq)
+	if err := os.WriteFile(path+".state", []byte(st), 0o640); err != nil {
+		t.Fatal(err)
+	}
 }

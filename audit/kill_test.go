@@ -155,6 +155,12 @@ func TestSink_killed(t *testing.T) {
 			if got := summarize(recs); got != want {
 				t.Fatalf("after %d kills:\n%s\nwant:\n%s", kills, got, want)
 			}
+			// Every seal verifies with the key written on the first start
+			// (a kill between writing a key file and saving the state
+			// leaves an unused one beside it).
+			if rep := checkSealed(t, filepath.Join(dir, "audit.jsonl"), keyFiles(t, filepath.Join(dir, "audit.jsonl"))...); rep.SealedFrom() != 1 || len(rep.Segments) != 1 {
+				t.Fatalf("after %d kills: segments %+v, want one from record 1", kills, rep.Segments)
+			}
 			midRun = midRun || slices.ContainsFunc(progress, func(n int) bool { return n > 0 && n < len(recs) })
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/godwit-dev/godwit/change"
 )
@@ -138,6 +139,11 @@ type Record struct {
 	User    string         `json:"user,omitempty"`
 	Message string         `json:"message,omitempty"`
 	Details map[string]any `json:"details,omitempty"`
+	// Seal is the forward-secure seal: HMAC-SHA256 (hex) of this line
+	// without its seal and hash members, under the sealing key of its
+	// position (see docs/audit.md). Records written before sealing started
+	// have none. It must stay just before Hash.
+	Seal string `json:"seal,omitempty"`
 	// Hash is the SHA-256 (hex) of this line with the hash member removed;
 	// see docs/audit.md. It must stay the last field.
 	Hash string `json:"hash,omitempty"`
@@ -195,14 +201,22 @@ func (r Record) Line() []byte {
 // hashSuffixLen is the length of `,"hash":"<64 hex>"}`.
 const hashSuffixLen = len(`,"hash":"`) + 64 + len(`"}`)
 
-// encodeRecord sets r.Hash and returns the line (with newline) for r. r.Index
-// and r.Prev must be set.
-func encodeRecord(r *Record) ([]byte, error) {
-	r.Hash = ""
+// encodeRecord sets r.Seal (when k is not nil) and r.Hash and returns the
+// line (with newline) for r. r.Index and r.Prev must be set.
+func encodeRecord(r *Record, k *sealKey) ([]byte, error) {
+	r.Hash, r.Seal = "", ""
 	r.line = nil
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode audit record %d (%s): %w", r.Index, r.Class, err)
+	}
+	if k != nil {
+		r.Seal = k.seal(body)
+		sealed := make([]byte, 0, len(body)+sealSuffixLen+hashSuffixLen+1)
+		sealed = append(sealed, body[:len(body)-1]...)
+		sealed = append(sealed, `,"seal":"`...)
+		sealed = append(sealed, r.Seal...)
+		body = append(sealed, `"}`...)
 	}
 	sum := sha256.Sum256(body)
 	r.Hash = hex.EncodeToString(sum[:])
@@ -253,9 +267,18 @@ func isHex64(s string) bool {
 }
 
 // DecodeLine decodes one line of an audit log (a trailing newline is
-// allowed). It checks the record's shape, not its hash: Verify does that.
+// allowed). It checks the record's shape, not its hash or seal: Verify does
+// that. The line must be valid UTF-8 and one JSON object with no member
+// given twice (at any depth), ending in the hash member, preceded by the
+// seal member if the record is sealed.
 func DecodeLine(line []byte) (Record, error) {
 	line = bytes.TrimSuffix(line, []byte{'\n'})
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		return Record{}, fmt.Errorf("%w: a newline inside the line at byte %d: one record per line", ErrMalformedRecord, i)
+	}
+	if !utf8.Valid(line) {
+		return Record{}, fmt.Errorf("%w: not valid UTF-8 at byte %d", ErrMalformedRecord, invalidUTF8At(line))
+	}
 	stored, ok := splitHash(line)
 	if !ok {
 		return Record{}, fmt.Errorf(`%w: does not end with a "hash" member of 64 hex digits`, ErrMalformedRecord)
@@ -264,8 +287,15 @@ func DecodeLine(line []byte) (Record, error) {
 	if err := json.Unmarshal(line, &r); err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrMalformedRecord, err)
 	}
-	if err := uniqueKeys(line); err != nil {
+	hasSeal, err := uniqueKeys(line)
+	if err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrMalformedRecord, err)
+	}
+	if hasSeal {
+		unhashed := append(append([]byte(nil), line[:len(line)-hashSuffixLen]...), '}')
+		if _, s, ok := splitSeal(unhashed); !ok || s != r.Seal {
+			return Record{}, fmt.Errorf(`%w: a "seal" member must be 64 hex digits, just before "hash"`, ErrMalformedRecord)
+		}
 	}
 	switch {
 	case r.Index == 0:
@@ -281,23 +311,42 @@ func DecodeLine(line []byte) (Record, error) {
 	return r, nil
 }
 
-// uniqueKeys rejects a top-level member given twice: readers disagree on
-// which one counts (Go takes the last, others the first), so a record must
-// not be able to say two things. line must be valid JSON (json.Unmarshal
-// checked it); this only walks it, which is much cheaper than decoding.
-func uniqueKeys(line []byte) error {
-	seen := make(map[string]struct{}, 24)
-	depth := 0
-	key := false // the next string at depth 1 is a member name
+// uniqueKeys rejects a member given twice in one object, at any depth:
+// readers disagree on which one counts (Go takes the last, others the
+// first), so a record must not be able to say two things. In the objects
+// Go decodes into structs (the record, burst, ns, to and the cluster
+// times) it also rejects names other than lowercase snake_case: Go matches
+// member names without regard to case (and folds 'ſ' to 's'), so "seAl"
+// would be the seal to Go and an unknown member to other readers. It
+// reports whether the record has a top-level "seal" member. line must be
+// valid JSON (json.Unmarshal checked it); this only walks it, which is much
+// cheaper than decoding.
+func uniqueKeys(line []byte) (hasSeal bool, err error) {
+	type scope struct {
+		obj     bool
+		strict  bool // decoded into a struct
+		lastKey string
+		seen    map[string]struct{}
+	}
+	stack := make([]scope, 0, 4)
+	key := false // the next string is a member name
 	for i := 0; i < len(line); i++ {
 		switch line[i] {
-		case '{', '[':
-			depth++
-			key = depth == 1 && line[i] == '{'
+		case '{':
+			strict := len(stack) == 0
+			if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].strict {
+				_, strict = structMembers[stack[n-1].lastKey]
+			}
+			stack = append(stack, scope{obj: true, strict: strict})
+			key = true
+		case '[':
+			stack = append(stack, scope{})
+			key = false
 		case '}', ']':
-			depth--
+			stack = stack[:len(stack)-1]
+			key = false
 		case ',':
-			key = depth == 1
+			key = len(stack) > 0 && stack[len(stack)-1].obj
 		case '"':
 			j := i + 1
 			escaped := false
@@ -311,19 +360,55 @@ func uniqueKeys(line []byte) error {
 				name := string(line[i+1 : j])
 				if escaped {
 					if err := json.Unmarshal(line[i:j+1], &name); err != nil {
-						return err
+						return false, err
 					}
 				}
-				if _, dup := seen[name]; dup {
-					return fmt.Errorf("member %q given twice", name)
+				top := &stack[len(stack)-1]
+				if top.strict && !snakeCase(name) {
+					return false, fmt.Errorf("member name %q: record members are lowercase snake_case", name)
 				}
-				seen[name] = struct{}{}
+				if top.seen == nil {
+					top.seen = make(map[string]struct{}, 24)
+				}
+				if _, dup := top.seen[name]; dup {
+					return false, fmt.Errorf("member %q given twice in one object", name)
+				}
+				top.seen[name] = struct{}{}
+				top.lastKey = name
+				hasSeal = hasSeal || len(stack) == 1 && name == "seal"
 				key = false
 			}
 			i = j
 		}
 	}
-	return nil
+	return hasSeal, nil
+}
+
+// structMembers are the members whose object values Go decodes into
+// structs (Burst, change.Namespace, ClusterTime).
+var structMembers = map[string]struct{}{
+	"burst": {}, "ns": {}, "to": {}, "cluster_time": {}, "first_cluster_time": {}, "last_cluster_time": {},
+}
+
+func snakeCase(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// invalidUTF8At returns the offset of the first invalid UTF-8 byte of b.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // Head identifies the end of a log: the last record's index and hash. The

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/godwit-dev/godwit/audit"
 )
@@ -103,6 +104,12 @@ func FuzzDecodeLine(f *testing.F) {
 		}
 		if r.Index == 0 || r.Class == "" || len(r.Hash) != 64 || len(r.Prev) != 64 {
 			t.Fatalf("accepted a record without index, class, hash or prev: %+v", r)
+		}
+		if !utf8.Valid(line) {
+			t.Fatalf("accepted invalid UTF-8: %q", line)
+		}
+		if r.Seal != "" && !bytes.HasSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte(`,"seal":"`+r.Seal+`","hash":"`+r.Hash+`"}`)) {
+			t.Fatalf("accepted a seal that is not just before the hash: %q", line)
 		}
 		if !bytes.Equal(r.Line(), bytes.TrimSuffix(line, []byte("\n"))) {
 			t.Fatal("Line() is not the decoded line")

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ type Sink struct {
 	cls       *classifier
 	statePath string
 	now       func() time.Time
+	plain     bool
 
 	mu         sync.Mutex
 	f          *os.File
@@ -43,7 +45,15 @@ type Sink struct {
 	processed  uint64
 	det        *detector
 	replay     map[string]uint64
-	stateDirty bool // the state file is behind memory
+	replayIdx  map[string]uint64 // replay key -> index of the record in the log
+	stateDirty bool              // the state file is behind memory
+	// sk is the key the next record is sealed with (nil: not sealing);
+	// seg names its segment.
+	sk  *sealKey
+	seg sealState
+	// halted is why the sink refuses to write (a *HaltError), nil if it
+	// does not.
+	halted     error
 	loggedHead uint64
 	broken     error // a failed write could not be undone: reopen
 	closed     bool
@@ -60,6 +70,18 @@ type Option func(*openOptions)
 type openOptions struct {
 	mirrorColl lungo.ICollection
 	now        func() time.Time
+	newKey     bool
+	plain      bool // benchmarks only: the unsealed chain of before, for comparison
+}
+
+// WithNewKey makes Open start a new sealing segment with a new key (key
+// rotation), after checking the log as usual. It also lets a sealed log
+// whose state file (and so its sealing key) was lost continue, with a new
+// key; records after the last one the lost key sealed are then covered by
+// the new key's first seal and the chain only. 'godwit audit init --rotate'
+// uses it.
+func WithNewKey() Option {
+	return func(o *openOptions) { o.newKey = true }
 }
 
 // WithClock makes the sink read time (recorded_at, and the time of system
@@ -71,8 +93,17 @@ func WithClock(now func() time.Time) Option {
 
 // Open opens (or creates) the audit log of cfg. It cuts a torn last line
 // left by a crash, checks that the log still ends where the state file says
-// (so a cut or rewritten tail is refused, not extended), and restores
-// deduplication and mass-delete state.
+// (so a cut or rewritten tail is refused, not extended), that records after
+// the saved state carry valid seals and belong to the outbox events they
+// claim, and restores deduplication, mass-delete and sealing state. A log
+// that is not sealed yet (new, or written by an older godwit) starts being
+// sealed at its next record: the verification key is written to
+// cfg.Path + ".key" (see Sealing).
+//
+// Evidence of tampering does not fail Open: the sink opens halted (Halted
+// names the first bad record), refuses to write, and Deliver returns an
+// error wrapping sink.ErrHalted, so the runner halts and nothing is
+// acknowledged. Open fails for I/O errors, a bad config and a locked log.
 func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("audit config: %w", err)
@@ -92,7 +123,9 @@ func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 		cls:       newClassifier(cfg, log),
 		statePath: cfg.Path + ".state",
 		now:       o.now,
+		plain:     o.plain,
 		replay:    map[string]uint64{},
+		replayIdx: map[string]uint64{},
 	}
 	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
@@ -106,9 +139,14 @@ func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 		return nil, fmt.Errorf("lock audit log %s: %w", cfg.Path, err)
 	}
 	s.f = f
-	if err := s.recover(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open audit log %s: %w", cfg.Path, err)
+	if err := s.recover(o.newKey); err != nil {
+		var he *HaltError
+		if !errors.As(err, &he) {
+			f.Close()
+			return nil, fmt.Errorf("open audit log %s: %w", cfg.Path, err)
+		}
+		s.halted = he
+		s.log.Error().Err(he).Msg("audit sink halted: it records nothing until this is resolved; events wait in the outbox")
 	}
 	s.loggedHead = s.head.Index
 	s.logHead("audit log opened")
@@ -123,8 +161,16 @@ func Open(cfg Config, log zerolog.Logger, opts ...Option) (*Sink, error) {
 	return s, nil
 }
 
+// halt is the error recover returns for evidence of tampering.
+func (s *Sink) halt(err error, fix string) error { return &HaltError{Err: err, Fix: fix} }
+
+// evidence is the advice for a log that fails a check.
+func (s *Sink) evidence() string {
+	return fmt.Sprintf("run 'godwit audit verify --file %s --key KEYFILE' and keep the files as evidence; to start a new log, stop godwit and move %s and %s aside", s.cfg.Path, s.cfg.Path, s.statePath)
+}
+
 // recover brings the sink to the state after the last durable record.
-func (s *Sink) recover() error {
+func (s *Sink) recover(newKey bool) error {
 	fi, err := s.f.Stat()
 	if err != nil {
 		return err
@@ -154,12 +200,12 @@ func (s *Sink) recover() error {
 		s.log.Warn().Err(stErr).Msg("audit state unreadable; rebuilding from the log")
 	}
 	if st == nil {
-		return s.rebuild(stErr)
+		return s.rebuild(stErr, newKey)
 	}
 
 	if st.End > end {
-		return fmt.Errorf("%w: the log has %d bytes but godwit wrote %d (through record %d); run 'godwit audit verify --file %s --head %s' and keep the file as evidence; to start a new log, move both %s and %s aside",
-			ErrTailCut, end, st.End, st.Index, s.cfg.Path, Head{st.Index, st.Hash}, s.cfg.Path, s.statePath)
+		return s.halt(fmt.Errorf("%w: the log has %d bytes but godwit wrote %d (through record %d)", ErrTailCut, end, st.End, st.Index),
+			fmt.Sprintf("run 'godwit audit verify --file %s --head %s' and keep the file as evidence; to start a new log, stop godwit and move both %s and %s aside", s.cfg.Path, Head{st.Index, st.Hash}, s.cfg.Path, s.statePath))
 	}
 	if err := s.checkRecordAt(st.End, Head{Index: st.Index, Hash: st.Hash}); err != nil {
 		return err
@@ -169,52 +215,94 @@ func (s *Sink) recover() error {
 	s.det.load(st.Detector)
 	for k, v := range st.Replay {
 		s.replay[k] = v
+		s.replayIdx[k] = st.ReplayIndex[k]
+	}
+	sc := &sealCheck{noSeals: true}
+	if st.Seal != nil {
+		s.sk, _ = st.Seal.key(st.Index) // readState checked it
+		s.seg = *st.Seal
+		sc = &sealCheck{cur: s.sk.clone(), curID: s.seg.KeyID, sealed: true}
 	}
 
 	// Records after the saved state were written by a batch (or a Close)
-	// whose state was never saved. A redelivered event must not write them
-	// again; a burst flushed by Close must not stay open.
+	// whose state was never saved. They are accepted only if they carry the
+	// seals of godwit's current key and belong to the events they claim:
+	// anything else was written by someone else. A redelivered event must
+	// not write them again; a burst flushed by Close must not stay open.
 	var pending []*Record
-	rep, err := scan(io.NewSectionReader(s.f, st.End, end-st.End), s.head, nil, func(r *Record) { pending = append(pending, r) })
+	rep, err := scan(io.NewSectionReader(s.f, st.End, end-st.End), s.head, nil, sc, func(r *Record) { pending = append(pending, r) })
+	if sc.cur != nil {
+		sc.cur.forget()
+	}
 	if err != nil {
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return s.halt(fmt.Errorf("a record after the last saved state (through record %d) was not written by godwit: %w", st.Index, err), s.evidence())
+		}
 		return fmt.Errorf("records after the saved state: %w", err)
 	}
-	s.head = rep.Head
 	for _, r := range pending {
 		switch {
 		case r.Class == ClassMassDelete && r.Burst != nil && r.Burst.Ended == EndedClose && r.NS != nil:
-			s.det.forget(r.Source, *r.NS, r.Burst.FirstSeq)
+			if r.Seq != s.processed || !s.det.forget(r.Source, *r.NS, r.Burst.FirstSeq) {
+				return s.halt(fmt.Errorf("%w: record %d says Close ended a burst of %s that started at outbox event %d, but no such burst was open when godwit last saved its state", ErrTailMismatch, r.Index, r.NS, r.Burst.FirstSeq), s.evidence())
+			}
 		case r.Seq > s.processed:
 			s.replay[replayKey(r)] = r.Seq
+			s.replayIdx[replayKey(r)] = r.Index
+		case r.Seq != 0:
+			return s.halt(fmt.Errorf("%w: record %d claims outbox event %d, which godwit had processed before (through %d) when it last saved its state", ErrTailMismatch, r.Index, r.Seq, s.processed), s.evidence())
 		}
+	}
+	s.head = rep.Head
+	if s.sk != nil {
+		s.sk.evolveTo(s.head.Index + 1 - s.seg.Start)
 	}
 	if len(pending) > 0 {
 		s.log.Info().Int("records", len(pending)).Uint64("processed_seq", s.processed).
-			Msg("audit log: records after the saved state; their redelivered events will not be recorded again")
-		return s.saveState()
+			Msg("audit log: records after the saved state carry valid seals; their redelivered events will not be recorded again")
+		if err := s.saveState(); err != nil {
+			return err
+		}
+	}
+	if s.sk == nil || newKey {
+		return s.startSealing()
 	}
 	return nil
 }
 
 // rebuild recovers without a state file: dedup falls back to the highest
-// recorded sequence and mass-delete state starts empty.
-func (s *Sink) rebuild(stErr error) error {
+// recorded sequence and mass-delete state starts empty. A sealed log cannot
+// be continued without its sealing key: the sink halts, unless newKey.
+func (s *Sink) rebuild(stErr error, newKey bool) error {
 	if s.end == 0 {
-		// A new log. Saving the state now means that from here on a
-		// missing state file is a loss worth a record, and a crash in the
-		// first batch recovers like any other.
-		return s.saveState()
+		// A new log. Saving the state now (startSealing does) means that
+		// from here on a missing state file is a loss worth a record, and a
+		// crash in the first batch recovers like any other.
+		return s.startSealing()
 	}
 	var maxSeq uint64
-	rep, err := scan(io.NewSectionReader(s.f, 0, s.end), s.head, nil, func(r *Record) { maxSeq = max(maxSeq, r.Seq) })
+	rep, err := scan(io.NewSectionReader(s.f, 0, s.end), s.head, nil, &sealCheck{}, func(r *Record) { maxSeq = max(maxSeq, r.Seq) })
 	if err != nil {
-		return fmt.Errorf("no usable state file and the log does not verify: %w", err)
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return s.halt(fmt.Errorf("no usable state file and the log does not verify: %w", err), s.evidence())
+		}
+		return err
 	}
-	s.head = rep.Head
-	s.processed = maxSeq
 	why := "the state file " + s.statePath + " is missing"
 	if stErr != nil {
 		why = stErr.Error()
+	}
+	if rep.SealedFrom() != 0 && !newKey {
+		return s.halt(fmt.Errorf("%w: %s, and with it the key that seals record %d; godwit cannot check the records it did not account for, nor seal new ones", ErrSealStateLost, why, rep.Head.Index+1),
+			fmt.Sprintf("restore %s from a backup, or run 'godwit audit verify --file %s --key KEYFILE' and then 'godwit audit init --file %s --rotate' to go on with a new key", s.statePath, s.cfg.Path, s.cfg.Path))
+	}
+	s.head = rep.Head
+	s.processed = maxSeq
+	// Seal from the reset record on: it says what was lost.
+	if err := s.startSealing(); err != nil {
+		return err
 	}
 	r := &Record{
 		Class:    ClassStateReset,
@@ -229,11 +317,70 @@ func (s *Sink) rebuild(stErr error) error {
 	return s.saveState()
 }
 
+// startSealing starts a segment at the next record with a new key: it
+// writes the verification key file (durably, before anything is sealed with
+// it), then the state holding the key. A crash in between leaves an unused
+// key file; the next Open writes another one.
+func (s *Sink) startSealing() error {
+	if s.plain {
+		return s.saveState()
+	}
+	first := s.head.Index + 1
+	k0, id, path, err := newKeyFile(s.cfg.Path, first, s.now())
+	if err != nil {
+		return err
+	}
+	old, oldSeg := s.sk, s.seg
+	s.sk = &sealKey{key: k0}
+	s.seg = sealState{KeyID: id, Start: first, KeyFile: path}
+	if err := s.saveState(); err != nil {
+		s.sk.forget()
+		s.sk, s.seg = old, oldSeg
+		return err
+	}
+	if old != nil {
+		old.forget()
+	}
+	s.log.Warn().Str("audit_key_file", path).Str("audit_key_id", id).Uint64("audit_sealed_from", first).
+		Msg("audit log sealing starts with a new key: move the key file off this machine (it is needed only to verify: godwit audit verify --key)")
+	return nil
+}
+
+// Sealing describes the current sealing segment.
+type Sealing struct {
+	// KeyID names the verification key of the segment.
+	KeyID string `json:"key_id"`
+	// Start is the index of the segment's first record.
+	Start uint64 `json:"start"`
+	// KeyFile is where its verification key was written when the segment
+	// started (it may have been moved since, as it should).
+	KeyFile string `json:"key_file"`
+}
+
+// Sealing returns the current sealing segment; ok is false when the sink
+// does not seal (it halted before it could start).
+func (s *Sink) Sealing() (seg Sealing, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sk == nil {
+		return Sealing{}, false
+	}
+	return Sealing{KeyID: s.seg.KeyID, Start: s.seg.Start, KeyFile: s.seg.KeyFile}, true
+}
+
+// Halted returns why the sink refuses to write (a *HaltError naming the
+// first bad record), or nil.
+func (s *Sink) Halted() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halted
+}
+
 // checkRecordAt checks that the record ending at offset end is h.
 func (s *Sink) checkRecordAt(end int64, h Head) error {
 	if h.Index == 0 {
 		if end != 0 {
-			return fmt.Errorf("%w: the state file names an empty log at byte %d", ErrHeadMismatch, end)
+			return s.halt(fmt.Errorf("%w: the state file names an empty log at byte %d", ErrHeadMismatch, end), s.evidence())
 		}
 		return nil
 	}
@@ -243,8 +390,8 @@ func (s *Sink) checkRecordAt(end int64, h Head) error {
 	}
 	r, err := DecodeLine(line)
 	if err != nil || r.Index != h.Index || r.Hash != h.Hash || contentHash(r.line) != r.Hash {
-		return fmt.Errorf("%w: record %d is not the one godwit wrote there (hash %s); run 'godwit audit verify --file %s --head %s'",
-			ErrHeadMismatch, h.Index, h.Hash, s.cfg.Path, h)
+		return s.halt(fmt.Errorf("%w: record %d is not the one godwit wrote there (hash %s)", ErrHeadMismatch, h.Index, h.Hash),
+			fmt.Sprintf("run 'godwit audit verify --file %s --head %s' and keep the file as evidence; to start a new log, stop godwit and move both %s and %s aside", s.cfg.Path, h, s.cfg.Path, s.statePath))
 	}
 	return nil
 }
@@ -297,10 +444,20 @@ func (s *Sink) Deliver(_ context.Context, batch []outbox.Record) error {
 			kept = append(kept, r)
 		}
 		recs = kept
+		// A record left by a crash that its event, redelivered, does not
+		// produce again was not written for that event.
+		var bad string
+		var badIdx uint64
 		for k, seq := range replay {
-			if seq <= processed {
-				delete(replay, k) // its event is past: it will never come again
+			if seq <= processed && (bad == "" || s.replayIdx[k] < badIdx) {
+				bad, badIdx = k, s.replayIdx[k]
 			}
+		}
+		if bad != "" {
+			s.halted = s.halt(fmt.Errorf("%w: record %d (%s) claims outbox event %d, but that event, delivered again, does not produce it (if the audit config changed since the crash, restore it and restart)",
+				ErrTailMismatch, badIdx, strings.ReplaceAll(bad, "|", " "), replay[bad]), s.evidence())
+			s.log.Error().Err(s.halted).Msg("audit sink halted")
+			return s.usable()
 		}
 		changed = true
 	}
@@ -315,6 +472,11 @@ func (s *Sink) Deliver(_ context.Context, batch []outbox.Record) error {
 		return err
 	}
 	s.det, s.processed, s.replay = det, processed, replay
+	for k := range s.replayIdx {
+		if _, ok := replay[k]; !ok {
+			delete(s.replayIdx, k)
+		}
+	}
 	return s.saveState()
 }
 
@@ -393,6 +555,9 @@ func (s *Sink) usable() error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.halted != nil {
+		return fmt.Errorf("%w: %w", sink.ErrHalted, s.halted)
+	}
 	if s.broken != nil {
 		return fmt.Errorf("audit log %s: an earlier write failed and could not be undone (%v); restart godwit to reopen the log", s.cfg.Path, s.broken)
 	}
@@ -407,15 +572,25 @@ func (s *Sink) append(recs []*Record) error {
 	}
 	now := s.now().UTC()
 	h := s.head
+	// Seal with a copy: the key in use moves on only once the records are
+	// durable, so a failed write can be retried with the right keys.
+	var k *sealKey
+	if s.sk != nil {
+		k = s.sk.clone()
+		defer func() { k.forget() }()
+	}
 	var buf []byte
 	for _, r := range recs {
 		r.Index, r.Prev = h.Index+1, h.Hash
 		if r.RecordedAt.IsZero() {
 			r.RecordedAt = now
 		}
-		line, err := encodeRecord(r)
+		line, err := encodeRecord(r, k)
 		if err != nil {
 			return err
+		}
+		if k != nil {
+			k.evolve()
 		}
 		buf = append(buf, line...)
 		h = Head{Index: r.Index, Hash: r.Hash}
@@ -435,6 +610,11 @@ func (s *Sink) append(recs []*Record) error {
 	}
 	s.end += int64(len(buf))
 	s.head = h
+	if k != nil {
+		// Forget the keys that sealed these records: only the next one is
+		// kept (and saved with the state right after).
+		s.sk, k = k, s.sk
+	}
 	s.stateDirty = true
 	if s.cfg.HeadEvery > 0 && h.Index/uint64(s.cfg.HeadEvery) > s.loggedHead/uint64(s.cfg.HeadEvery) {
 		s.loggedHead = h.Index
@@ -458,7 +638,12 @@ func (s *Sink) saveState() error {
 		return err
 	}
 	st := &stateFile{Version: stateVersion, Index: s.head.Index, Hash: s.head.Hash, End: s.end,
-		ProcessedSeq: s.processed, Detector: s.det.state(), Replay: s.replay}
+		ProcessedSeq: s.processed, Detector: s.det.state(), Replay: s.replay, ReplayIndex: s.replayIdx}
+	if s.sk != nil {
+		seg := s.seg
+		seg.Next, seg.Key = s.seg.Start+s.sk.j, hex.EncodeToString(s.sk.key)
+		st.Seal = &seg
+	}
 	if err := writeState(s.statePath, st); err != nil {
 		// The records are durable; the next call saves the state again.
 		s.stateDirty = true
@@ -552,7 +737,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	if s.broken == nil {
+	if s.broken == nil && s.halted == nil {
 		det := s.det.clone()
 		var recs []*Record
 		for _, b := range det.flush(EndedClose) {
@@ -573,5 +758,8 @@ func (s *Sink) Close(ctx context.Context) error {
 		errs = append(errs, s.mirror.stop(ctx))
 	}
 	errs = append(errs, s.f.Close())
+	if s.sk != nil {
+		s.sk.forget()
+	}
 	return errors.Join(errs...)
 }

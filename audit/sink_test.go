@@ -351,26 +351,20 @@ func TestOpen(t *testing.T) {
 	t.Run("RefusesCutTail", func(t *testing.T) {
 		path, _ := systemLog(t, 5)
 		writeLines(t, path, lines(t, path)[:3])
-		if _, err := audit.Open(audit.Config{Path: path}, zerolog.Nop()); !errors.Is(err, audit.ErrTailCut) {
-			t.Fatalf("Open = %v, want ErrTailCut", err)
-		}
+		openHalted(t, audit.Config{Path: path}, audit.ErrTailCut)
 	})
 	t.Run("RefusesRewrittenTail", func(t *testing.T) {
 		path, _ := systemLog(t, 5)
 		ls := lines(t, path)
 		ls[4] = bytes.Replace(ls[4], []byte("start 5"), []byte("start 6"), 1)
 		writeLines(t, path, ls)
-		if _, err := audit.Open(audit.Config{Path: path}, zerolog.Nop()); !errors.Is(err, audit.ErrHeadMismatch) {
-			t.Fatalf("Open = %v, want ErrHeadMismatch", err)
-		}
+		openHalted(t, audit.Config{Path: path}, audit.ErrHeadMismatch)
 	})
 	t.Run("RefusesTamperedRecordsAfterState", func(t *testing.T) {
 		path, _ := systemLog(t, 2)
 		ls := lines(t, path)
 		writeLines(t, path, append(ls, []byte(`{"index":3,"prev":"`+audit.Genesis+`","class":"x","hash":"`+audit.Genesis+`"}`+"\n")))
-		if _, err := audit.Open(audit.Config{Path: path}, zerolog.Nop()); err == nil {
-			t.Fatal("Open accepted a forged record after the saved head")
-		}
+		openHalted(t, audit.Config{Path: path}, audit.ErrHashMismatch)
 	})
 	t.Run("WithoutStateFile", func(t *testing.T) {
 		path := logPath(t)
@@ -382,7 +376,14 @@ func TestOpen(t *testing.T) {
 		if err := os.Remove(path + ".state"); err != nil {
 			t.Fatal(err)
 		}
-		s = open(t, audit.Config{Path: path})
+		// The state held the sealing key: without it godwit can neither
+		// check what it did not account for nor seal.
+		closeSink(t, openHalted(t, audit.Config{Path: path}, audit.ErrSealStateLost))
+		// Going on takes a new key, on purpose.
+		s, err := audit.Open(audit.Config{Path: path}, zerolog.Nop(), audit.WithNewKey())
+		if err != nil {
+			t.Fatal(err)
+		}
 		deliver(t, s, batch) // a redelivery: nothing new
 		deliver(t, s, f.records(fixture(t, "drop")))
 		closeSink(t, s)
@@ -394,15 +395,28 @@ func TestOpen(t *testing.T) {
 		if fmt.Sprint(classes) != "[drop rename dropDatabase audit_state_reset drop]" {
 			t.Fatalf("classes %v", classes)
 		}
+		rep := checkSealed(t, path, keyFiles(t, path)...)
+		if len(rep.Segments) != 2 || rep.Segments[1].FirstIndex != 4 {
+			t.Fatalf("segments %+v, want a new key from the reset record (4)", rep.Segments)
+		}
 	})
-	t.Run("CorruptStateFile", func(t *testing.T) {
-		path, _ := systemLog(t, 2)
-		os.WriteFile(path+".state", []byte("{not json"), 0o640)
+	t.Run("WithoutStateFileUnsealed", func(t *testing.T) {
+		// A log of an older godwit, which did not seal: rebuilt as before,
+		// and sealed from the reset record on.
+		path := legacyLog(t, 3)
 		s := open(t, audit.Config{Path: path})
 		closeSink(t, s)
 		recs := readLog(t, path)
-		if len(recs) != 3 || recs[2].Class != audit.ClassStateReset || !strings.Contains(recs[2].Message, "corrupt") {
+		if len(recs) != 4 || recs[3].Class != audit.ClassStateReset || recs[3].Seal == "" || recs[2].Seal != "" {
 			t.Fatalf("records %+v", recs)
+		}
+	})
+	t.Run("CorruptStateFile", func(t *testing.T) {
+		path, _ := systemLog(t, 2)
+		os.WriteFile(path+".state", []byte("{not json"), 0o600)
+		s := openHalted(t, audit.Config{Path: path}, audit.ErrSealStateLost)
+		if !strings.Contains(s.Halted().Error(), "corrupt") {
+			t.Fatalf("halted: %v, want it to say the state file is corrupt", s.Halted())
 		}
 	})
 }

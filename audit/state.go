@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,41 @@ type stateFile struct {
 	// batch whose state was never saved) to the sequence of the event that
 	// wrote them; a redelivery of that event skips them.
 	Replay map[string]uint64 `json:"replay,omitempty"`
+	// ReplayIndex maps the same keys to the index of the record, so that a
+	// record that its event does not reproduce can be named.
+	ReplayIndex map[string]uint64 `json:"replay_index,omitempty"`
+	// Seal is the current sealing key; absent while the log is not sealed.
+	// It makes this file a secret (mode 0600): whoever reads it can seal
+	// records from Next on, though no earlier one.
+	Seal *sealState `json:"seal,omitempty"`
+}
+
+// sealState is the sealing key the next record is sealed with.
+type sealState struct {
+	// KeyID and Start name the segment: its verification key and the index
+	// of its first record.
+	KeyID string `json:"key_id"`
+	Start uint64 `json:"start"`
+	// Next is the index the key seals: the index after the state's head.
+	Next uint64 `json:"next"`
+	// Key is k_{Next-Start}, hex.
+	Key string `json:"key"`
+	// KeyFile is where the verification key was written.
+	KeyFile string `json:"key_file,omitempty"`
+}
+
+// key decodes the sealing key of a state whose head is index.
+func (ss *sealState) key(index uint64) (*sealKey, error) {
+	k, err := hex.DecodeString(ss.Key)
+	switch {
+	case err != nil || len(k) != keyLen:
+		return nil, fmt.Errorf("seal.key must be %d hex digits", 2*keyLen)
+	case ss.Next != index+1:
+		return nil, fmt.Errorf("seal.next is %d but the state's head is %d", ss.Next, index)
+	case ss.Start == 0 || ss.Start > ss.Next:
+		return nil, fmt.Errorf("seal.start %d is impossible with seal.next %d", ss.Start, ss.Next)
+	}
+	return &sealKey{key: k, j: ss.Next - ss.Start}, nil
 }
 
 // readState returns nil, nil when there is no state file.
@@ -48,22 +84,32 @@ func readState(path string) (*stateFile, error) {
 	if st.Index > 0 && !isHex64(st.Hash) || st.Index == 0 && st.Hash != Genesis || st.End < 0 {
 		return nil, fmt.Errorf("state file %s names an impossible head %d:%s at byte %d", path, st.Index, st.Hash, st.End)
 	}
+	if st.Seal != nil {
+		if _, err := st.Seal.key(st.Index); err != nil {
+			return nil, fmt.Errorf("state file %s is corrupt: %w", path, err)
+		}
+	}
 	return &st, nil
 }
 
 // writeState replaces the state file atomically: a crash leaves the old
-// state or the new one, never a mix.
+// state or the new one, never a mix. The old file (and with it the old
+// sealing key) is unlinked once the new one is durable; its blocks are not
+// overwritten (see docs/audit.md, Key handling).
 func writeState(path string, st *stateFile) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
+	err = f.Chmod(0o600) // a leftover .tmp keeps its mode under O_TRUNC
+	if err == nil {
+		_, err = f.Write(b)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

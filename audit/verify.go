@@ -18,6 +18,33 @@ type Report struct {
 	// ignored: a crash while writing leaves one (the sink cuts it when it
 	// opens the log again), and so does reading a log while it is written.
 	Incomplete int
+	// Segments are the sealing segments, in log order. Records before the
+	// first one are not sealed (written before sealing started); they are
+	// covered by the chain only, and by the first sealed record's prev.
+	// Without keys (Check) one segment stands for every sealed record: key
+	// rotations cannot be told apart.
+	Segments []Segment
+	// SealsChecked is true when the seals were checked with keys (CheckSealed);
+	// otherwise only their presence was.
+	SealsChecked bool
+}
+
+// Segment is a run of records sealed with one key.
+type Segment struct {
+	// FirstIndex is the index of its first record.
+	FirstIndex uint64 `json:"first_index"`
+	// KeyID names its verification key (empty without keys).
+	KeyID string `json:"key_id,omitempty"`
+	// Records is the number of records in it.
+	Records uint64 `json:"records"`
+}
+
+// SealedFrom returns the index of the first sealed record, 0 if none is.
+func (r Report) SealedFrom() uint64 {
+	if len(r.Segments) == 0 {
+		return 0
+	}
+	return r.Segments[0].FirstIndex
 }
 
 // Verify reads a whole audit log and checks its hash chain: every record's
@@ -33,16 +60,119 @@ func Verify(r io.Reader, head *Head) (uint64, error) {
 	return rep.Records, err
 }
 
-// Check is Verify returning the log's head as well.
+// Check is Verify returning the log's head as well. It checks that every
+// record after the first sealed one is sealed too, but not the seals: that
+// needs the keys (CheckSealed).
 func Check(r io.Reader, head *Head) (Report, error) {
-	return scan(r, Head{Hash: Genesis}, head, nil)
+	return scan(r, Head{Hash: Genesis}, head, &sealCheck{}, nil)
+}
+
+// CheckSealed is Check that also checks every seal with the verification
+// keys (one per sealing segment; see ReadKeyFile). A record that is not
+// sealed with the key of its position — appended, inserted or rewritten by
+// someone without godwit's sealing key at that moment, even with a correct
+// hash chain — is reported as a *VerifyError (ErrBadSeal, ErrUnsealed or
+// ErrUnknownKey). keys must not be empty.
+func CheckSealed(r io.Reader, head *Head, keys []VerifyKey) (Report, error) {
+	if len(keys) == 0 {
+		return Report{}, fmt.Errorf("%w: no verification key given", ErrBadKey)
+	}
+	sc := &sealCheck{keys: map[uint64][]VerifyKey{}}
+	for _, k := range keys {
+		sc.keys[k.FirstIndex] = append(sc.keys[k.FirstIndex], k)
+	}
+	rep, err := scan(r, Head{Hash: Genesis}, head, sc, nil)
+	rep.SealsChecked = true
+	if err != nil {
+		return rep, err
+	}
+	for _, k := range keys {
+		if k.FirstIndex > rep.Head.Index {
+			return rep, &VerifyError{Line: int(rep.Head.Index) + 1, Want: rep.Head.Index + 1, Err: ErrTailCut,
+				Reason: fmt.Sprintf("key %s (%s) started sealing at index %d, but the log ends at index %d: records %d.. were cut off", k.ID, k.Path, k.FirstIndex, rep.Head.Index, rep.Head.Index+1)}
+		}
+	}
+	return rep, nil
+}
+
+// sealCheck is the seal state of a scan.
+type sealCheck struct {
+	// keys are the verification keys by the index they start at; nil checks
+	// only that seals are present where they must be.
+	keys map[uint64][]VerifyKey
+	// cur is the key the next record is sealed with, when known.
+	cur   *sealKey
+	curID string
+	// sealed: a sealed record was passed, so every later one must be sealed.
+	sealed bool
+	// noSeals (the sink's tail of a log it never sealed): a sealed record
+	// there was not written by godwit.
+	noSeals  bool
+	segments []Segment
+}
+
+// check checks rec's seal; it returns a reason and sentinel on failure.
+func (sc *sealCheck) check(rec *Record) (string, error) {
+	starts := sc.keys[rec.Index]
+	if rec.Seal == "" {
+		switch {
+		case sc.sealed || sc.cur != nil:
+			return "the record has no seal though sealing is in force here: it was appended or rewritten by someone without godwit's sealing key", ErrUnsealed
+		case len(starts) > 0:
+			return fmt.Sprintf("key %s (%s) started sealing at this record, but it has no seal: the seals were stripped and the chain recomputed", starts[0].ID, starts[0].Path), ErrUnsealed
+		}
+		return "", nil
+	}
+	if sc.noSeals {
+		return "a sealed record after the saved state of a log godwit has not sealed yet: godwit did not write it", ErrUnknownKey
+	}
+	for _, k := range starts {
+		// A segment starts here (sealing started, or the key was rotated).
+		nk := &sealKey{key: append([]byte(nil), k.key...)}
+		if checkSeal(nk, rec) {
+			if sc.cur != nil {
+				sc.cur.forget()
+			}
+			sc.cur, sc.curID = nk, k.ID
+			sc.segments = append(sc.segments, Segment{FirstIndex: rec.Index, KeyID: k.ID})
+			break
+		}
+	}
+	switch {
+	case sc.cur == nil && len(starts) > 0:
+		return fmt.Sprintf("the seal does not verify with key %s (%s), which starts sealing here: the record was changed (or a record before it, through prev), or the key belongs to another log", starts[0].ID, starts[0].Path), ErrBadSeal
+	case sc.cur == nil && sc.keys != nil:
+		return fmt.Sprintf("the record is sealed, but no key given starts at index %d: give the key file whose first_index is %d, or the record was written by someone else", rec.Index, rec.Index), ErrUnknownKey
+	case sc.cur == nil:
+		// Without keys: only presence is checked.
+		if !sc.sealed {
+			sc.segments = append(sc.segments, Segment{FirstIndex: rec.Index})
+		}
+	case len(sc.segments) > 0 && sc.segments[len(sc.segments)-1].FirstIndex == rec.Index:
+		// Just checked with the key that starts here.
+	case !checkSeal(sc.cur, rec):
+		reason := "the seal does not verify with the sealing key of its position: the record was appended, inserted or rewritten by someone without godwit's sealing key at that moment (a correct hash chain does not make it genuine)"
+		if len(starts) > 0 {
+			reason = fmt.Sprintf("the seal verifies neither with the running key nor with key %s, which starts here: the record was forged", starts[0].ID)
+		}
+		return reason, ErrBadSeal
+	}
+	if sc.cur != nil {
+		sc.cur.evolve()
+	}
+	sc.sealed = true
+	if n := len(sc.segments); n > 0 {
+		sc.segments[n-1].Records++
+	}
+	return "", nil
 }
 
 // scan checks the records of r, which continue a chain whose head is start
 // (line numbers count from there), and calls fn for each intact record.
-func scan(r io.Reader, start Head, head *Head, fn func(*Record)) (Report, error) {
+func scan(r io.Reader, start Head, head *Head, sc *sealCheck, fn func(*Record)) (rep Report, err error) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	rep := Report{Head: start}
+	rep = Report{Head: start}
+	defer func() { rep.Segments = sc.segments }()
 	var before Head // the record before rep.Head, for telling an insert
 	haveBefore := false
 	line := int(start.Index)
@@ -91,6 +221,9 @@ func scan(r io.Reader, start Head, head *Head, fn func(*Record)) (Report, error)
 		if head != nil && rec.Index == head.Index && rec.Hash != head.Hash {
 			return rep, &VerifyError{Line: line, Index: rec.Index, Want: want, Err: ErrHeadMismatch,
 				Reason: fmt.Sprintf("hash %s differs from the exported head %s: the log was rewritten up to here", rec.Hash, head)}
+		}
+		if reason, serr := sc.check(&rec); serr != nil {
+			return rep, &VerifyError{Line: line, Index: rec.Index, Want: want, Err: serr, Reason: reason}
 		}
 		before, haveBefore = rep.Head, true
 		rep.Head = Head{Index: rec.Index, Hash: rec.Hash}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"time"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/outbox"
@@ -56,8 +57,15 @@ func (d *Daemon) Status() Status {
 		}
 		st.Sources = append(st.Sources, ss)
 	}
-	for _, r := range d.runners {
+	for i, r := range d.runners {
 		rs := r.Status()
+		if a, ok := d.sinks[i].(*audit.Sink); ok && !rs.Halted {
+			// An audit sink that refused its log at open halts its runner
+			// only at the next delivery: report it now.
+			if err := a.Halted(); err != nil {
+				rs.Halted, rs.LastError = true, err.Error()
+			}
+		}
 		var backlog uint64
 		if st.Outbox.Last > rs.Acked {
 			backlog = st.Outbox.Last - rs.Acked

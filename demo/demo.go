@@ -66,6 +66,9 @@ type Summary struct {
 	EventsFile string            `json:"events_file"`
 	Audited    uint64            `json:"audited"`
 	AuditLog   string            `json:"audit_log"`
+	// AuditKey is the audit log's verification key file (move it offline
+	// in real use); the check verifies every seal with it.
+	AuditKey string `json:"audit_key"`
 	// Replicated counts events delivered to the replica pipeline; the
 	// check compares the replica with the source document by document.
 	Replicated uint64 `json:"replicated"`
@@ -189,7 +192,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	}
 	sum.Captured = st.Captured
 	sum.Problems = append(sum.Problems, Verify(ob, sum.EventsFile, opts.Seed, opts.Ops)...)
-	audited, problems := verifyAudit(ob, sum.AuditLog, sum.Written, opts)
+	audited, problems := verifyAudit(ob, sum, opts)
 	sum.Audited = audited
 	sum.Problems = append(sum.Problems, problems...)
 	sum.Replicated = sum.Delivered[replicaSinkID]
@@ -552,16 +555,33 @@ var lungoErrNoDocuments = mongo.ErrNoDocuments
 // verifyAudit checks the audit log: its hash chain is intact, every drop in
 // the outbox has exactly one drop record, and the deliberate delete burst is
 // recorded as a mass delete whenever this run wrote a whole one.
-func verifyAudit(ob *outbox.Outbox, path string, written int, opts Options) (uint64, []string) {
+func verifyAudit(ob *outbox.Outbox, sum *Summary, opts Options) (uint64, []string) {
+	path, written := sum.AuditLog, sum.Written
 	var problems []string
+	// The demo leaves the verification key next to the log: a real
+	// deployment moves it offline.
+	var keys []audit.VerifyKey
+	names, _ := filepath.Glob(path + ".key*")
+	for _, name := range names {
+		k, err := audit.ReadKeyFile(name)
+		if err != nil {
+			return 0, []string{fmt.Sprintf("audit key: %v", err)}
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return 0, []string{fmt.Sprintf("audit log %s: no verification key %s.key", path, path)}
+	}
+	sum.AuditKey = keys[0].Path
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, []string{fmt.Sprintf("audit log: %v", err)}
 	}
 	defer f.Close()
-	n, err := audit.Verify(f, nil)
+	rep, err := audit.CheckSealed(f, nil, keys)
+	n := rep.Records
 	if err != nil {
-		return n, []string{fmt.Sprintf("audit log %s does not verify: %v", path, err)}
+		return n, []string{fmt.Sprintf("audit log %s does not verify with its key: %v", path, err)}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return n, []string{err.Error()}

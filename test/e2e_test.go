@@ -58,6 +58,7 @@ type demoSummary struct {
 	Outbox     string            `json:"outbox"`
 	Audited    uint64            `json:"audited"`
 	AuditLog   string            `json:"audit_log"`
+	AuditKey   string            `json:"audit_key"`
 	Replicated uint64            `json:"replicated"`
 	Triggered  uint64            `json:"triggered"`
 }
@@ -88,8 +89,8 @@ func TestDemo_VerifiesEndToEnd(t *testing.T) {
 	}
 	// The workload's drop and delete burst are in the audit log, which
 	// verifies.
-	out, err := exec.Command(godwit, "audit", "verify", "--file", s.AuditLog).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d records", s.Audited)) {
+	out, err := exec.Command(godwit, "audit", "verify", "--file", s.AuditLog, "--key", s.AuditKey).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d records", s.Audited)) || !strings.Contains(string(out), "every seal valid") {
 		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
 	out, err = exec.Command(godwit, "audit", "query", "--file", s.AuditLog, "--class", "drop,mass_delete", "--json").Output()

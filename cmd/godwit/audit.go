@@ -8,18 +8,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 )
 
 func init() {
-	register(command{name: "audit", summary: "verify, export the head of, or query the audit log", run: runAudit})
+	register(command{name: "audit", summary: "start sealing, verify, export the head of, or query the audit log", run: runAudit})
 }
 
-const auditUsage = `Usage: godwit audit <verify|head|query> [flags]
+const auditUsage = `Usage: godwit audit <init|verify|head|query> [flags]
 
-  verify --file PATH [--head INDEX:HASH]
-        check the hash chain; exit 1 naming the first bad record
+  init --file PATH [--rotate]
+        start sealing the log (godwit serve does it too on first start) and
+        write its verification key to PATH.key; --rotate starts a new key
+  verify --file PATH [--key KEYFILE]... [--head INDEX:HASH]
+        check the hash chain, and with --key every seal; exit 1 naming the
+        first bad record
   head --file PATH
         verify, then print the head (INDEX:HASH) to keep somewhere safe
   query --file PATH [--since T] [--until T] [--ns GLOB] [--class C]
@@ -34,6 +40,8 @@ func runAudit(ctx context.Context, m *Main, args []string) error {
 		return errUsage
 	}
 	switch args[0] {
+	case "init":
+		return auditInit(ctx, m, args[1:])
 	case "verify":
 		return auditVerify(m, args[1:])
 	case "head":
@@ -49,12 +57,72 @@ func runAudit(ctx context.Context, m *Main, args []string) error {
 	}
 }
 
-func auditVerify(m *Main, args []string) error {
-	fs := m.newFlags("audit verify", "--file PATH [--head INDEX:HASH]")
-	file := fs.String("file", "", "audit log to verify (required)")
-	headFlag := fs.String("head", "", "a head exported earlier with 'godwit audit head' (INDEX:HASH): the log must still reach it unchanged")
+func auditInit(ctx context.Context, m *Main, args []string) error {
+	fs := m.newFlags("audit init", "--file PATH [--rotate]")
+	file := fs.String("file", "", "audit log (required; created if missing). godwit must not be running on it")
+	rotate := fs.Bool("rotate", false, "start a new sealing key even if the log is sealed already (key rotation, or going on after the state file was lost)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *file == "" {
+		fmt.Fprintln(m.Stderr, "godwit audit init: --file is required")
+		return errUsage
+	}
+	var opts []audit.Option
+	if *rotate {
+		opts = append(opts, audit.WithNewKey())
+	}
+	s, err := audit.Open(audit.Config{Path: *file}, zerolog.Nop(), opts...) // what matters is printed below
+	if err != nil {
+		return err
+	}
+	herr := s.Halted()
+	seg, sealed := s.Sealing()
+	if err := s.Close(ctx); err != nil {
+		return err
+	}
+	if herr != nil {
+		return &exitError{code: 1, msg: herr.Error()}
+	}
+	if !sealed {
+		return &exitError{code: 1, msg: fmt.Sprintf("%s is not sealed", *file)}
+	}
+	fmt.Fprintf(m.Stdout, "%s is sealed from record %d with key %s\n", *file, seg.Start, seg.KeyID)
+	if _, err := os.Stat(seg.KeyFile); err == nil {
+		fmt.Fprintf(m.Stdout, "verification key: %s\n", seg.KeyFile)
+		fmt.Fprintf(m.Stdout, "move it off this machine now (godwit never needs it again; 'godwit audit verify --key' does)\n")
+	} else {
+		fmt.Fprintf(m.Stdout, "its verification key was written to %s and has been moved away, as it should\n", seg.KeyFile)
+	}
+	return nil
+}
+
+// keysFlag collects repeatable --key files.
+type keysFlag []string
+
+func (k *keysFlag) String() string { return strings.Join(*k, ",") }
+func (k *keysFlag) Set(v string) error {
+	*k = append(*k, v)
+	return nil
+}
+
+func auditVerify(m *Main, args []string) error {
+	fs := m.newFlags("audit verify", "--file PATH [--key KEYFILE]... [--head INDEX:HASH]")
+	file := fs.String("file", "", "audit log to verify (required)")
+	headFlag := fs.String("head", "", "a head exported earlier with 'godwit audit head' (INDEX:HASH): the log must still reach it unchanged")
+	var keyFiles keysFlag
+	fs.Var(&keyFiles, "key", "verification key file written when sealing started (PATH.key); repeat it for each key after rotations")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var keys []audit.VerifyKey
+	for _, p := range keyFiles {
+		k, err := audit.ReadKeyFile(p)
+		if err != nil {
+			fmt.Fprintf(m.Stderr, "godwit audit verify: --key: %v\n", err)
+			return errUsage
+		}
+		keys = append(keys, k)
 	}
 	if *file == "" {
 		fmt.Fprintln(m.Stderr, "godwit audit verify: --file is required")
@@ -69,13 +137,26 @@ func auditVerify(m *Main, args []string) error {
 		}
 		head = &h
 	}
-	rep, err := checkFile(*file, head)
+	rep, err := checkFile(*file, head, keys)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(m.Stdout, "intact: %d records, head %s\n", rep.Records, rep.Head)
 	if head != nil {
 		fmt.Fprintf(m.Stdout, "reaches the given head %d unchanged\n", head.Index)
+	}
+	switch from := rep.SealedFrom(); {
+	case from == 0:
+		fmt.Fprintf(m.Stdout, "not sealed: only the hash chain protects it (godwit seals from its next record once it runs)\n")
+	case rep.SealsChecked:
+		if from > 1 {
+			fmt.Fprintf(m.Stdout, "records 1..%d were written before sealing started: the chain and record %d's seal cover them\n", from-1, from)
+		}
+		for _, sg := range rep.Segments {
+			fmt.Fprintf(m.Stdout, "sealed: records %d..%d with key %s, every seal valid\n", sg.FirstIndex, sg.FirstIndex+sg.Records-1, sg.KeyID)
+		}
+	default:
+		fmt.Fprintf(m.Stdout, "sealed from record %d: seals not checked; give the verification key with --key to detect records forged with a recomputed chain\n", from)
 	}
 	if rep.Incomplete > 0 {
 		fmt.Fprintf(m.Stderr, "note: ignored an incomplete last line (%d bytes): a record being written, or left by a crash\n", rep.Incomplete)
@@ -93,7 +174,7 @@ func auditHead(m *Main, args []string) error {
 		fmt.Fprintln(m.Stderr, "godwit audit head: --file is required")
 		return errUsage
 	}
-	rep, err := checkFile(*file, nil)
+	rep, err := checkFile(*file, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -101,15 +182,20 @@ func auditHead(m *Main, args []string) error {
 	return nil
 }
 
-// checkFile verifies the log at path; a broken chain is exit code 1 with
-// the first bad record named.
-func checkFile(path string, head *audit.Head) (audit.Report, error) {
+// checkFile verifies the log at path (with keys: its seals too); a broken
+// chain or a bad seal is exit code 1 with the first bad record named.
+func checkFile(path string, head *audit.Head, keys []audit.VerifyKey) (audit.Report, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return audit.Report{}, err
 	}
 	defer f.Close()
-	rep, err := audit.Check(f, head)
+	var rep audit.Report
+	if len(keys) > 0 {
+		rep, err = audit.CheckSealed(f, head, keys)
+	} else {
+		rep, err = audit.Check(f, head)
+	}
 	var ve *audit.VerifyError
 	if errors.As(err, &ve) {
 		return rep, &exitError{code: 1, msg: fmt.Sprintf("%s is NOT intact after %d good records: %v", path, rep.Records, err)}

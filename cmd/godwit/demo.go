@@ -65,7 +65,7 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 		fmt.Fprintf(m.Stdout, "  events file:         %s\n", sum.EventsFile)
 		fmt.Fprintf(m.Stdout, "  replicated:          %d events into %s (compared document by document)\n", sum.Replicated, sum.Replica)
 		fmt.Fprintf(m.Stdout, "  trigger calls:       %d  (cache updater, audit enricher, notifier; their writes checked)\n", sum.Triggered)
-		fmt.Fprintf(m.Stdout, "  audit records:       %d  (%s; check it with `godwit audit verify --file %s`)\n", sum.Audited, sum.AuditLog, sum.AuditLog)
+		fmt.Fprintf(m.Stdout, "  audit records:       %d  (%s; check it with `godwit audit verify --file %s --key %s`)\n", sum.Audited, sum.AuditLog, sum.AuditLog, sum.AuditKey)
 		for _, p := range sum.Problems {
 			fmt.Fprintf(m.Stdout, "  PROBLEM: %s\n", p)
 		}
