@@ -142,7 +142,9 @@ func freeAddr(t *testing.T) string {
 // daemon is killed with SIGKILL and restarted three times. The stream
 // reconnects by itself; the application sees every event in order, each
 // once; the events are exactly the outbox's, and the documents' n are
-// exactly the writer's (no gap at the source either). A new stream of the
+// exactly the writer's (no gap at the source either). The application
+// acks a few events behind, so godwit sends those again after each
+// restart: the stream must not hand them out twice. A new stream of the
 // subscription starts after the last acknowledged event.
 func TestStream_ResumesAfterKill9(t *testing.T) {
 	ctx := testwait.Context(t)
@@ -163,6 +165,7 @@ func TestStream_ResumesAfterKill9(t *testing.T) {
 	}
 	var seqs []uint64
 	var ns []int64
+	const kills, per, lag = 3, 40, 5
 	read := func(n int) {
 		t.Helper()
 		for range n {
@@ -176,18 +179,25 @@ func TestStream_ResumesAfterKill9(t *testing.T) {
 				t.Fatal(err)
 			}
 			seqs, ns = append(seqs, s.Event().Sequence), append(ns, doc.N)
-			if err := s.Ack(); err != nil {
-				t.Fatal(err)
+			// Handled in a pipeline: the last few events are not acked yet
+			// when the daemon dies, so its durable cursor is behind what
+			// the stream has handed out, and it sends them again.
+			if len(seqs) > lag {
+				if err := s.AckSequence(seqs[len(seqs)-1-lag]); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
-	const kills, per = 3, 40
 	for range kills {
 		read(per)
 		daemon.kill(t)
 		daemon = startChild(t, dir, addr)
 	}
 	read(per)
+	if err := s.Ack(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil { // the last acks reach the daemon
 		t.Fatal(err)
 	}
