@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -203,9 +204,21 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial godwit at %s: %w", addr, ctx.Err())
 		}
-		return nil, fmt.Errorf("dial godwit at %s: %w: %s (is godwit running there, with api.grpc_addr %s?)", addr, ErrUnavailable, status.Convert(err).Message(), addr)
+		msg := status.Convert(err).Message()
+		return nil, fmt.Errorf("dial godwit at %s: %w: %s (%s)", addr, ErrUnavailable, msg, dialHint(msg, addr))
 	}
 	return c, nil
+}
+
+// dialHint says what to check after a failed dial.
+func dialHint(msg, addr string) string {
+	switch {
+	case strings.Contains(msg, "certificate") || strings.Contains(msg, "handshake") || strings.Contains(msg, "tls:"):
+		return "check TLS: WithTLSFiles needs the CA that signed godwit's certificate, and a client certificate when godwit asks for one (api.tls.client_ca)"
+	case strings.Contains(msg, "server preface") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset"):
+		return "godwit closed the connection: does it serve TLS (api.tls; use WithTLS or WithTLSFiles) or require a client certificate (mTLS)?"
+	}
+	return "is godwit running there, with api.grpc_addr " + addr + "?"
 }
 
 func (o *dialOptions) tlsConfig() (*tls.Config, error) {

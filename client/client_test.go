@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/client"
 	"github.com/godwit-dev/godwit/internal/testwait"
+	"github.com/godwit-dev/godwit/rpc/rpctest"
 	"github.com/godwit-dev/godwit/server/servertest"
 )
 
@@ -303,4 +305,40 @@ sources: [{id: shop, uri: "lungo:source.lungo"}]
 			t.Errorf("Dial of a bad address: %v", err)
 		}
 	})
+}
+
+// TestDial_TLS: with mTLS, a client with the CA and a client certificate
+// subscribes; one without a client certificate is refused at Dial, one
+// that does not trust the daemon's CA too.
+func TestDial_TLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := rpctest.NewCA(t, dir, "godwit")
+	srvPair, cliPair := ca.Server(t, "server"), ca.Client(t, "app")
+	other := rpctest.NewCA(t, dir, "other")
+	srv := servertest.Start(t, dir, fmt.Sprintf(`
+api: {http_addr: "off", grpc_addr: "127.0.0.1:0", tls: {cert: %q, key: %q, client_ca: %q}}
+sources: [{id: shop, uri: "lungo:source.lungo"}]
+`, srvPair.CertFile, srvPair.KeyFile, ca.CertFile))
+	ctx := testwait.Context(t)
+	c := dial(t, srv, client.WithTLSFiles(ca.CertFile, cliPair.CertFile, cliPair.KeyFile))
+	s := subscribe(t, c, client.Filter{Namespaces: []string{"shop.tls"}})
+	want := write(t, srv, 1, insertN("tls", 0, 1))
+	if !s.Next(ctx) || s.Event().Sequence != want {
+		t.Fatalf("over mTLS: %v, %v", s.Event(), s.Err())
+	}
+	for name, opts := range map[string][]client.DialOption{
+		"no client certificate": {client.WithTLSFiles(ca.CertFile, "", "")},
+		"another CA":            {client.WithTLSFiles(other.CertFile, cliPair.CertFile, cliPair.KeyFile)},
+		"plaintext":             nil,
+	} {
+		if _, err := client.Dial(ctx, srv.RPC.Addr(), opts...); !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("%s: Dial returned %v, want ErrUnavailable with the reason", name, err)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if _, err := client.Dial(ctx, srv.RPC.Addr(), client.WithTLSFiles(ca.CertFile, cliPair.CertFile, "")); err == nil ||
+		!strings.Contains(err.Error(), "go together") {
+		t.Errorf("a certificate without its key: %v", err)
+	}
 }
