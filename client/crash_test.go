@@ -145,7 +145,8 @@ func freeAddr(t *testing.T) string {
 // exactly the writer's (no gap at the source either). The application
 // acks a few events behind, so godwit sends those again after each
 // restart: the stream must not hand them out twice. A new stream of the
-// subscription starts after the last acknowledged event.
+// subscription starts after the last acknowledged event. A live stream
+// read only after the last restart gets the same events.
 func TestStream_ResumesAfterKill9(t *testing.T) {
 	ctx := testwait.Context(t)
 	dir, addr := t.TempDir(), freeAddr(t)
@@ -163,6 +164,15 @@ func TestStream_ResumesAfterKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A live stream, read only at the end: it reconnects from the
+	// sequence after the last one it saw, across the restarts.
+	live, err := c.Subscribe(ctx, client.Filter{Namespaces: []string{"shop.ticks"}},
+		client.Backoff(20*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	liveStart := live.Started().Start
 	var seqs []uint64
 	var ns []int64
 	const kills, per, lag = 3, 40, 5
@@ -210,6 +220,14 @@ func TestStream_ResumesAfterKill9(t *testing.T) {
 		t.Errorf("a new stream started at %+v, want resumed at %d (after the last ack)", st, last+1)
 	}
 	s2.Close()
+	liveWant := seqs[slices.IndexFunc(seqs, func(seq uint64) bool { return seq >= liveStart }):]
+	var liveSeqs []uint64
+	for len(liveSeqs) < len(liveWant) && live.Next(ctx) {
+		liveSeqs = append(liveSeqs, live.Event().Sequence)
+	}
+	if !slices.Equal(liveSeqs, liveWant) {
+		t.Errorf("the live stream (started at %d) read %v, want %v", liveStart, brief(liveSeqs), brief(liveWant))
+	}
 	daemon.kill(t)
 
 	if reconnects == 0 {
