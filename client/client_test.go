@@ -342,3 +342,23 @@ sources: [{id: shop, uri: "lungo:source.lungo"}]
 		t.Errorf("a certificate without its key: %v", err)
 	}
 }
+
+// TestStream_GiveUpAfter: with GiveUpAfter, a stream whose daemon is gone
+// stops retrying and says so; every attempt was reported to OnReconnect.
+func TestStream_GiveUpAfter(t *testing.T) {
+	srv := servertest.Start(t, t.TempDir(), testConfig)
+	c := dial(t, srv)
+	var attempts []error
+	s := subscribe(t, c, client.Filter{}, client.GiveUpAfter(300*time.Millisecond), client.Backoff(10*time.Millisecond, 50*time.Millisecond),
+		client.OnReconnect(func(err error, attempt int, _ time.Duration) { attempts = append(attempts, err) }))
+	srv.Stop()
+	if s.Next(testwait.Context(t)) || !errors.Is(s.Err(), client.ErrUnavailable) || !strings.Contains(s.Err().Error(), "gave up") {
+		t.Fatalf("Next with the daemon gone: %v", s.Err())
+	}
+	if len(attempts) < 2 || !errors.Is(attempts[0], client.ErrUnavailable) {
+		t.Fatalf("OnReconnect saw %v", attempts)
+	}
+	if s.Next(testwait.Context(t)) || !errors.Is(s.Err(), client.ErrUnavailable) {
+		t.Fatalf("Next after giving up: %v, want the same error again", s.Err())
+	}
+}

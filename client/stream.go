@@ -251,9 +251,12 @@ func (s *Stream) request() *pb.SubscribeRequest {
 		OperationTypes: s.filter.Operations, IgnoreNamespaces: s.filter.IgnoreNamespaces,
 		DurableName: s.o.durable, Encoding: pb.Encoding_ENCODING_BSON, MaxLag: s.o.maxLag, IncludeRaw: s.o.raw}
 	switch {
-	case s.opened && s.o.durable == "":
-		// Go on after what this stream has looked at; a durable
-		// subscription resumes at its cursor instead.
+	case s.opened:
+		// Go on after what this stream has looked at. A durable
+		// subscription resumes at its cursor instead (godwit ignores the
+		// start of one that exists), or, deleted while the connection
+		// was down, is created again here rather than at the original
+		// start.
 		r.Start = &pb.SubscribeRequest_FromSequence{FromSequence: s.pos + 1}
 	case s.o.start == startSequence:
 		r.Start = &pb.SubscribeRequest_FromSequence{FromSequence: s.o.fromSeq}
@@ -481,7 +484,7 @@ func (s *Stream) Ack() error { return s.AckSequence(s.last) }
 
 // AckSequence acknowledges every event up to sequence seq, for
 // applications that finish events later than Next returns them (in
-// order).
+// order). Unlike the rest of Stream, it may be called from any goroutine.
 func (s *Stream) AckSequence(seq uint64) error {
 	if s.acks == nil {
 		return ErrNotDurable
