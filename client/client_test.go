@@ -16,7 +16,9 @@ import (
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/client"
+	"github.com/godwit-dev/godwit/events"
 	"github.com/godwit-dev/godwit/internal/testwait"
+	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
 	"github.com/godwit-dev/godwit/server/servertest"
 )
@@ -360,5 +362,42 @@ func TestStream_GiveUpAfter(t *testing.T) {
 	}
 	if s.Next(testwait.Context(t)) || !errors.Is(s.Err(), client.ErrUnavailable) {
 		t.Fatalf("Next after giving up: %v, want the same error again", s.Err())
+	}
+}
+
+// TestStream_AckCheckpoint: events a durable subscription's filter drops
+// do not hold its cursor back: once the application acknowledged what it
+// was sent, godwit's checkpoints are acknowledged too, while Next waits.
+func TestStream_AckCheckpoint(t *testing.T) {
+	srv := servertest.Start(t, t.TempDir(), testConfig)
+	c := dial(t, srv)
+	ctx := testwait.Context(t)
+	s := subscribe(t, c, client.Filter{Namespaces: []string{"shop.wanted"}}, client.Durable("cp"), client.AckEvery(1000, 50*time.Millisecond))
+	write(t, srv, 1, insertN("wanted", 0, 1))
+	if !s.Next(ctx) {
+		t.Fatal(s.Err())
+	}
+	if err := s.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	next := make(chan uint64, 1)
+	go func() { // Next reads the checkpoints while it waits for an event
+		if !s.Next(ctx) {
+			next <- 0
+			return
+		}
+		next <- s.Event().Sequence
+	}()
+	others := write(t, srv, 20, insertN("other", 0, 20))
+	err := srv.Daemon.Outbox().WaitUntil(ctx, func(v outbox.View) (bool, error) {
+		st, _, err := v.Sink(events.SinkID("cp"))
+		return st.Acked >= others, err
+	})
+	if err != nil {
+		t.Fatalf("the cursor did not move past the filtered events: %v", err)
+	}
+	wanted := write(t, srv, 1, insertN("wanted", 1, 1))
+	if got := <-next; got != wanted {
+		t.Fatalf("Next returned %d, want %d", got, wanted)
 	}
 }
