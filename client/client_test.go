@@ -381,8 +381,10 @@ func TestStream_AckCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := make(chan uint64, 1)
+	waiting, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
 	go func() { // Next reads the checkpoints while it waits for an event
-		if !s.Next(ctx) {
+		if !s.Next(waiting) {
 			next <- 0
 			return
 		}
@@ -394,6 +396,8 @@ func TestStream_AckCheckpoint(t *testing.T) {
 		return st.Acked >= others, err
 	})
 	if err != nil {
+		stopWaiting()
+		<-next // the stream is the test's again
 		t.Fatalf("the cursor did not move past the filtered events: %v", err)
 	}
 	wanted := write(t, srv, 1, insertN("wanted", 1, 1))
