@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"go.mongodb.org/mongo-driver/bson"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/godwit-dev/godwit/audit"
+	"github.com/godwit-dev/godwit/client"
 	pb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 )
 
@@ -73,179 +74,216 @@ func eventsTail(ctx context.Context, m *Main, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	req := &pb.SubscribeRequest{Namespaces: nss, OperationTypes: ops, Sources: sources, IgnoreNamespaces: ignore,
-		DurableName: *durable, MaxLag: *maxLag}
-	if *canonical {
-		req.Encoding = pb.Encoding_ENCODING_CANONICAL_JSON
-	}
-	if err := setFrom(req, *from, time.Now()); err != nil {
+	start, err := parseFrom(*from, time.Now())
+	if err != nil {
 		fmt.Fprintf(m.Stderr, "godwit events tail: --from: %v\n", err)
 		return errUsage
 	}
+	opts := []client.SubscribeOption{start,
+		client.OnReconnect(func(err error, attempt int, wait time.Duration) {
+			fmt.Fprintf(m.Stderr, "godwit events: connection lost (%v); reconnecting in %v (attempt %d)\n", err, wait.Round(time.Millisecond), attempt)
+		})}
+	if *durable != "" {
+		// What is printed counts as handled: acknowledged when the next
+		// event is asked for, every 100 events or second, and at exit.
+		opts = append(opts, client.Durable(*durable), client.AutoAck(), client.AckEvery(100, time.Second))
+	}
+	if *maxLag > 0 {
+		opts = append(opts, client.MaxLag(*maxLag))
+	}
 
-	conn, err := cf.dial()
+	c, err := cf.client(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	client := pb.NewEventServiceClient(conn)
-	stream, err := client.Subscribe(ctx, req)
+	defer c.Close()
+	s, err := c.Subscribe(ctx, client.Filter{Sources: sources, Namespaces: nss, Operations: ops, IgnoreNamespaces: ignore}, opts...)
 	if err != nil {
-		return rpcErr(err)
+		return err
 	}
-	ack := acker{client: client, name: *durable, timeout: *cf.timeout}
-	defer ack.flush(context.WithoutCancel(ctx))
-	printed := 0
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) {
-				return nil // interrupted: a normal end
-			}
-			if status.Code(err) == codes.Unavailable {
-				return fmt.Errorf("%w (is godwit running at %s?)", rpcErr(err), *cf.addr)
-			}
-			return rpcErr(err)
-		}
-		if cp := msg.GetCheckpoint(); cp != nil {
-			ack.seen(ctx, cp.Sequence, true)
-			continue
-		}
-		if *cf.asJSON {
-			// One message per line, tagged by kind: {"event": …},
-			// {"lagged": …} or {"started": …}.
-			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
-			if err != nil {
+	defer s.Close()
+	p := eventPrinter{w: m.Stdout, json: *cf.asJSON, canonical: *canonical}
+	st := s.Started()
+	how := "from"
+	if st.Resumed {
+		how = "resuming " + *durable + " at"
+	}
+	fmt.Fprintf(m.Stderr, "godwit events: %s sequence %d (the outbox holds %d to %d); Ctrl-C to stop\n",
+		how, st.Start, st.Oldest, st.Last)
+	p.started(st)
+	for printed := 0; *count == 0 || printed < *count; {
+		if !s.Next(ctx) {
+			var lag *client.LaggedError
+			switch err := s.Err(); {
+			case errors.As(err, &lag):
+				fmt.Fprintf(m.Stderr, "godwit events: LAGGED (%s): events %d to %d were skipped; going on at %d\n",
+					lagReason(lag.Reason), lag.FirstMissed, lag.LastMissed, lag.LastMissed+1)
+				p.lagged(lag)
+				continue
+			case ctx.Err() != nil:
+				return s.Close() // interrupted: a normal end; the last acks go out
+			default:
 				return err
 			}
-			fmt.Fprintln(m.Stdout, string(b))
 		}
-		switch {
-		case msg.GetStarted() != nil:
-			st := msg.GetStarted()
-			how := "from"
-			if st.Resumed {
-				how = "resuming " + *durable + " at"
-			}
-			fmt.Fprintf(m.Stderr, "godwit events: %s sequence %d (the outbox holds %d to %d); Ctrl-C to stop\n",
-				how, st.StartSequence, st.OldestSequence, st.LastSequence)
-		case msg.GetLagged() != nil:
-			l := msg.GetLagged()
-			fmt.Fprintf(m.Stderr, "godwit events: LAGGED (%s): events %d to %d were skipped; going on at %d\n",
-				lagReason(l.Reason), l.FirstMissed, l.LastMissed, l.ResumeSequence)
-		case msg.GetEvent() != nil:
-			if !*cf.asJSON {
-				printEvent(m.Stdout, msg.GetEvent())
-			}
-			printed++
-			ack.seen(ctx, msg.GetEvent().Sequence, false)
+		if err := p.event(s.Event()); err != nil {
+			return err
 		}
-		if *count > 0 && printed >= *count {
-			return nil
-		}
+		printed++
 	}
+	return s.Close()
 }
 
-// setFrom reads --from into req: live, a sequence, or a time.
-func setFrom(req *pb.SubscribeRequest, s string, now time.Time) error {
+// cf.client dials the daemon with the connection flags.
+func (c clientFlags) client(ctx context.Context) (*client.Client, error) {
+	opts := []client.DialOption{client.WithCallTimeout(*c.timeout), client.WithDialTimeout(*c.timeout)}
+	token := *c.token
+	if token == "" {
+		token = os.Getenv(tokenEnv)
+	}
+	if token = strings.TrimSpace(token); token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	if *c.useTLS || *c.caCert != "" || *c.cert != "" || *c.key != "" {
+		opts = append(opts, client.WithTLSFiles(*c.caCert, *c.cert, *c.key))
+	}
+	if *c.serverName != "" {
+		opts = append(opts, client.WithServerName(*c.serverName))
+	}
+	if *c.insecure {
+		opts = append(opts, client.WithPlaintextToken())
+	}
+	return client.Dial(ctx, *c.addr, opts...)
+}
+
+// parseFrom reads --from: live, a sequence, or a time.
+func parseFrom(s string, now time.Time) (client.SubscribeOption, error) {
 	if s == "" || s == "live" {
-		req.Start = &pb.SubscribeRequest_Live{Live: true}
-		return nil
+		return client.Live(), nil
 	}
 	if n, err := strconv.ParseUint(s, 10, 64); err == nil {
-		req.Start = &pb.SubscribeRequest_FromSequence{FromSequence: n}
-		return nil
+		return client.FromSequence(n), nil
 	}
 	t, err := audit.ParseTimeBound(s, now)
 	if err != nil {
-		return fmt.Errorf("%q is not live, a sequence or a time: use live, 1234, 2026-05-01T10:00:00Z, 2026-05-01 or 10m", s)
+		return nil, fmt.Errorf("%q is not live, a sequence or a time: use live, 1234, 2026-05-01T10:00:00Z, 2026-05-01 or 10m", s)
 	}
-	req.Start = &pb.SubscribeRequest_FromTime{FromTime: timestamppb.New(t)}
-	return nil
+	return client.FromTime(t), nil
 }
 
-func lagReason(r pb.Lagged_Reason) string {
-	switch r {
-	case pb.Lagged_REASON_RETENTION:
-		return "deleted by retention before they were read"
-	case pb.Lagged_REASON_MAX_LAG:
+func lagReason(r client.LagReason) string {
+	if r == client.LagMaxLag {
 		return "more than --max-lag behind; read them with --from"
 	}
 	return r.String()
 }
 
-// printEvent prints an event as one line: sequence, cluster time,
-// operation, namespace, key and what changed.
-func printEvent(w io.Writer, e *pb.ChangeEvent) {
-	at := e.GetCapturedAt()
-	if ct := e.GetClusterTime(); ct != nil {
-		at = timestamppb.New(time.Unix(int64(ct.Seconds), 0))
+// eventPrinter prints a stream: one line per event, or with --json one
+// protobuf-JSON object per message ({"started": …}, {"event": …},
+// {"lagged": …}), as EventService sends them with JSON encodings.
+type eventPrinter struct {
+	w         io.Writer
+	json      bool
+	canonical bool
+}
+
+func (p eventPrinter) started(st client.Started) {
+	if p.json {
+		p.print(&pb.SubscribeResponse{Message: &pb.SubscribeResponse_Started{Started: &pb.Started{
+			StartSequence: st.Start, OldestSequence: st.Oldest, LastSequence: st.Last, Resumed: st.Resumed}}})
+	}
+}
+
+func (p eventPrinter) lagged(l *client.LaggedError) {
+	if p.json {
+		reason := pb.Lagged_REASON_RETENTION
+		if l.Reason == client.LagMaxLag {
+			reason = pb.Lagged_REASON_MAX_LAG
+		}
+		p.print(&pb.SubscribeResponse{Message: &pb.SubscribeResponse_Lagged{Lagged: &pb.Lagged{Reason: reason,
+			FirstMissed: l.FirstMissed, LastMissed: l.LastMissed, ResumeSequence: l.LastMissed + 1}}})
+	}
+}
+
+func (p eventPrinter) print(msg *pb.SubscribeResponse) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
+	if err != nil { // only for invalid UTF-8, which the JSON documents never hold
+		b = []byte(fmt.Sprintf(`{"error": %q}`, err.Error()))
+	}
+	fmt.Fprintln(p.w, string(b))
+}
+
+// doc spells a document as Extended JSON.
+func (p eventPrinter) doc(d bson.Raw) *pb.Document {
+	if len(d) == 0 {
+		return nil
+	}
+	j, err := bson.MarshalExtJSON(d, p.canonical, false)
+	if err != nil {
+		return &pb.Document{Bson: d}
+	}
+	return &pb.Document{Json: string(j)}
+}
+
+func (p eventPrinter) event(e *client.Event) error {
+	if p.json {
+		out := &pb.ChangeEvent{Sequence: e.Sequence, Source: e.Source, OperationType: e.Operation,
+			DocumentKey: p.doc(e.DocumentKey), FullDocument: p.doc(e.FullDocument), UpdatedFields: p.doc(e.UpdatedFields),
+			RemovedFields: e.RemovedFields, FullDocumentBeforeChange: p.doc(e.FullDocumentBeforeChange), Raw: p.doc(e.Raw)}
+		if e.Namespace.DB != "" {
+			out.Ns = &pb.Namespace{Db: e.Namespace.DB, Coll: e.Namespace.Coll}
+		}
+		if e.To.DB != "" {
+			out.To = &pb.Namespace{Db: e.To.DB, Coll: e.To.Coll}
+		}
+		for _, t := range e.TruncatedArrays {
+			out.TruncatedArrays = append(out.TruncatedArrays, &pb.TruncatedArray{Field: t.Field, NewSize: t.NewSize})
+		}
+		if e.ClusterTime.T != 0 || e.ClusterTime.I != 0 {
+			out.ClusterTime = &pb.ClusterTime{Seconds: e.ClusterTime.T, Increment: e.ClusterTime.I}
+		}
+		if !e.WallTime.IsZero() {
+			out.WallTime = timestamppb.New(e.WallTime)
+		}
+		if !e.CapturedAt.IsZero() {
+			out.CapturedAt = timestamppb.New(e.CapturedAt)
+		}
+		p.print(&pb.SubscribeResponse{Message: &pb.SubscribeResponse_Event{Event: out}})
+		return nil
+	}
+	at := e.CapturedAt
+	if e.ClusterTime.T != 0 {
+		at = time.Unix(int64(e.ClusterTime.T), 0)
 	}
 	ns := "-"
-	if n := e.GetNs(); n != nil {
-		ns = n.Db
-		if n.Coll != "" {
-			ns += "." + n.Coll
-		}
+	if e.Namespace.DB != "" {
+		ns = e.Namespace.String()
 	}
-	parts := []string{strconv.FormatUint(e.Sequence, 10), when(at), e.OperationType, ns}
-	if k := e.GetDocumentKey(); k != nil {
+	parts := []string{strconv.FormatUint(e.Sequence, 10), when(timestamppb.New(at)), e.Operation, ns}
+	if k := p.doc(e.DocumentKey); k != nil {
 		parts = append(parts, k.Json)
 	}
 	switch {
-	case e.GetUpdatedFields() != nil || len(e.GetRemovedFields()) > 0:
-		if u := e.GetUpdatedFields(); u != nil {
+	case len(e.UpdatedFields) > 0 || len(e.RemovedFields) > 0:
+		if u := p.doc(e.UpdatedFields); u != nil {
 			parts = append(parts, "set "+u.Json)
 		}
-		if r := e.GetRemovedFields(); len(r) > 0 {
-			parts = append(parts, "unset "+strings.Join(r, ","))
+		if len(e.RemovedFields) > 0 {
+			parts = append(parts, "unset "+strings.Join(e.RemovedFields, ","))
 		}
-	case e.GetFullDocument() != nil:
-		parts = append(parts, e.GetFullDocument().Json)
-	case e.GetTo() != nil:
-		parts = append(parts, "to "+e.GetTo().Db+"."+e.GetTo().Coll)
+	case len(e.FullDocument) > 0:
+		parts = append(parts, p.doc(e.FullDocument).Json)
+	case e.To.DB != "":
+		parts = append(parts, "to "+e.To.String())
 	}
-	if b := e.GetFullDocumentBeforeChange(); b != nil {
+	if b := p.doc(e.FullDocumentBeforeChange); b != nil {
 		parts = append(parts, "before "+b.Json)
 	}
-	if e.OperationType == "" && e.GetRaw() != nil {
-		parts = append(parts, "unparsed "+e.GetRaw().Json)
+	if e.Operation == "" && len(e.Raw) > 0 {
+		parts = append(parts, "unparsed "+p.doc(e.Raw).Json)
 	}
-	fmt.Fprintln(w, strings.Join(parts, "  "))
-}
-
-// acker acknowledges what a durable tail printed: every 100 events, at
-// every checkpoint, and when the tail ends, so that a restarted tail
-// resumes after the last printed event.
-type acker struct {
-	client  pb.EventServiceClient
-	name    string
-	timeout time.Duration
-	last    uint64 // highest sequence printed or checkpointed
-	acked   uint64
-	pending int
-}
-
-func (a *acker) seen(ctx context.Context, seq uint64, checkpoint bool) {
-	if a.name == "" {
-		return
-	}
-	a.last = max(a.last, seq)
-	a.pending++
-	if checkpoint || a.pending >= 100 {
-		a.flush(ctx)
-	}
-}
-
-func (a *acker) flush(ctx context.Context) {
-	if a.name == "" || a.last <= a.acked {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	if _, err := a.client.Ack(ctx, &pb.AckRequest{DurableName: a.name, Sequence: a.last}); err == nil {
-		a.acked, a.pending = a.last, 0
-	}
+	_, err := fmt.Fprintln(p.w, strings.Join(parts, "  "))
+	return err
 }
 
 func eventsDelete(ctx context.Context, m *Main, args []string) error {
@@ -259,13 +297,13 @@ func eventsDelete(ctx context.Context, m *Main, args []string) error {
 		fmt.Fprintln(m.Stderr, "godwit events delete: needs exactly one durable subscription name")
 		return errUsage
 	}
-	conn, ctx, done, err := cf.connect(ctx)
+	c, err := cf.client(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
-	if _, err := pb.NewEventServiceClient(conn).DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{DurableName: pos[0]}); err != nil {
-		return rpcErr(err)
+	defer c.Close()
+	if err := c.DeleteSubscription(ctx, pos[0]); err != nil {
+		return err
 	}
 	fmt.Fprintf(m.Stdout, "deleted durable subscription %s\n", pos[0])
 	return nil
