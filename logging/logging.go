@@ -28,4 +28,3 @@ func New(w io.Writer, level string) (zerolog.Logger, error) {
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
-
