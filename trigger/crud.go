@@ -9,6 +9,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
@@ -130,7 +131,11 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 		t.UserID = old.UserID
 	}
 	if t.UserID != old.UserID {
-		return Trigger{}, invalid("user_id", "a trigger cannot change owner")
+		// Moving a trigger to another owner is how an admin revives the
+		// triggers of a revoked user without giving the user a token back.
+		if id, ok := auth.FromContext(ctx); !ok || !id.IsAdmin() {
+			return Trigger{}, invalid("user_id", "only an admin moves a trigger to another owner")
+		}
 	}
 	if t.Type != old.Type {
 		return Trigger{}, invalid("trigger_type", "cannot change from %s to %s; create a new trigger", old.Type, t.Type)

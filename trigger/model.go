@@ -229,6 +229,10 @@ func (t *Trigger) checkAllow(allow auth.Allow) error {
 	if allow.Unrestricted() {
 		return nil
 	}
+	if allow.None() {
+		return &FieldError{Field: "user_id", Err: ErrNotAllowed,
+			Reason: fmt.Sprintf("user %s has no token and so no rights; give it a token (api.tokens) first", t.UserID)}
+	}
 	deny := func(field, format string, args ...any) error {
 		return &FieldError{Field: field, Err: ErrNotAllowed,
 			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" is not in the allow-list of user %s (%s)", t.UserID, allow)}
