@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -63,13 +62,6 @@ func loadPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// openMethods need no token: load balancers and orchestrators probe health
-// without credentials, and it reveals only whether godwit serves.
-// Reflection is not open: it lists every method to anyone who asks.
-func openMethod(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/")
-}
-
 // authenticator checks bearer tokens and puts the caller's identity in the
 // context of every call.
 type authenticator struct {
@@ -77,8 +69,14 @@ type authenticator struct {
 	log zerolog.Logger
 }
 
-func (x authenticator) check(ctx context.Context, method string) (context.Context, error) {
-	if !x.a.Enabled() || openMethod(method) {
+// check verifies the call's token. Only the overall health Check is open
+// (req is nil for streams): load balancers and orchestrators probe it
+// without credentials, and it says only whether godwit serves. Health
+// List, Watch and per-component Check need a token: they name sources and
+// sinks, and a NotFound for a guessed name would confirm it. Reflection
+// is not open either: it lists every method to anyone who asks.
+func (x authenticator) check(ctx context.Context, method string, req any) (context.Context, error) {
+	if !x.a.Enabled() || openHealthCheck(method, req) {
 		return ctx, nil
 	}
 	var header string
@@ -107,7 +105,7 @@ func (x authenticator) check(ctx context.Context, method string) (context.Contex
 }
 
 func (x authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, err := x.check(ctx, info.FullMethod)
+	ctx, err := x.check(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +113,7 @@ func (x authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServe
 }
 
 func (x authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx, err := x.check(ss.Context(), info.FullMethod)
+	ctx, err := x.check(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}
