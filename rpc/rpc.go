@@ -140,7 +140,7 @@ func New(cfg Config, log zerolog.Logger, services ...Service) (*Server, error) {
 	log = log.With().Str("component", "rpc").Logger()
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxMessageBytes), grpc.MaxSendMsgSize(cfg.MaxMessageBytes)}
 	if cfg.TLS != nil {
-		tc, err := cfg.TLS.serverConfig()
+		tc, err := cfg.TLS.ServerConfig()
 		if err != nil {
 			return nil, err
 		}

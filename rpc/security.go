@@ -29,8 +29,9 @@ type TLS struct {
 	ClientCA string
 }
 
-// serverConfig loads the files.
-func (t TLS) serverConfig() (*tls.Config, error) {
+// ServerConfig loads the files: the TLS configuration of the gRPC
+// listener, which the HTTP listener shares.
+func (t TLS) ServerConfig() (*tls.Config, error) {
 	if t.Cert == "" || t.Key == "" {
 		return nil, errors.New("api.tls: cert and key are both required")
 	}
