@@ -304,6 +304,9 @@ func Secrets(uri string) []string {
 			}
 		case !publicOptions[k]:
 			out = append(out, pair)
+			if value != "" {
+				out = append(out, value)
+			}
 		}
 	}
 	return out
