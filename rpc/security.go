@@ -110,7 +110,8 @@ func (x authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	resp, err := h(ctx, req)
+	return resp, x.hideInternal(ctx, info.FullMethod, err)
 }
 
 func (x authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
@@ -118,7 +119,30 @@ func (x authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if err != nil {
 		return err
 	}
-	return h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+	return x.hideInternal(ctx, info.FullMethod, h(srv, ctxStream{ServerStream: ss, ctx: ctx}))
+}
+
+// hideInternal keeps godwit's insides from users: an Internal or Unknown
+// error (a metadata store that cannot be reached, say) quotes driver
+// messages that name hosts and ports, configuration a user may not see. A
+// caller that is not an admin gets a plain "internal error"; the message
+// is logged for the operator. Admins, and callers without tokens, get the
+// (redacted) message.
+func (x authenticator) hideInternal(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.IsAdmin() {
+		return err
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.Internal && st.Code() != codes.Unknown {
+		return err
+	}
+	x.log.Error().Str("method", method).Str("user", id.User).Str("error", logging.RedactText(st.Message())).
+		Msg("a call failed inside godwit; the user was told only \"internal error\"")
+	return status.Error(st.Code(), "internal error (logged by godwit; an admin sees the details)")
 }
 
 // ctxStream is a ServerStream with another context.
