@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
 )
 
 // Mask replaces every secret godwit redacts.
@@ -227,11 +228,11 @@ var (
 )
 
 // RememberSecrets remembers the credentials uri carries (as written, and
-// decoded) so that RedactText and every log line masks them even where a
+// decoded; see remembered for which) so that RedactText and every log line masks them even where a
 // message quotes one without its URI. mongodb.ParseURI calls it for every
 // URI godwit reads, before the driver sees it.
 func RememberSecrets(uri string) {
-	vals := Secrets(uri)
+	vals := remembered(uri)
 	if len(vals) == 0 {
 		return
 	}
@@ -273,9 +274,14 @@ func RememberSecrets(uri string) {
 	secrets.Store(strings.NewReplacer(pairs...))
 }
 
-// Secrets returns the credential values uri carries, as written in it:
-// what RedactURI masks.
-func Secrets(uri string) []string {
+// remembered returns the values of uri that RememberSecrets masks
+// everywhere: the password, the values of credential options and of
+// authMechanismProperties whose name says credential (AWS_SESSION_TOKEN,
+// …TOKEN…, …SECRET…, …PASSWORD…, …KEY…), and unknown options (the pair,
+// and a value that looks like a secret rather than a word). Other property
+// values (SERVICE_NAME:mongodb) are masked in URIs only: masking "mongodb"
+// in every message would garble them.
+func remembered(uri string) []string {
 	_, rest, ok := strings.Cut(uri, "://")
 	if !ok {
 		return nil
@@ -294,7 +300,7 @@ func Secrets(uri string) []string {
 		switch k := strings.ToLower(key); {
 		case k == "authmechanismproperties":
 			for _, p := range strings.Split(value, ",") {
-				if _, v, ok := strings.Cut(p, ":"); ok && v != "" {
+				if name, v, ok := strings.Cut(p, ":"); ok && v != "" && credentialName.MatchString(name) {
 					out = append(out, v)
 				}
 			}
@@ -304,13 +310,17 @@ func Secrets(uri string) []string {
 			}
 		case !publicOptions[k]:
 			out = append(out, pair)
-			if value != "" {
+			if len(value) >= 8 && strings.ContainsFunc(value, func(r rune) bool { return !unicode.IsLetter(r) }) {
 				out = append(out, value)
 			}
 		}
 	}
 	return out
 }
+
+// credentialName is an authMechanismProperties name whose value is a
+// credential.
+var credentialName = regexp.MustCompile(`(?i)token|secret|password|key`)
 
 // redactWriter masks remembered secrets in every write: the last line of
 // defence for log lines built from messages nobody passed to RedactText.

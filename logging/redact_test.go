@@ -151,3 +151,13 @@ func TestRememberSecrets_MasksQuotedValues(t *testing.T) {
 		t.Fatalf("the log line still carries the secret: %s", buf.String())
 	}
 }
+
+// TestRememberSecrets_OnlyCredentials: values that are words, not
+// secrets, are masked inside URIs but not in every message.
+func TestRememberSecrets_OnlyCredentials(t *testing.T) {
+	logging.RememberSecrets("mongodb://db1/?authMechanism=GSSAPI&authMechanismProperties=SERVICE_NAME:mongodb,SERVICE_REALM:EXAMPLE.COM&retryWrite=enabled")
+	msg := "connect mongodb://db1/: EXAMPLE.COM realm enabled"
+	if got := logging.RedactText(msg); !strings.HasPrefix(got, "connect mongodb://db1/") || !strings.Contains(got, "EXAMPLE.COM realm enabled") {
+		t.Fatalf("RedactText(%q) = %q: words of the URI masked everywhere", msg, got)
+	}
+}
