@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -78,7 +79,9 @@ func serve(t *testing.T, cfg httpapi.Config, log zerolog.Logger) *httpapi.Server
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
-		if err := s.Close(t.Context()); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
 			t.Error(err)
 		}
 		if err := <-done; err != nil {
