@@ -25,18 +25,32 @@ var (
 		"Event streams connected now, durable or not.", []string{"durable"}, nil)
 	descSubBacklog = prometheus.NewDesc("godwit_subscription_backlog_events",
 		"Events captured after a durable subscription's cursor.", []string{"subscription"}, nil)
+	descTriggers = prometheus.NewDesc("godwit_triggers",
+		"Triggers by state (no names: what a scrape gets when api.metrics_labels hides them).", []string{"state"}, nil)
 )
 
 // Collector returns Prometheus metrics of triggers and event
 // subscriptions, read at scrape time like the daemon's. Only durable
 // subscriptions have their own series: live ones come and go.
-func (s *Service) Collector() prometheus.Collector { return collector{s} }
+//
+// With names, every trigger has its own series labelled with its id and
+// name, and every durable subscription with its name: these belong to
+// users, so api.metrics_labels decides who sees them. Without names there
+// are only godwit_triggers (a count per state) and the count of connected
+// streams.
+func (s *Service) Collector(names bool) prometheus.Collector { return collector{s: s, names: names} }
 
-type collector struct{ s *Service }
+type collector struct {
+	s     *Service
+	names bool
+}
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTriggerBacklog, descTriggerCalls, descTriggerParked, descTriggerDead, descTriggerUp,
-		descSubsConnected, descSubBacklog} {
+	descs := []*prometheus.Desc{descTriggers, descSubsConnected}
+	if c.names {
+		descs = append(descs, descTriggerBacklog, descTriggerCalls, descTriggerParked, descTriggerDead, descTriggerUp, descSubBacklog)
+	}
+	for _, d := range descs {
 		ch <- d
 	}
 }
@@ -48,8 +62,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
 		cancel()
 		if err == nil {
+			states := map[string]float64{}
 			for _, t := range triggers {
 				st := m.Status(t)
+				states[st.State]++
+				if !c.names {
+					continue
+				}
 				ch <- prometheus.MustNewConstMetric(descTriggerCalls, prometheus.CounterValue, float64(st.Invocations), t.ID, t.Name)
 				up := 0.0
 				if st.State == trigger.StateRunning {
@@ -59,6 +78,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(st.Parked), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(st.DeadLetters), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(st.Backlog), t.ID, t.Name)
+			}
+			for state, n := range states {
+				ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.GaugeValue, n, state)
 			}
 		}
 	}
@@ -75,7 +97,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			case sub.Connected:
 				durable++
 			}
-			if sub.Durable {
+			if sub.Durable && c.names {
 				ch <- prometheus.MustNewConstMetric(descSubBacklog, prometheus.GaugeValue, float64(sub.Backlog), sub.Name)
 			}
 		}

@@ -12,8 +12,10 @@ import (
 // Allow is a user's allow-list: the data sources (source ids) and
 // namespaces (globs, as in change.ParseGlob) the user's triggers may watch
 // and write. An empty list allows everything of its kind; the zero Allow
-// allows everything.
+// allows everything. NoAccess allows nothing: what a user without a token
+// gets.
 type Allow struct {
+	none    bool
 	sources []string
 	globs   []change.Glob
 	pats    []pattern // the globs, split, for coverage checks
@@ -52,8 +54,15 @@ func NewAllow(sources, namespaces []string) (Allow, error) {
 	return a, nil
 }
 
+// NoAccess returns the Allow that allows nothing: no source, no
+// namespace. Authenticator.AllowOf gives it to a user without a token.
+func NoAccess() Allow { return Allow{none: true} }
+
+// None reports whether the allow-list allows nothing (NoAccess).
+func (a Allow) None() bool { return a.none }
+
 // Unrestricted reports whether the allow-list allows everything.
-func (a Allow) Unrestricted() bool { return len(a.sources) == 0 && len(a.globs) == 0 }
+func (a Allow) Unrestricted() bool { return !a.none && len(a.sources) == 0 && len(a.globs) == 0 }
 
 // Sources returns the allowed source ids (none: all).
 func (a Allow) Sources() []string { return slices.Clone(a.sources) }
@@ -69,12 +78,18 @@ func (a Allow) Namespaces() []string {
 
 // Source reports whether the data source id is allowed.
 func (a Allow) Source(id string) bool {
+	if a.none {
+		return false
+	}
 	return len(a.sources) == 0 || slices.Contains(a.sources, id)
 }
 
 // Namespace reports whether one namespace is allowed: what a running
 // trigger checks for every event and every write.
 func (a Allow) Namespace(ns change.Namespace) bool {
+	if a.none {
+		return false
+	}
 	if len(a.globs) == 0 {
 		return true
 	}
@@ -91,6 +106,9 @@ func (a Allow) Namespace(ns change.Namespace) bool {
 // a whole database needs a glob covering all of its collections ("shop.*"
 // or "shop"); a trigger on the whole deployment needs "*.*" or "*".
 func (a Allow) Watch(db, coll string) bool {
+	if a.none {
+		return false
+	}
 	if len(a.pats) == 0 {
 		return true
 	}
@@ -117,6 +135,9 @@ func (a Allow) Watch(db, coll string) bool {
 // "sho?.*". Narrow the glob, or widen the allow-list, when this refuses a
 // glob that is in fact inside it.
 func (a Allow) Glob(g string) bool {
+	if a.none {
+		return false
+	}
 	if len(a.pats) == 0 {
 		return true
 	}
@@ -131,6 +152,9 @@ func (a Allow) Glob(g string) bool {
 
 // String describes the allow-list for error messages.
 func (a Allow) String() string {
+	if a.none {
+		return "nothing: the user has no token"
+	}
 	src, ns := "any", "any"
 	if len(a.sources) > 0 {
 		src = strings.Join(a.sources, ", ")
@@ -142,7 +166,7 @@ func (a Allow) String() string {
 }
 
 func (a Allow) equal(b Allow) bool {
-	return slices.Equal(a.sources, b.sources) && slices.Equal(a.Namespaces(), b.Namespaces())
+	return a.none == b.none && slices.Equal(a.sources, b.sources) && slices.Equal(a.Namespaces(), b.Namespaces())
 }
 
 func covers(allowed, sub string) bool {

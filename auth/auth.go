@@ -13,6 +13,8 @@
 // Roles: RoleUser sees and changes only what it owns; RoleAdmin sees and
 // changes everything. An Allow limits which data sources and namespaces a
 // user's triggers may watch and write; the empty Allow allows everything.
+// A user without a token (never had one, or revoked) has no rights at all:
+// AllowOf gives it NoAccess, so its stored triggers stop.
 //
 // # Caveats
 //
@@ -215,14 +217,21 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 }
 
 // AllowOf returns the allow-list binding user's triggers. A user without
-// a configured token (never had one, or revoked) gets the empty Allow: the
-// allow-list is a limit on what a token may set up, and an admin decides
-// what happens to a revoked user's triggers.
+// a configured token (never had one, or revoked: its line removed from
+// api.tokens) gets NoAccess: a missing line means no rights, never
+// unrestricted ones, so a revoked user's triggers stop until an admin
+// gives the user a token again or moves the triggers to another owner.
+// A disabled Authenticator (no tokens at all) has no users and restricts
+// nothing: every user gets the empty (unrestricted) Allow.
 func (a *Authenticator) AllowOf(user string) Allow {
-	if a == nil {
+	if !a.Enabled() {
 		return Allow{}
 	}
-	return a.allow[user]
+	allow, ok := a.allow[user]
+	if !ok {
+		return NoAccess()
+	}
+	return allow
 }
 
 // BearerToken extracts the token from an Authorization header value

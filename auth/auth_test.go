@@ -115,8 +115,27 @@ func TestAuthenticator_Verify(t *testing.T) {
 		if _, err := without.Verify("tok-alice"); err != nil {
 			t.Fatalf("a token still listed: %v", err)
 		}
-		if !without.AllowOf("bob").Unrestricted() {
-			t.Fatal("a user without tokens has no allow-list")
+		// Issue 16 hole 7: a missing line meant "unrestricted".
+		allow := without.AllowOf("bob")
+		if !allow.None() || allow.Unrestricted() {
+			t.Fatalf("a revoked user's allow-list is %s, want nothing at all", allow)
+		}
+		ns := change.Namespace{DB: "shop", Coll: "orders"}
+		if allow.Source("shop") || allow.Namespace(ns) || allow.Watch("shop", "orders") || allow.Watch("", "") ||
+			allow.Glob("shop.*") {
+			t.Fatal("a revoked user's allow-list allows something")
+		}
+		if never := without.AllowOf("mallory"); !never.None() {
+			t.Fatalf("a user that never had a token gets %s, want nothing", never)
+		}
+	})
+	t.Run("Disabled", func(t *testing.T) {
+		none, err := auth.New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !none.AllowOf("anyone").Unrestricted() {
+			t.Fatal("without tokens there are no identities to restrict: every user is unrestricted")
 		}
 	})
 	t.Run("AllowOf", func(t *testing.T) {

@@ -69,6 +69,15 @@ type API struct {
 	// Insecure allows plaintext gRPC on a non-loopback address. Default
 	// false: godwit refuses to start that way.
 	Insecure bool `yaml:"insecure"`
+	// HTTPInsecure allows a non-loopback HTTPAddr without TLS and tokens.
+	// Default false: such an address needs api.tls and api.tokens (then
+	// /metrics needs a token), or godwit refuses to start.
+	HTTPInsecure bool `yaml:"http_insecure"`
+	// MetricsLabels says who sees the per-trigger and per-subscription
+	// metric series, labelled with trigger ids and names and subscription
+	// names: "all" (default: whoever may scrape), "admin" (scrapes with an
+	// admin token; others get counts without names) or "none".
+	MetricsLabels string `yaml:"metrics_labels"`
 	// TLS serves gRPC over TLS; with ClientCA, clients need certificates
 	// signed by it (mTLS).
 	TLS *TLS `yaml:"tls"`
@@ -317,6 +326,17 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("api.http_addr", "%q: want host:port (127.0.0.1:9464) or off", a)
 		}
+	}
+	if a := c.API.HTTPAddr; a != "off" {
+		if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) && !c.API.HTTPInsecure &&
+			(c.API.TLS == nil || len(c.API.Tokens) == 0) {
+			bad("api.http_addr", "%q is not a loopback address: configure api.tls and api.tokens (/metrics then needs a token), or set api.http_insecure: true (or start with --http-insecure) on a trusted network", a)
+		}
+	}
+	switch c.API.MetricsLabels {
+	case "", "all", "admin", "none":
+	default:
+		bad("api.metrics_labels", "%q: use all, admin or none", c.API.MetricsLabels)
 	}
 	if a := c.API.GRPCAddr; a != "off" {
 		if host, _, err := net.SplitHostPort(a); err != nil {

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,9 +52,17 @@ var ErrScheme = errors.New("unknown URI scheme")
 
 // ParseURI checks uri and returns its kind and, for embedded files, the path
 // (relative paths are resolved against base).
+//
+// It remembers the credentials uri carries (logging.RememberSecrets) before
+// anything else reads it, so that no message quoting one, from the driver
+// or elsewhere, prints it.
 func ParseURI(uri, base string) (Kind, string, error) {
+	logging.RememberSecrets(uri)
 	switch {
 	case strings.HasPrefix(uri, "mongodb://"), strings.HasPrefix(uri, "mongodb+srv://"):
+		if err := checkPassword(uri); err != nil {
+			return 0, "", err
+		}
 		if strings.HasPrefix(uri, "mongodb://") {
 			// Validate without DNS lookups (+srv needs them).
 			if _, err := connstring.Parse(uri); err != nil {
@@ -81,6 +90,23 @@ func ParseURI(uri, base string) (Kind, string, error) {
 	}
 }
 
+// checkPassword refuses a password with a broken %-escape before the
+// driver does: the driver's message quotes the broken part of it.
+func checkPassword(uri string) error {
+	_, rest, _ := strings.Cut(uri, "://")
+	at := strings.IndexByte(rest, '@')
+	if at < 0 {
+		return nil
+	}
+	if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+		if _, err := url.PathUnescape(pw); err != nil {
+			return fmt.Errorf("%s: the password has a broken %%-escape: percent-encode '%%' as %%25 (and ':', '/', '@' as %%3A, %%2F, %%40)",
+				logging.RedactURI(uri))
+		}
+	}
+	return nil
+}
+
 // EmbeddedOplogSize is the oplog capacity of embedded engines opened here.
 // lungo's default is 1000; a little more headroom lets a source survive short
 // pauses of capture (back-pressure) without losing its position.
@@ -97,7 +123,8 @@ type Conn struct {
 	Embedded bool
 	// Engine is the embedded engine (nil for real deployments).
 	Engine *lungo.Engine
-	// Redacted is the URI with any password removed, for logs.
+	// Redacted is the URI with every credential masked
+	// (logging.RedactURI), for logs, errors and status.
 	Redacted string
 
 	release func(context.Context) error

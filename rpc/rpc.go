@@ -17,8 +17,10 @@
 // else Unauthenticated), which puts the caller's auth.Identity in the
 // context; then Config.UnaryInterceptors and StreamInterceptors. Services
 // read the caller with auth.FromContext (or UserFromContext) and act only
-// on what the caller may see. The standard health service needs no token;
-// reflection does. Config.TLS serves TLS, and mTLS with a client CA.
+// on what the caller may see. Only the overall health Check (empty service
+// name) needs no token; List, Watch, per-component Check and reflection do,
+// and a user sees only the health of the API's services and of the sources
+// in its allow-list. Config.TLS serves TLS, and mTLS with a client CA.
 // Dial is the matching client.
 //
 // # Caveats
@@ -138,7 +140,7 @@ func New(cfg Config, log zerolog.Logger, services ...Service) (*Server, error) {
 	log = log.With().Str("component", "rpc").Logger()
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxMessageBytes), grpc.MaxSendMsgSize(cfg.MaxMessageBytes)}
 	if cfg.TLS != nil {
-		tc, err := cfg.TLS.serverConfig()
+		tc, err := cfg.TLS.ServerConfig()
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +156,7 @@ func New(cfg Config, log zerolog.Logger, services ...Service) (*Server, error) {
 	}
 	srv := grpc.NewServer(opts...)
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
+	healthpb.RegisterHealthServer(srv, healthServer{Server: hs})
 	reflection.Register(srv)
 	for _, s := range services {
 		s.Register(srv)

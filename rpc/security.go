@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -30,8 +29,9 @@ type TLS struct {
 	ClientCA string
 }
 
-// serverConfig loads the files.
-func (t TLS) serverConfig() (*tls.Config, error) {
+// ServerConfig loads the files: the TLS configuration of the gRPC
+// listener, which the HTTP listener shares.
+func (t TLS) ServerConfig() (*tls.Config, error) {
 	if t.Cert == "" || t.Key == "" {
 		return nil, errors.New("api.tls: cert and key are both required")
 	}
@@ -63,13 +63,6 @@ func loadPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// openMethods need no token: load balancers and orchestrators probe health
-// without credentials, and it reveals only whether godwit serves.
-// Reflection is not open: it lists every method to anyone who asks.
-func openMethod(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/")
-}
-
 // authenticator checks bearer tokens and puts the caller's identity in the
 // context of every call.
 type authenticator struct {
@@ -77,8 +70,14 @@ type authenticator struct {
 	log zerolog.Logger
 }
 
-func (x authenticator) check(ctx context.Context, method string) (context.Context, error) {
-	if !x.a.Enabled() || openMethod(method) {
+// check verifies the call's token. Only the overall health Check is open
+// (req is nil for streams): load balancers and orchestrators probe it
+// without credentials, and it says only whether godwit serves. Health
+// List, Watch and per-component Check need a token: they name sources and
+// sinks, and a NotFound for a guessed name would confirm it. Reflection
+// is not open either: it lists every method to anyone who asks.
+func (x authenticator) check(ctx context.Context, method string, req any) (context.Context, error) {
+	if !x.a.Enabled() || openHealthCheck(method, req) {
 		return ctx, nil
 	}
 	var header string
@@ -107,19 +106,43 @@ func (x authenticator) check(ctx context.Context, method string) (context.Contex
 }
 
 func (x authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, err := x.check(ctx, info.FullMethod)
+	ctx, err := x.check(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	resp, err := h(ctx, req)
+	return resp, x.hideInternal(ctx, info.FullMethod, err)
 }
 
 func (x authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx, err := x.check(ss.Context(), info.FullMethod)
+	ctx, err := x.check(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}
-	return h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+	return x.hideInternal(ctx, info.FullMethod, h(srv, ctxStream{ServerStream: ss, ctx: ctx}))
+}
+
+// hideInternal keeps godwit's insides from users: an Internal or Unknown
+// error (a metadata store that cannot be reached, say) quotes driver
+// messages that name hosts and ports, configuration a user may not see. A
+// caller that is not an admin gets a plain "internal error"; the message
+// is logged for the operator. Admins, and callers without tokens, get the
+// (redacted) message.
+func (x authenticator) hideInternal(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.IsAdmin() {
+		return err
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.Internal && st.Code() != codes.Unknown {
+		return err
+	}
+	x.log.Error().Str("method", method).Str("user", id.User).Str("error", logging.RedactText(st.Message())).
+		Msg("a call failed inside godwit; the user was told only \"internal error\"")
+	return status.Error(st.Code(), "internal error (logged by godwit; an admin sees the details)")
 }
 
 // ctxStream is a ServerStream with another context.

@@ -60,6 +60,8 @@ func (w *whoami) check(ctx context.Context, req *healthpb.HealthCheckRequest) (*
 	switch req.Service {
 	case "panic":
 		panic("boom mongodb://root:hunter2@db1/")
+	case "internal":
+		return nil, status.Error(codes.Internal, "read trigger t1: server selection error: { Addr: meta.internal:27017, Last error: connection refused }")
 	case "leak":
 		return nil, status.Error(codes.Unavailable, "connect mongodb://root:hunter2@db1:27017/admin: refused")
 	}

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/godwit-dev/godwit/admin"
@@ -99,10 +101,9 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		return nil, err
 	}
 	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
-	m.Registry.MustRegister(s.Admin.Collector())
 	s.auditAPI = auditapi.New(auditLogs(cfg))
 	if cfg.API.HTTPAddr != "off" {
-		if s.HTTP, err = httpapi.Listen(cfg.API.HTTPAddr, m, s.Daemon.Status, log); err != nil {
+		if s.HTTP, err = listenHTTP(cfg, m, s.Admin, authn, s.Daemon.Status, log); err != nil {
 			return nil, err
 		}
 	}
@@ -117,6 +118,45 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		}
 	}
 	return s, nil
+}
+
+// listenHTTP binds the HTTP listener: HTTPS with api.tls on a
+// non-loopback address, and the metrics api.metrics_labels allows.
+func listenHTTP(cfg *config.Config, m *metrics.Metrics, a *admin.Service, authn *auth.Authenticator,
+	status func() daemon.Status, log zerolog.Logger) (*httpapi.Server, error) {
+	hc := httpapi.Config{Addr: cfg.API.HTTPAddr, Auth: authn, Insecure: cfg.API.HTTPInsecure, Status: status}
+	if host, _, err := net.SplitHostPort(cfg.API.HTTPAddr); err == nil && cfg.API.TLS != nil && !isLoopback(host) {
+		t := cfg.API.TLS
+		tc, err := rpc.TLS{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA}.ServerConfig()
+		if err != nil {
+			return nil, err
+		}
+		hc.TLS = tc
+	}
+	named := prometheus.NewRegistry()
+	named.MustRegister(a.Collector(true))
+	switch cfg.API.MetricsLabels {
+	case "admin":
+		anon := prometheus.NewRegistry()
+		anon.MustRegister(a.Collector(false))
+		hc.Metrics = prometheus.Gatherers{m.Registry, anon}
+		hc.Named = prometheus.Gatherers{m.Registry, named}
+	case "none":
+		anon := prometheus.NewRegistry()
+		anon.MustRegister(a.Collector(false))
+		hc.Metrics = prometheus.Gatherers{m.Registry, anon}
+	default:
+		hc.Metrics = prometheus.Gatherers{m.Registry, named}
+	}
+	return httpapi.Listen(hc, log)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // auditLogs maps the audit sinks' ids to their log files.

@@ -810,6 +810,20 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	if _, err := pb.NewFunctionServiceClient(unauth).CreateFunction(cctx, &pb.CreateFunctionRequest{Function: &pb.Function{Name: "x", Wasm: abiWasm}}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("bad token: %v", err)
 	}
+	// Probing the control plane without a valid token learns nothing but
+	// "serving" (issue 16 hole 8), while events keep flowing.
+	hc := healthpb.NewHealthClient(unauth)
+	if _, err := hc.List(cctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("health List with a bad token: %v", err)
+	}
+	for _, name := range []string{"source/shop", "source/guess", "sink/events"} {
+		if _, err := hc.Check(cctx, &healthpb.HealthCheckRequest{Service: name}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("health Check(%q) with a bad token: %v", name, err)
+		}
+	}
+	if _, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("the overall health Check stays open: %v", err)
+	}
 
 	if err := <-written; err != nil {
 		t.Fatal(err)

@@ -134,6 +134,10 @@ const (
 	AuditResumeHalted    = "trigger.resume_halted"
 	AuditTriggerChanged  = "trigger.changed"
 	AuditFunctionChanged = "function.changed"
+	// AuditOwnerRevoked: a trigger did not start because its owner has no
+	// token (auth.NoAccess): no rights at all until an admin gives the
+	// owner a token again or moves the trigger to another owner.
+	AuditOwnerRevoked = "trigger.owner_revoked"
 )
 
 // Clock is the time source of scheduled triggers.
@@ -418,6 +422,12 @@ func (m *Manager) unregister(id string) {
 }
 
 func (m *Manager) startLocked(ctx context.Context, t Trigger, fn Function) error {
+	if m.allowOf(t.UserID).None() {
+		m.audit(ctx, AuditOwnerRevoked, t, fmt.Sprintf("not started: its owner %s has no token (revoked) and so no rights; "+
+			"an admin gives %s a token again (api.tokens) or moves the trigger to another owner (update with user_id)", t.UserID, t.UserID))
+		return fmt.Errorf("%w: its owner %s has no token (revoked); an admin gives %s a token again or moves the trigger to another owner",
+			ErrNotAllowed, t.UserID, t.UserID)
+	}
 	lm, err := m.acquire(ctx, fn)
 	if err != nil {
 		return err

@@ -120,7 +120,12 @@ var dbOps = []string{change.OpInsert, change.OpUpdate, change.OpReplace, change.
 var authOps = []string{AuthLogin, AuthCreate, AuthDelete}
 
 // validate checks t; sources says which data source ids exist.
-func (t *Trigger) validate(sources []string) error {
+//
+// allow is the owner's allow-list: an unknown data source is named with
+// the configured ones only to an owner who may use them all; to an owner
+// limited to some sources it answers like a configured source outside the
+// list (checkAllow), so source ids cannot be probed.
+func (t *Trigger) validate(sources []string, allow auth.Allow) error {
 	if t.UserID == "" {
 		return invalid("user_id", "required")
 	}
@@ -140,10 +145,10 @@ func (t *Trigger) validate(sources []string) error {
 		return invalid("config", "set exactly one of database, scheduled, authentication")
 	}
 	knownSource := func(field, id string) error {
-		if !slices.Contains(sources, id) {
-			return invalid(field, "unknown data source %q (configured: %s)", id, strings.Join(sources, ", "))
+		if slices.Contains(sources, id) || allow.None() || len(allow.Sources()) > 0 {
+			return nil // limited owners: checkAllow refuses it like any source outside the list
 		}
-		return nil
+		return invalid(field, "unknown data source %q (configured: %s)", id, strings.Join(sources, ", "))
 	}
 	switch t.Type {
 	case TypeDatabase:
@@ -228,6 +233,10 @@ func (t *Trigger) validate(sources []string) error {
 func (t *Trigger) checkAllow(allow auth.Allow) error {
 	if allow.Unrestricted() {
 		return nil
+	}
+	if allow.None() {
+		return &FieldError{Field: "user_id", Err: ErrNotAllowed,
+			Reason: fmt.Sprintf("user %s has no token and so no rights; give it a token (api.tokens) first", t.UserID)}
 	}
 	deny := func(field, format string, args ...any) error {
 		return &FieldError{Field: field, Err: ErrNotAllowed,

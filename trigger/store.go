@@ -38,8 +38,20 @@ func newStore(client lungo.IClient, database string) *store {
 func newID() string { return primitive.NewObjectID().Hex() }
 
 func (s *store) getTrigger(ctx context.Context, id string) (Trigger, error) {
+	return s.findTrigger(ctx, id, bson.M{"_id": id})
+}
+
+// getTriggerOf reads trigger id if owner owns it. Another owner's trigger
+// and an id that does not exist run the same query, find nothing and
+// return the same error, so neither the answer nor the work behind it
+// tells them apart.
+func (s *store) getTriggerOf(ctx context.Context, id, owner string) (Trigger, error) {
+	return s.findTrigger(ctx, id, bson.M{"_id": id, "user_id": owner})
+}
+
+func (s *store) findTrigger(ctx context.Context, id string, filter bson.M) (Trigger, error) {
 	var t Trigger
-	err := s.triggers.FindOne(ctx, bson.M{"_id": id}).Decode(&t)
+	err := s.triggers.FindOne(ctx, filter).Decode(&t)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return t, fmt.Errorf("trigger %q: %w", id, ErrNotFound)
 	}
@@ -81,8 +93,18 @@ func nameTaken(ctx context.Context, c lungo.ICollection, user, name, id string) 
 }
 
 func (s *store) getFunction(ctx context.Context, id string, withWasm bool) (Function, error) {
+	return s.findFunction(ctx, id, bson.M{"_id": id}, withWasm)
+}
+
+// getFunctionOf reads function id if owner owns it: like getTriggerOf, one
+// query for another owner's function and for an unknown id.
+func (s *store) getFunctionOf(ctx context.Context, id, owner string, withWasm bool) (Function, error) {
+	return s.findFunction(ctx, id, bson.M{"_id": id, "user_id": owner}, withWasm)
+}
+
+func (s *store) findFunction(ctx context.Context, id string, filter bson.M, withWasm bool) (Function, error) {
 	var f Function
-	err := s.functions.FindOne(ctx, bson.M{"_id": id}).Decode(&f)
+	err := s.functions.FindOne(ctx, filter).Decode(&f)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return f, fmt.Errorf("function %q: %w", id, ErrNotFound)
 	}

@@ -20,6 +20,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	path := fs.String("config", "", "configuration file (YAML; see docs/config.md)")
 	httpAddr := fs.String("http-addr", "", "listen address for /metrics, /healthz, /readyz (overrides api.http_addr; off disables)")
 	insecure := fs.Bool("insecure", false, "serve plaintext gRPC on a non-loopback api.grpc_addr (sets api.insecure); only on a trusted network")
+	httpInsecure := fs.Bool("http-insecure", false, "serve /metrics on a non-loopback http address without TLS and tokens (sets api.http_insecure); only on a trusted network")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -27,7 +28,10 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, err := config.Load(*path, func(c *config.Config) { c.API.Insecure = c.API.Insecure || *insecure })
+	cfg, err := config.Load(*path, func(c *config.Config) {
+		c.API.Insecure = c.API.Insecure || *insecure
+		c.API.HTTPInsecure = c.API.HTTPInsecure || *httpInsecure
+	})
 	if err != nil {
 		return err
 	}

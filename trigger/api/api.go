@@ -16,7 +16,8 @@
 // never the request's user_id (a different user_id is PermissionDenied).
 // A user sees, changes, runs and reports events to only its own triggers
 // and functions; anything else is NotFound, exactly like an id that does
-// not exist, so ids cannot be probed. An admin sees and changes
+// not exist and found by the same single query (see scope), so ids cannot
+// be probed by the answer or by its timing. An admin sees and changes
 // everything. Without tokens there is no identity: requests name their
 // user in user_id, and everything is visible.
 package api
@@ -131,14 +132,21 @@ func queryUser(ctx context.Context, requested string) (string, error) {
 	return id.User, nil
 }
 
-// owns hides other users' resources from a user as NotFound, with exactly
-// the message an unknown id gets: an answer must not tell whether a
-// guessed id exists. kind is "trigger" or "function".
-func owns(ctx context.Context, owner, kind, idField, id string) error {
-	if who, ok := auth.FromContext(ctx); ok && !who.IsAdmin() && who.User != owner {
-		return toStatus(fmt.Errorf("%s %q: %w", kind, id, trigger.ErrNotFound), idField)
+// scope returns the user whose objects alone the caller may see by id:
+// the authenticated user, unless an admin (or no tokens: no scope).
+//
+// Lookups by id for a scoped caller query by id and owner together
+// (trigger.Manager.GetTriggerOf), so another user's id and an id that does
+// not exist run the same query, find nothing and get the same NotFound:
+// neither the message nor the time tells them apart. (Unguessable ids were
+// the other way: they would not help the ids already stored, which are
+// ObjectIDs, and a timing difference would still confirm a leaked id.)
+func scope(ctx context.Context) (string, bool) {
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.IsAdmin() {
+		return "", false
 	}
-	return nil
+	return id.User, true
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {

@@ -37,11 +37,14 @@ func (x functionServer) get(ctx context.Context, id string) (trigger.Function, e
 	if err := required("id", id); err != nil {
 		return trigger.Function{}, err
 	}
-	f, err := x.s.m.GetFunction(ctx, id, false)
-	if err != nil {
-		return f, toStatus(err, "id")
+	var f trigger.Function
+	var err error
+	if user, scoped := scope(ctx); scoped {
+		f, err = x.s.m.GetFunctionOf(ctx, id, user)
+	} else {
+		f, err = x.s.m.GetFunction(ctx, id, false)
 	}
-	return f, owns(ctx, f.UserID, "function", "id", id)
+	return f, toStatus(err, "id")
 }
 
 func (x functionServer) CreateFunction(ctx context.Context, req *pb.CreateFunctionRequest) (*pb.Function, error) {

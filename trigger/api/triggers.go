@@ -80,11 +80,14 @@ func (x triggerServer) get(ctx context.Context, id string) (trigger.Trigger, err
 	if err := required("id", id); err != nil {
 		return trigger.Trigger{}, err
 	}
-	t, err := x.s.m.GetTrigger(ctx, id)
-	if err != nil {
-		return t, toStatus(err, "id")
+	var t trigger.Trigger
+	var err error
+	if user, scoped := scope(ctx); scoped {
+		t, err = x.s.m.GetTriggerOf(ctx, id, user)
+	} else {
+		t, err = x.s.m.GetTrigger(ctx, id)
 	}
-	return t, owns(ctx, t.UserID, "trigger", "id", id)
+	return t, toStatus(err, "id")
 }
 
 func (x triggerServer) CreateTrigger(ctx context.Context, req *pb.CreateTriggerRequest) (*pb.Trigger, error) {
