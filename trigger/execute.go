@@ -185,6 +185,14 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	}
 	rec := outbox.Record{Source: queueAuth, Raw: doc}
 
+	// The event is queued for the triggers running now: right after a
+	// start, wait until every enabled trigger had its chance to start, or
+	// an event reported then would be queued for none of them.
+	select {
+	case <-m.started:
+	case <-ctx.Done():
+		return AuthResult{}, fmt.Errorf("triggers are still starting: %w", ctx.Err())
+	}
 	if err := m.lock(); err != nil {
 		return AuthResult{}, err
 	}
