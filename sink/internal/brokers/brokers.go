@@ -157,7 +157,8 @@ func (t Template) Uses(name string) bool {
 }
 
 // Expand fills in the placeholders; clean makes each value safe for the
-// broker's naming rules (literals are checked once, at validation).
+// broker's naming rules. Literals and the prefix are the user's own and are
+// checked once, at validation.
 func (t Template) Expand(v Vars, clean func(string) string) string {
 	var b strings.Builder
 	for _, p := range t.parts {
@@ -165,7 +166,7 @@ func (t Template) Expand(v Vars, clean func(string) string) string {
 		case "":
 			b.WriteString(p.lit)
 		case "prefix":
-			b.WriteString(clean(v.Prefix))
+			b.WriteString(v.Prefix)
 		case "source":
 			b.WriteString(clean(v.Source))
 		case "db":
