@@ -29,6 +29,8 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
+	"github.com/godwit-dev/godwit/sink/kafka"
+	"github.com/godwit-dev/godwit/sink/nats"
 )
 
 // Daemon is an opened configuration.
@@ -169,6 +171,12 @@ func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[stri
 		return audit.Open(*sc.Audit, log)
 	case "replicate":
 		return d.openReplicate(ctx, sc, srcConns, echoes, progress, log)
+	// Broker sinks (docs/sinks.md): each opens without reaching its
+	// brokers, so an outage at start is retried by the runner.
+	case "kafka":
+		return kafka.Open(*sc.Kafka)
+	case "nats":
+		return nats.Open(ctx, *sc.NATS)
 	}
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
 }

@@ -106,6 +106,9 @@ func checkExactlyOnce(t testing.TB, msgs []*jetstream.RawStreamMsg, want []outbo
 		for i, m := range msgs {
 			seqs[i] = m.Header.Get(envelope.HeaderSeq)
 		}
+		if len(seqs) > 40 {
+			seqs = append(seqs[:40], "…")
+		}
 		t.Fatalf("%d messages in the stream, want %d (seqs %s)", len(msgs), len(want), strings.Join(seqs, " "))
 	}
 	for i, m := range msgs {
