@@ -1,19 +1,25 @@
 package daemon_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/internal/testwait"
 )
 
@@ -132,5 +138,71 @@ sinks:
 	}
 	if n := str.CachedInfo().State.Msgs; n != uint64(ops) {
 		t.Errorf("nats stream holds %d messages, want %d", n, ops)
+	}
+}
+
+// TestDaemon_BrokerOutageIsNeverParked: with default settings a kafka sink
+// retries a broker outage far past the default five attempts without
+// parking anything, and delivers once the broker takes writes again.
+func TestDaemon_BrokerOutageIsNeverParked(t *testing.T) {
+	dir := t.TempDir()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+api: {http_addr: "off", grpc_addr: "off"}
+sources: [{id: shop, uri: "lungo:shop.lungo"}]
+sinks:
+  - {id: kafka, type: kafka, batch_size: 1, kafka: {brokers: [%q], topic: out, delivery_timeout: 1s}}
+`, kc.ListenAddrs()[0])), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fault := kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	failures := make(chan struct{}, 1000)
+	ctx := testwait.Context(t)
+	d, err := daemon.Open(ctx, cfg, zerolog.Nop(), daemon.WithDeliveryObserver(func(string) func(time.Duration, int, error) {
+		return func(_ time.Duration, _ int, err error) {
+			if err != nil {
+				failures <- struct{}{}
+			}
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = d.Close(context.Background())
+	}()
+	<-d.Sources()[0].Ready()
+	src := openSide(t, ctx, dir, "shop.lungo")
+	if _, err := src.Client.Database("shop").Collection("orders").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// WaitAcked also returns when the event is parked (the cursor passes it).
+	acked := make(chan error, 1)
+	go func() { acked <- d.Runners()[0].WaitAcked(ctx, 1) }()
+	for range 6 { // past the default of 5 attempts
+		select {
+		case <-failures:
+		case err := <-acked:
+			t.Fatalf("the event left the outbox while the broker refused writes (%v): %+v", err, d.Runners()[0].Status())
+		case <-ctx.Done():
+			t.Fatal("deliveries did not fail while the broker refused writes")
+		}
+	}
+	fault.Remove()
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Runners()[0].Status(); st.Parked != 0 || st.Delivered != 1 {
+		t.Fatalf("after the outage: %+v", st)
 	}
 }

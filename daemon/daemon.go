@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -122,6 +123,11 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 			d.audits = append(d.audits, a)
 		}
 		rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
+		if rc.MaxAttempts == 0 && (sc.Type == "kafka" || sc.Type == "nats") {
+			// A broker outage is retried until the broker is back, never
+			// parked; malformed events fail permanently and park at once.
+			rc.MaxAttempts = math.MaxInt
+		}
 		if o.observe != nil {
 			rc.OnDeliver = o.observe(sc.ID)
 		}
