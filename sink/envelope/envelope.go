@@ -153,6 +153,11 @@ var ErrMalformed = errors.New("event cannot be encoded")
 // Encode encodes rec. ok is false when the format has no form for the
 // event (Debezium and DDL events): the sink skips it.
 func (e *Encoder) Encode(rec outbox.Record) (m Message, ok bool, err error) {
+	if len(rec.Raw) < 5 || int(int32(uint32(rec.Raw[0])|uint32(rec.Raw[1])<<8|uint32(rec.Raw[2])<<16|uint32(rec.Raw[3])<<24)) < 5 {
+		// Shorter than the smallest BSON document: the driver's validation
+		// panics on some of these (found by FuzzEncoder).
+		return m, false, fmt.Errorf("%w: event %d: %d bytes are not a BSON document", ErrMalformed, rec.Seq, len(rec.Raw))
+	}
 	ev, err := change.Parse(rec.Raw)
 	if err != nil {
 		return m, false, fmt.Errorf("%w: event %d: %v", ErrMalformed, rec.Seq, err)

@@ -268,3 +268,28 @@ func rawEqual(a any, b bson.RawValue) bool {
 	y, _ := bson.Marshal(bson.D{{Key: "v", Value: b}})
 	return bytes.Equal(x, y)
 }
+
+// FuzzEncoder feeds outside bytes (what a server might send) to both
+// envelopes: no panic, and what is encoded as JSON is valid JSON.
+func FuzzEncoder(f *testing.F) {
+	for _, name := range changetest.Names() {
+		f.Add([]byte(changetest.Event(name)))
+	}
+	f.Add([]byte{5, 0, 0, 0, 0})
+	godwit, _ := envelope.New(envelope.Config{})
+	dbz, _ := envelope.New(envelope.Config{Format: "debezium", Encoding: "relaxed"})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, enc := range []*envelope.Encoder{godwit, dbz} {
+			m, ok, err := enc.Encode(outbox.Record{Seq: 1, Source: "s", Raw: raw})
+			if err != nil || !ok {
+				continue
+			}
+			if !json.Valid(m.Value) {
+				t.Fatalf("invalid JSON value %q", m.Value)
+			}
+			if m.Key != nil && !json.Valid(m.Key) {
+				t.Fatalf("invalid JSON key %q", m.Key)
+			}
+		}
+	})
+}

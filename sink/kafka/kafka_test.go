@@ -24,6 +24,7 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/envelope"
+	"github.com/godwit-dev/godwit/sink/internal/brokers"
 	"github.com/godwit-dev/godwit/sink/internal/brokertest"
 	"github.com/godwit-dev/godwit/sink/kafka"
 	"github.com/godwit-dev/godwit/sink/sinktest"
@@ -452,4 +453,20 @@ func hash(s string) uint32 {
 		h = (h ^ uint32(s[i])) * 16777619
 	}
 	return h
+}
+
+func TestSink_TLS(t *testing.T) {
+	files := brokertest.NewTLS(t)
+	c := cluster(t, kfake.TLS(files.Server(false)))
+	ctx := testwait.Context(t)
+	recs := []outbox.Record{{Seq: 1, Source: "shop", Raw: brokertest.Events(1, 1, 100)[0]}}
+	s := open(t, kafka.Config{Brokers: c.ListenAddrs(), Topic: "tls", CreateTopics: true, TLS: &brokers.TLS{CA: files.CA}})
+	if err := s.Deliver(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	// Without the CA the broker's certificate is not trusted.
+	untrusted := open(t, kafka.Config{Brokers: c.ListenAddrs(), Topic: "tls", CreateTopics: true, TLS: &brokers.TLS{}, DeliveryTimeout: 2 * time.Second})
+	if err := untrusted.Deliver(ctx, recs); err == nil {
+		t.Fatal("delivered to a broker whose certificate no trusted CA signed")
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/envelope"
+	"github.com/godwit-dev/godwit/sink/internal/brokers"
 	"github.com/godwit-dev/godwit/sink/internal/brokertest"
 	"github.com/godwit-dev/godwit/sink/nats"
 	"github.com/godwit-dev/godwit/sink/sinktest"
@@ -372,4 +373,25 @@ func TestSink_RealServer(t *testing.T) {
 			checkExactlyOnce(t, readStream(t, url, name(dir)), want)
 		},
 	})
+}
+
+func TestSink_TLS(t *testing.T) {
+	files := brokertest.NewTLS(t)
+	srv := startServer(t, t.TempDir(), -1, func(o *server.Options) { o.TLSConfig, o.TLSTimeout = files.Server(true), 5 })
+	ctx := testwait.Context(t)
+	recs := records(brokertest.Events(1, 1, 100))
+	s := open(t, nats.Config{Servers: []string{srv.ClientURL()}, Stream: &nats.Stream{Name: "TLS", Create: true},
+		TLS: &brokers.TLS{CA: files.CA, Cert: files.ClientCert, Key: files.ClientKey}})
+	if err := s.Deliver(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	// Mutual TLS: without a client certificate the server refuses.
+	anon, err := nats.Open(ctx, nats.Config{Servers: []string{srv.ClientURL()}, AckTimeout: 2 * time.Second, TLS: &brokers.TLS{CA: files.CA}})
+	if err == nil {
+		err = anon.Deliver(ctx, recs)
+		_ = anon.Close(ctx)
+	}
+	if err == nil {
+		t.Fatal("delivered without the client certificate the server requires")
+	}
 }
