@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -393,5 +394,73 @@ func TestSink_TLS(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("delivered without the client certificate the server requires")
+	}
+}
+
+// TestSink_CredentialsFile authenticates with a .creds file (user JWT and
+// NKey seed) against nats-server in operator (decentralized auth) mode.
+func TestSink_CredentialsFile(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	skp, _ := nkeys.CreateAccount()
+	spub, _ := skp.PublicKey()
+	akp, _ := nkeys.CreateAccount()
+	apub, _ := akp.PublicKey()
+	ukp, _ := nkeys.CreateUser()
+	upub, _ := ukp.PublicKey()
+
+	oc := jwt.NewOperatorClaims(opub)
+	oc.SystemAccount = spub
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator, err := jwt.DecodeOperatorClaims(ojwt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysJWT, _ := jwt.NewAccountClaims(spub).Encode(okp)
+	ac := jwt.NewAccountClaims(apub)
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	accJWT, err := ac.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(spub, sysJWT); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolver.Store(apub, accJWT); err != nil {
+		t.Fatal(err)
+	}
+	userJWT, err := jwt.NewUserClaims(upub).Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := ukp.Seed()
+	creds, err := jwt.FormatUserConfig(userJWT, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credsFile := filepath.Join(t.TempDir(), "godwit.creds")
+	if err := os.WriteFile(credsFile, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	srv := startServer(t, t.TempDir(), -1, func(o *server.Options) {
+		o.TrustedOperators, o.AccountResolver, o.SystemAccount = []*jwt.OperatorClaims{operator}, resolver, spub
+	})
+	ctx := testwait.Context(t)
+	s := open(t, nats.Config{Servers: []string{srv.ClientURL()}, CredentialsFile: credsFile, Stream: &nats.Stream{Name: "CREDS", Create: true}})
+	if err := s.Deliver(ctx, records(brokertest.Events(3, 1, 100))); err != nil {
+		t.Fatal(err)
+	}
+	anon, err := nats.Open(ctx, nats.Config{Servers: []string{srv.ClientURL()}, AckTimeout: 2 * time.Second})
+	if err == nil {
+		err = anon.Deliver(ctx, records(brokertest.Events(1, 1, 100)))
+		_ = anon.Close(ctx)
+	}
+	if err == nil {
+		t.Fatal("delivered without credentials")
 	}
 }
