@@ -17,6 +17,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/change"
@@ -463,4 +464,58 @@ func TestSink_CredentialsFile(t *testing.T) {
 	if err == nil {
 		t.Fatal("delivered without credentials")
 	}
+}
+
+// TestSink_StartsWhileServerIsDown: godwit starts while NATS is down; Open
+// does not fail or wait, and once the server is up the runner's retries
+// create the stream and deliver.
+func TestSink_StartsWhileServerIsDown(t *testing.T) {
+	store := t.TempDir()
+	srv := startServer(t, store, -1)
+	url, port := srv.ClientURL(), srvPort(t, srv)
+	srv.Shutdown()
+	ctx := testwait.Context(t)
+	s, err := nats.Open(ctx, nats.Config{Servers: []string{url}, Prefix: "late", AckTimeout: time.Second, Stream: &nats.Stream{Name: "LATE", Create: true}})
+	if err != nil {
+		t.Fatalf("open while the server is down: %v", err)
+	}
+	defer s.Close(ctx)
+	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	want := records(brokertest.Events(5, 2, 100))
+	raws := make([][]byte, len(want))
+	for i, r := range want {
+		raws[i] = r.Raw
+		want[i].Source = "src"
+	}
+	if _, err := ob.Append(ctx, "src", raws, outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan struct{}, 100)
+	r := sink.NewRunner("late", ob, s, sink.RunnerConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxAttempts: 1 << 30,
+		OnDeliver: func(_ time.Duration, _ int, err error) {
+			if err != nil {
+				select {
+				case failed <- struct{}{}:
+				default:
+				}
+			}
+		}}, zerolog.Nop())
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(runCtx) }()
+	defer func() { stop(); <-ran }()
+	select {
+	case <-failed:
+	case <-ctx.Done():
+		t.Fatal("delivery did not fail while the server was down")
+	}
+	startServer(t, store, port)
+	if err := r.WaitAcked(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, readStream(t, url, "LATE"), want)
 }
