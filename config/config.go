@@ -23,6 +23,8 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
+	"github.com/godwit-dev/godwit/sink/kafka"
+	"github.com/godwit-dev/godwit/sink/nats"
 )
 
 // Config is the whole configuration file.
@@ -182,7 +184,7 @@ type Source struct {
 type Sink struct {
 	// ID names the sink's cursor (same rule as source ids).
 	ID string `yaml:"id"`
-	// Type is "jsonl", "audit" or "replicate".
+	// Type is "jsonl", "audit", "replicate", "kafka" or "nats".
 	Type string `yaml:"type"`
 	// OnFailure is "park" (default: move the event to dead letters after
 	// MaxAttempts) or "halt" (stop this sink).
@@ -197,10 +199,14 @@ type Sink struct {
 	Audit *audit.Config `yaml:"audit"`
 	// Replicate configures a replication pipeline (docs/replicate.md).
 	Replicate *replicate.Config `yaml:"replicate"`
+	// Kafka configures a kafka sink (docs/sinks.md).
+	Kafka *kafka.Config `yaml:"kafka"`
+	// NATS configures a nats (JetStream) sink (docs/sinks.md).
+	NATS *nats.Config `yaml:"nats"`
 }
 
 // SinkTypes lists the sink types this build knows.
-var SinkTypes = []string{"jsonl", "audit", "replicate"}
+var SinkTypes = []string{"jsonl", "audit", "replicate", "kafka", "nats"}
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -303,6 +309,7 @@ func (c *Config) applyDefaults() {
 		if a := c.Sinks[i].Audit; a != nil && a.Path != "" && !filepath.IsAbs(a.Path) {
 			a.Path = filepath.Join(c.DataDir, a.Path)
 		}
+		c.brokerPaths(&c.Sinks[i])
 	}
 }
 
@@ -488,6 +495,18 @@ func (c *Config) Validate() error {
 			if rc.Source != "" && !slices.ContainsFunc(c.Sources, func(src Source) bool { return src.ID == rc.Source }) {
 				bad(f+".replicate.source", "no source with id %q", rc.Source)
 			}
+		case "kafka":
+			if s.Kafka == nil {
+				bad(f+".kafka", "required for type kafka (kafka: {brokers: [HOST:9092]})")
+			} else if err := s.Kafka.Validate(); err != nil {
+				bad(f+".kafka."+err.Error(), "")
+			}
+		case "nats":
+			if s.NATS == nil {
+				bad(f+".nats", "required for type nats (nats: {servers: [nats://HOST:4222]})")
+			} else if err := s.NATS.Validate(); err != nil {
+				bad(f+".nats."+err.Error(), "")
+			}
 		case "":
 			bad(f+".type", "required (one of %v)", SinkTypes)
 		default:
@@ -495,6 +514,26 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// brokerPaths resolves the files a kafka or nats sink names (TLS, NATS
+// credentials) against the config file's directory, like api.tls.
+func (c *Config) brokerPaths(s *Sink) {
+	var paths []*string
+	if k := s.Kafka; k != nil && k.TLS != nil {
+		paths = append(paths, &k.TLS.CA, &k.TLS.Cert, &k.TLS.Key)
+	}
+	if n := s.NATS; n != nil {
+		paths = append(paths, &n.CredentialsFile, &n.NKeySeedFile)
+		if n.TLS != nil {
+			paths = append(paths, &n.TLS.CA, &n.TLS.Cert, &n.TLS.Key)
+		}
+	}
+	for _, p := range paths {
+		if *p != "" && !filepath.IsAbs(*p) && c.dir != "" {
+			*p = filepath.Join(c.dir, *p)
+		}
+	}
 }
 
 func isLoopback(host string) bool {

@@ -83,7 +83,7 @@ sinks: [{id: a, type: jsonl, jsonl: {path: x}}]`, []string{`sinks[0].id: "a" is 
 		{"negative outbox bound", "outbox: {max_bytes: -5}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"outbox.max_bytes"}},
 		{"bad log level", "log_level: loud\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"log_level"}},
 		{"sink without type", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s}]", []string{"sinks[0].type: required"}},
-		{"unknown sink type", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: kafka}]", []string{`sinks[0].type: "kafka" is not a sink type`}},
+		{"unknown sink type", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: rabbitmq}]", []string{`sinks[0].type: "rabbitmq" is not a sink type`}},
 		{"jsonl without settings", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl}]", []string{"sinks[0].jsonl: required"}},
 		{"jsonl without path", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, jsonl: {}}]", []string{"sinks[0].jsonl: path: required"}},
 		{"bad failure policy", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, on_failure: retry, jsonl: {path: x}}]", []string{"sinks[0]", "on_failure"}},

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -29,6 +30,8 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/jsonl"
+	"github.com/godwit-dev/godwit/sink/kafka"
+	"github.com/godwit-dev/godwit/sink/nats"
 )
 
 // Daemon is an opened configuration.
@@ -120,6 +123,11 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 			d.audits = append(d.audits, a)
 		}
 		rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
+		if rc.MaxAttempts == 0 && (sc.Type == "kafka" || sc.Type == "nats") {
+			// A broker outage is retried until the broker is back, never
+			// parked; malformed events fail permanently and park at once.
+			rc.MaxAttempts = math.MaxInt
+		}
 		if o.observe != nil {
 			rc.OnDeliver = o.observe(sc.ID)
 		}
@@ -169,6 +177,12 @@ func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[stri
 		return audit.Open(*sc.Audit, log)
 	case "replicate":
 		return d.openReplicate(ctx, sc, srcConns, echoes, progress, log)
+	// Broker sinks (docs/sinks.md): each opens without reaching its
+	// brokers, so an outage at start is retried by the runner.
+	case "kafka":
+		return kafka.Open(*sc.Kafka)
+	case "nats":
+		return nats.Open(ctx, *sc.NATS)
 	}
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
 }

@@ -36,6 +36,8 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/server"
 	"github.com/godwit-dev/godwit/sink/jsonl"
+	"github.com/godwit-dev/godwit/sink/kafka"
+	"github.com/godwit-dev/godwit/sink/nats"
 	"github.com/godwit-dev/godwit/trigger"
 )
 
@@ -51,6 +53,12 @@ type Options struct {
 	Log zerolog.Logger
 	// Progress receives one plain line per progress step (may be nil).
 	Progress io.Writer
+	// Kafka, when set, adds a kafka sink (id "kafka") to these brokers:
+	// topic godwit-demo.{db}.{coll}, created if missing.
+	Kafka []string
+	// NATS, when set, adds a nats sink (id "nats") to this server: stream
+	// GODWIT_DEMO on godwit-demo.>, created if missing.
+	NATS string
 }
 
 // Summary is the demo's result.
@@ -160,6 +168,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := addBrokerSinks(cfg, opts); err != nil {
+		return nil, err
+	}
 	sum := &Summary{Ops: opts.Ops, DataDir: dir, Outbox: cfg.Outbox.Path,
 		EventsFile: cfg.Sinks[0].JSONL.Path, Delivered: map[string]uint64{}}
 
@@ -183,6 +194,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	for _, sc := range cfg.Sinks { // trigger cursors are counted in triggered
 		sum.Delivered[sc.ID] = sinks[sc.ID].Delivered
 	}
+	sum.Problems = append(sum.Problems, verifyBrokerSinks(ob, cfg, sinks)...)
 	st, _, err := ob.Source(sourceID)
 	if err != nil {
 		return sum, err
@@ -656,4 +668,35 @@ func verifyReplica(ctx context.Context, cfg *config.Config) []string {
 		return []string{"the replica differs from the source:\n" + out.String()}
 	}
 	return nil
+}
+
+// addBrokerSinks adds the kafka and nats sinks the options ask for.
+func addBrokerSinks(cfg *config.Config, opts Options) error {
+	if len(opts.Kafka) > 0 {
+		cfg.Sinks = append(cfg.Sinks, config.Sink{ID: "kafka", Type: "kafka",
+			Kafka: &kafka.Config{Brokers: opts.Kafka, Topic: "godwit-demo.{db}.{coll}", CreateTopics: true}})
+	}
+	if opts.NATS != "" {
+		cfg.Sinks = append(cfg.Sinks, config.Sink{ID: "nats", Type: "nats",
+			NATS: &nats.Config{Servers: []string{opts.NATS}, Prefix: "godwit-demo", Stream: &nats.Stream{Name: "GODWIT_DEMO", Create: true}}})
+	}
+	return cfg.Validate()
+}
+
+// verifyBrokerSinks checks that the kafka and nats sinks' cursors reached
+// the end of the outbox with nothing parked: the brokers acknowledged every
+// event.
+func verifyBrokerSinks(ob *outbox.Outbox, cfg *config.Config, sinks map[string]outbox.SinkState) []string {
+	var problems []string
+	last := ob.LastSeq()
+	for _, sc := range cfg.Sinks {
+		if sc.Type != "kafka" && sc.Type != "nats" {
+			continue
+		}
+		st := sinks[sc.ID]
+		if st.Acked != last || st.Parked != 0 {
+			problems = append(problems, fmt.Sprintf("sink %s: the broker acknowledged events up to %d of %d (%d parked)", sc.ID, st.Acked, last, st.Parked))
+		}
+	}
+	return problems
 }

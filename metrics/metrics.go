@@ -19,6 +19,7 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 	deliver  *prometheus.HistogramVec
+	failed   *prometheus.CounterVec
 }
 
 // New returns a registry that reads status from snapshot at scrape time.
@@ -31,16 +32,25 @@ func New(snapshot func() daemon.Status) *Metrics {
 			Help:    "Time one delivery of a batch to a sink took (apply latency for replication, call latency for triggers).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"sink"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "godwit_sink_deliver_errors_total",
+			Help: "Deliveries to a sink that failed and will be retried (for kafka and nats: publish errors, broker unreachable).",
+		}, []string{"sink"}),
 	}
-	reg.MustRegister(m.deliver, &collector{snapshot: snapshot},
+	reg.MustRegister(m.deliver, m.failed, &collector{snapshot: snapshot},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // ObserveDelivery returns a sink.RunnerConfig.OnDeliver hook for sink id.
 func (m *Metrics) ObserveDelivery(id string) func(time.Duration, int, error) {
-	h := m.deliver.WithLabelValues(id)
-	return func(d time.Duration, _ int, _ error) { h.Observe(d.Seconds()) }
+	h, failed := m.deliver.WithLabelValues(id), m.failed.WithLabelValues(id)
+	return func(d time.Duration, _ int, err error) {
+		h.Observe(d.Seconds())
+		if err != nil {
+			failed.Inc()
+		}
+	}
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -20,7 +21,7 @@ func init() {
 }
 
 func runDemo(ctx context.Context, m *Main, args []string) error {
-	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A]]")
+	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--kafka BROKERS] [--nats URL] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A]]")
 	ops := fs.Int("ops", 1000, "total workload operations (a rerun with the same --data continues up to this number)")
 	data := fs.String("data", "", "data directory (default: a new temporary directory); rerun with the same one to continue")
 	asJSON := fs.Bool("json", false, "end with one JSON line summarising the run")
@@ -30,8 +31,14 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	rate := fs.Float64("rate", 0, "with --keep-running: workload operations per second to keep writing (0: none)")
 	grpcAddr := fs.String("grpc-addr", rpc.DefaultAddr, "with --keep-running: gRPC API address (port 0: any free port)")
 	httpAddr := fs.String("http-addr", httpapi.DefaultAddr, "with --keep-running: address of /metrics, /healthz and /readyz")
+	kafkaBrokers := fs.String("kafka", "", "also deliver to Kafka: comma-separated host:port brokers (topics godwit-demo.DB.COLL, created if missing)")
+	natsURL := fs.String("nats", "", "also deliver to NATS JetStream at this URL (stream GODWIT_DEMO, created if missing)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var brokers []string
+	if *kafkaBrokers != "" {
+		brokers = strings.Split(*kafkaBrokers, ",")
 	}
 	if *ops <= 0 {
 		return fmt.Errorf("--ops must be positive")
@@ -43,7 +50,8 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	sum, err := demo.Run(ctx, demo.Options{Ops: *ops, DataDir: *data, Seed: *seed, Log: log, Progress: m.Stderr})
+	sum, err := demo.Run(ctx, demo.Options{Ops: *ops, DataDir: *data, Seed: *seed, Log: log, Progress: m.Stderr,
+		Kafka: brokers, NATS: *natsURL})
 	if err != nil {
 		return err
 	}
