@@ -1,6 +1,7 @@
 package change
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -101,7 +102,7 @@ var ErrMalformed = errors.New("malformed change event")
 // Parse parses a raw change event.
 func Parse(raw []byte) (*Event, error) {
 	doc := bson.Raw(raw)
-	if err := doc.Validate(); err != nil {
+	if err := validate(doc); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	e := &Event{Raw: doc}
@@ -252,4 +253,17 @@ func (e *Event) DocumentID() (bson.RawValue, bool) {
 	}
 	v, err := e.DocumentKey.LookupErr("_id")
 	return v, err == nil
+}
+
+// validate checks that raw is one well-formed BSON document. The driver's
+// Raw.Validate panics on a length prefix below 5 (found by fuzzing the
+// Kafka/NATS envelope): bytes from outside are checked here first.
+func validate(raw bson.Raw) error {
+	if len(raw) < 5 {
+		return fmt.Errorf("%d bytes are too short for a BSON document", len(raw))
+	}
+	if n := int32(binary.LittleEndian.Uint32(raw)); n < 5 || int(n) != len(raw) {
+		return fmt.Errorf("BSON length prefix %d does not match the %d bytes given", n, len(raw))
+	}
+	return raw.Validate()
 }

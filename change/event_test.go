@@ -124,6 +124,10 @@ func TestParse_Malformed(t *testing.T) {
 		"token is a number": mustMarshal(t, bson.D{{Key: "_id", Value: 5}}),
 		"removedFields holds numbers": mustMarshal(t, bson.D{{Key: "updateDescription",
 			Value: bson.D{{Key: "removedFields", Value: bson.A{1}}}}}),
+		// The driver's Raw.Validate panics on these.
+		"length prefix 0": {0, 0, 0, 0, 0},
+		"length prefix 3": {3, 0, 0, 0, 0},
+		"length prefix 4": {4, 0, 0, 0, 0, 0, 0},
 	}
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {

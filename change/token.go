@@ -15,7 +15,7 @@ import (
 // the time of the stored token measures how far capture is behind.
 func TokenTime(token []byte) (primitive.Timestamp, bool) {
 	raw := bson.Raw(token)
-	if raw.Validate() != nil {
+	if validate(raw) != nil {
 		return primitive.Timestamp{}, false
 	}
 	if t, i, ok := raw.Lookup("ts").TimestampOK(); ok {
