@@ -401,4 +401,3 @@ func TestStore_AfterCloseFails(t *testing.T) {
 		t.Fatalf("Store after Close = %v, want ErrClosed", err)
 	}
 }
-
