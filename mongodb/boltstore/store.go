@@ -1,9 +1,11 @@
 package boltstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -297,10 +299,13 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 			}
 			var st *nsState
 			var err error
-			if anchored {
-				st, err = replay(root, h, coll, old, changes[h])
-			} else {
+			switch {
+			case old == nil:
 				st, err = rewrite(root, h, coll)
+			case anchored:
+				st, err = replay(root, h, coll, old, changes[h])
+			default:
+				st, err = diff(root, h, coll, old)
 			}
 			if err != nil {
 				return fmt.Errorf("namespace %s: %w", h, err)
@@ -311,7 +316,7 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 		if anchored {
 			oplog, err = appendOplog(tx.Bucket(bucketOplog), s.oplog, head, fresh)
 		} else {
-			oplog, err = rewriteOplog(tx, list)
+			oplog, err = diffOplog(tx.Bucket(bucketOplog), s.oplog, cat.Namespaces[lungo.Oplog])
 		}
 		return err
 	})
@@ -435,6 +440,81 @@ func replay(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *n
 	return st, nil
 }
 
+// diff writes the documents that differ between the stored collection and
+// the committed one, by pointer identity (lungo never modifies a document in
+// place: a write replaces it). It costs a map lookup per document, and is
+// used only when the oplog cannot say what changed. A document deleted and
+// inserted again with the same _id keeps its stored position.
+func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsState) (*nsState, error) {
+	b, err := nsBucket(root, encodeHandle(h))
+	if err != nil {
+		return nil, err
+	}
+	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
+	st := &nsState{coll: coll, count: old.count}
+	prev, next := old.coll.Documents, coll.Documents
+	put := map[string]bool{}
+	for _, doc := range next.List {
+		if _, ok := prev.Index[doc]; ok {
+			continue
+		}
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return nil, err
+		}
+		raw, err := bson.Marshal(*doc)
+		if err != nil {
+			return nil, err
+		}
+		pos := ids.Get(id)
+		if pos == nil {
+			seq, err := docs.NextSequence()
+			if err != nil {
+				return nil, err
+			}
+			pos = seqKey(seq)
+			if err := ids.Put(id, pos); err != nil {
+				return nil, err
+			}
+			st.count++
+		}
+		if err := docs.Put(pos, raw); err != nil {
+			return nil, err
+		}
+		put[string(id)] = true
+	}
+	for _, doc := range prev.List {
+		if _, ok := next.Index[doc]; ok {
+			continue
+		}
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return nil, err
+		}
+		if put[string(id)] {
+			continue // replaced
+		}
+		pos := ids.Get(id)
+		if pos == nil {
+			return rewrite(root, h, coll)
+		}
+		if err := docs.Delete(pos); err != nil {
+			return nil, err
+		}
+		if err := ids.Delete(id); err != nil {
+			return nil, err
+		}
+		st.count--
+	}
+	if st.count != len(next.List) {
+		return rewrite(root, h, coll)
+	}
+	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), old.indexes, coll); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // rewrite replaces a namespace's buckets with the collection's contents.
 func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsState, error) {
 	key := encodeHandle(h)
@@ -449,6 +529,8 @@ func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsS
 	}
 	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
 	docs.FillPercent = 1 // positions only grow
+	type idPos struct{ id, pos []byte }
+	byID := make([]idPos, 0, len(coll.Documents.List))
 	for i, doc := range coll.Documents.List {
 		raw, err := bson.Marshal(*doc)
 		if err != nil {
@@ -465,7 +547,13 @@ func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsS
 		if err := docs.Put(seqKey(seq), raw); err != nil {
 			return nil, err
 		}
-		if err := ids.Put(id, seqKey(seq)); err != nil {
+		byID = append(byID, idPos{id, seqKey(seq)})
+	}
+	// In key order: bbolt inserts into a node in memory, and random order
+	// into one large node costs quadratic time.
+	slices.SortFunc(byID, func(a, b idPos) int { return bytes.Compare(a.id, b.id) })
+	for _, e := range byID {
+		if err := ids.Put(e.id, e.pos); err != nil {
 			return nil, err
 		}
 	}
@@ -535,22 +623,32 @@ func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List
 	return out, nil
 }
 
-func rewriteOplog(tx *bolt.Tx, list bsonkit.List) ([]entryRef, error) {
-	// Keep the sequence growing across the rewrite.
-	seq := tx.Bucket(bucketOplog).Sequence()
-	if err := tx.DeleteBucket(bucketOplog); err != nil {
-		return nil, err
+// diffOplog brings the oplog bucket to the committed oplog by pointer
+// identity: stored entries no longer in it were trimmed, entries not stored
+// yet are new (lungo only appends to the oplog and trims its head).
+func diffOplog(b *bolt.Bucket, stored []entryRef, oplog *mongokit.Collection) ([]entryRef, error) {
+	var list bsonkit.List
+	if oplog != nil {
+		list = oplog.Documents.List
 	}
-	b, err := tx.CreateBucket(bucketOplog)
-	if err != nil {
-		return nil, err
+	known := make(map[bsonkit.Doc]uint64, len(stored))
+	for _, e := range stored {
+		known[e.doc] = e.seq
+		if oplog == nil {
+			continue
+		}
+		if _, ok := oplog.Documents.Index[e.doc]; !ok {
+			if err := b.Delete(seqKey(e.seq)); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err := b.SetSequence(seq); err != nil {
-		return nil, err
-	}
-	b.FillPercent = 1
 	out := make([]entryRef, 0, len(list))
 	for _, doc := range list {
+		if seq, ok := known[doc]; ok {
+			out = append(out, entryRef{doc: doc, seq: seq})
+			continue
+		}
 		ref, err := putEntry(b, doc)
 		if err != nil {
 			return nil, err
