@@ -611,8 +611,10 @@ func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List
 			return nil, err
 		}
 	}
-	out := make([]entryRef, 0, len(stored)-head+len(fresh))
-	out = append(out, stored[head:]...)
+	// Appending to the trimmed slice is amortised O(1) per entry; it never
+	// changes what stored (the state as of the last commit) sees, so a
+	// failed commit leaves that intact.
+	out := stored[head:]
 	for _, doc := range fresh {
 		ref, err := putEntry(b, doc)
 		if err != nil {
