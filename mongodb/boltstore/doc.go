@@ -20,9 +20,12 @@
 // oplog entry (with the document key and the full document). The store
 // remembers the last oplog entry it wrote; the entries after it in the new
 // catalog are the commit's changes, replayed in order. When that anchor is
-// gone (the first commit on an empty store, or a single commit that appended
+// gone (the first commit into a new file, or a single commit that appended
 // more entries than lungo keeps) the namespaces whose pointer changed are
-// rewritten whole, so the result is always the catalog lungo committed.
+// compared with the stored ones by document pointer (a map lookup per
+// document, still writing only the differences); a namespace with no stored
+// state, or whose replay does not add up, is rewritten whole. The result is
+// always the catalog lungo committed.
 //
 // Indexes are stored as definitions and rebuilt from the documents on Load,
 // as lungo's FileStore does; they cannot disagree with the documents.
