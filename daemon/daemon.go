@@ -109,6 +109,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
 		}
+		d.logMigrated(conn)
 		d.conns = append(d.conns, conn)
 		srcConns[sc.ID] = conn
 		echoes[sc.ID] = replicate.NewEchoFilter(cfg.Metadata.Database)
@@ -187,6 +188,15 @@ func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[stri
 	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
 }
 
+// logMigrated says so when opening an embedded deployment converted a
+// lungo FileStore file.
+func (d *Daemon) logMigrated(c *mongodb.Conn) {
+	if c.Migrated != "" {
+		d.log.Info().Str("uri", c.Redacted).Str("backup", c.Migrated).
+			Msg("converted the embedded deployment's file to the incremental store; the original is kept as the backup")
+	}
+}
+
 // openReplicate opens a pipeline's target and, for a two-way pair, links it
 // to the capture of that target.
 func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer, log zerolog.Logger) (sink.Sink, error) {
@@ -196,6 +206,7 @@ func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}
+	d.logMigrated(target)
 	d.conns = append(d.conns, target)
 	opts := []replicate.Option{replicate.WithConflictHook(func(c replicate.Conflict) {
 		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassReplicationConflict,

@@ -138,9 +138,21 @@ sinks:
 	return config.Parse([]byte(yaml), dataDir)
 }
 
+// demoOplogAge is how long the demo's embedded deployments keep oplog
+// entries beyond mongodb.EmbeddedOplogSize.
+const demoOplogAge = 10 * time.Second
+
 // Run runs the demo.
 func Run(ctx context.Context, opts Options) (*Summary, error) {
 	start := time.Now()
+	// lungo copies the whole oplog on every commit, and by default keeps
+	// every entry younger than five minutes: a fast demo's oplog would grow
+	// with every operation and each commit get slower. The demo's capture
+	// runs in this process and is never far behind, so its embedded
+	// deployments keep entries past mongodb.EmbeddedOplogSize for seconds.
+	if mongodb.EmbeddedMinOplogAge == 0 {
+		mongodb.EmbeddedMinOplogAge = demoOplogAge
+	}
 	if opts.Ops <= 0 {
 		opts.Ops = 1000
 	}

@@ -8,11 +8,16 @@
 //	lungo:memory                      an embedded engine in memory (lost at exit)
 //	lungo:PATH                        an embedded engine persisted to the file PATH
 //
+// lungo:PATH files are stored by package boltstore: each commit writes only
+// what it changed. A file written by lungo's FileStore (godwit before the
+// store) is converted on first open; the original is kept as
+// PATH.filestore.bak (Conn.Migrated).
+//
 // # Caveats
 //
 // An embedded engine lives inside this process: two URIs naming the same file
-// share one engine (a file cannot be opened twice), and writes by other
-// processes to that file are not seen. The embedded engine panics on
+// share one engine (a file cannot be opened twice), and a second process
+// opening the same file fails with boltstore.ErrLocked. The embedded engine panics on
 // change-stream pipelines, so callers filter client-side when Embedded is
 // true. Its oplog is capped (EmbeddedOplogSize).
 package mongodb
@@ -34,6 +39,7 @@ import (
 	"go.mongodb.org/mongo-driver/x/mongo/driver/connstring"
 
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/mongodb/boltstore"
 )
 
 // Kind is the kind of deployment a URI names.
@@ -126,6 +132,9 @@ type Conn struct {
 	// Redacted is the URI with every credential masked
 	// (logging.RedactURI), for logs, errors and status.
 	Redacted string
+	// Migrated is the backup of a lungo FileStore file that this Open
+	// converted to the embedded store ("" otherwise), for a log line.
+	Migrated string
 
 	release func(context.Context) error
 }
@@ -137,6 +146,7 @@ func (c *Conn) Close(ctx context.Context) error { return c.release(ctx) }
 type engineRef struct {
 	client lungo.IClient
 	engine *lungo.Engine
+	store  *boltstore.Store
 	refs   int
 }
 
@@ -171,31 +181,41 @@ func Open(ctx context.Context, uri, base string) (*Conn, error) {
 		enginesMu.Lock()
 		defer enginesMu.Unlock()
 		ref := engines[path]
+		migrated := ""
 		if ref == nil {
-			client, engine, err := lungo.Open(ctx, embeddedOptions(lungo.NewFileStore(path, 0o600)))
+			store, err := boltstore.Open(path, boltstore.Options{})
 			if err != nil {
+				return nil, err
+			}
+			client, engine, err := lungo.Open(ctx, embeddedOptions(store))
+			if err != nil {
+				_ = store.Close()
 				return nil, fmt.Errorf("open embedded engine %s: %w", path, err)
 			}
 			if err := advanceClock(ctx, engine); err != nil {
 				engine.Close()
+				_ = store.Close()
 				return nil, err
 			}
-			ref = &engineRef{client: client, engine: engine}
+			ref = &engineRef{client: client, engine: engine, store: store}
 			engines[path] = ref
+			migrated = store.Migrated()
 		}
 		ref.refs++
 		var once sync.Once
-		return &Conn{Client: ref.client, Embedded: true, Engine: ref.engine, Redacted: uri,
+		return &Conn{Client: ref.client, Embedded: true, Engine: ref.engine, Redacted: uri, Migrated: migrated,
 			release: func(context.Context) error {
+				var err error
 				once.Do(func() {
 					enginesMu.Lock()
 					defer enginesMu.Unlock()
 					if ref.refs--; ref.refs == 0 {
 						ref.engine.Close()
+						err = ref.store.Close()
 						delete(engines, path)
 					}
 				})
-				return nil
+				return err
 			}}, nil
 	}
 }

@@ -1,0 +1,723 @@
+package boltstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
+	"github.com/256dpi/lungo/mongokit"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"go.mongodb.org/mongo-driver/bson"
+)
+
+// FormatVersion is the layout version written to new files.
+const FormatVersion = "1"
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketNS      = []byte("ns")
+	bucketOplog   = []byte("oplog")
+	bucketDocs    = []byte("docs")
+	bucketIDs     = []byte("ids")
+	bucketIndexes = []byte("indexes")
+	keyFormat     = []byte("format")
+)
+
+// Options configure Open. The zero value is ready to use.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the
+	// file before failing with ErrLocked. Default 1s.
+	LockTimeout time.Duration
+}
+
+// Store is a lungo.Store on bbolt. It is safe for concurrent use, though
+// lungo's engine calls it from one commit at a time.
+type Store struct {
+	path     string
+	db       *bolt.DB
+	migrated string
+
+	mu     sync.Mutex
+	closed bool
+	// What is durable, as of the last Load or successful Store.
+	nss   map[lungo.Handle]*nsState
+	oplog []entryRef // oldest first
+}
+
+// nsState mirrors one stored namespace.
+type nsState struct {
+	coll    *mongokit.Collection // the collection last stored (pointer identity)
+	count   int
+	indexes map[string]mongokit.IndexConfig
+}
+
+type entryRef struct {
+	doc bsonkit.Doc
+	seq uint64
+}
+
+// Open opens or creates the store at path. A file written by lungo's
+// FileStore is converted first (see Migrated).
+func Open(path string, opts Options) (*Store, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	kind, err := detect(path)
+	if err != nil {
+		return nil, err
+	}
+	var backup string
+	if kind == kindFileStore {
+		if backup, err = migrate(path); err != nil {
+			return nil, fmt.Errorf("convert lungo FileStore file %s: %w", path, err)
+		}
+	}
+	s, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.migrated = backup
+	return s, nil
+}
+
+func openBolt(path string, opts Options) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open embedded store %s: %w (waited %s): stop the other process using this file, or give this one its own lungo: path", path, ErrLocked, opts.LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	s := &Store{path: path, db: db, nss: map[lungo.Handle]*nsState{}}
+	if err := db.Update(initBuckets); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func initBuckets(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	switch v := meta.Get(keyFormat); {
+	case v == nil:
+		if tx.Bucket(bucketNS) != nil || tx.Bucket(bucketOplog) != nil {
+			return fmt.Errorf("%w: data without a format marker; this is not a godwit embedded store", ErrFormat)
+		}
+		if err := meta.Put(keyFormat, []byte(FormatVersion)); err != nil {
+			return err
+		}
+	case string(v) != FormatVersion:
+		return fmt.Errorf("%w: file has format %q, this godwit reads format %q; use the godwit version that wrote it", ErrFormat, v, FormatVersion)
+	}
+	for _, name := range [][]byte{bucketNS, bucketOplog} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Path returns the file path.
+func (s *Store) Path() string { return s.path }
+
+// Migrated returns the path of the backup of the lungo FileStore file that
+// this Open converted, or "" when the file already was a store.
+func (s *Store) Migrated() string { return s.migrated }
+
+// Close closes the file. Close the engine first: a Store after Close fails
+// with ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.db.Close()
+}
+
+// Load reads the whole catalog and rebuilds its indexes.
+func (s *Store) Load() (*lungo.Catalog, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	cat := lungo.NewCatalog()
+	nss := map[lungo.Handle]*nsState{}
+	var oplog []entryRef
+	err := s.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketNS).ForEachBucket(func(k []byte) error {
+			h, err := decodeHandle(k)
+			if err != nil {
+				return err
+			}
+			coll, st, err := loadNamespace(tx.Bucket(bucketNS).Bucket(k))
+			if err != nil {
+				return fmt.Errorf("namespace %s: %w", h, err)
+			}
+			cat.Namespaces[h] = coll
+			nss[h] = st
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var list bsonkit.List
+		err = tx.Bucket(bucketOplog).ForEach(func(k, v []byte) error {
+			doc, err := decodeDoc(v)
+			if err != nil {
+				return fmt.Errorf("oplog entry %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			list = append(list, doc)
+			oplog = append(oplog, entryRef{doc: doc, seq: binary.BigEndian.Uint64(k)})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		cat.Namespaces[lungo.Oplog].Documents = bsonkit.NewSet(list)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load embedded store %s: %w", s.path, err)
+	}
+	s.nss, s.oplog = nss, oplog
+	return cat, nil
+}
+
+func loadNamespace(b *bolt.Bucket) (*mongokit.Collection, *nsState, error) {
+	var list bsonkit.List
+	err := b.Bucket(bucketDocs).ForEach(func(k, v []byte) error {
+		doc, err := decodeDoc(v)
+		if err != nil {
+			return fmt.Errorf("document at position %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		list = append(list, doc)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	coll := mongokit.NewCollection(false)
+	coll.Documents = bsonkit.NewSet(list)
+	st := &nsState{coll: coll, count: len(list), indexes: map[string]mongokit.IndexConfig{}}
+	err = b.Bucket(bucketIndexes).ForEach(func(k, v []byte) error {
+		var def lungo.FileIndex
+		if err := bson.Unmarshal(v, &def); err != nil {
+			return fmt.Errorf("index %q: %w", k, err)
+		}
+		index, err := mongokit.CreateIndex(mongokit.IndexConfig{Key: def.Key, Unique: def.Unique, Partial: def.Partial, Expiry: def.Expiry})
+		if err != nil {
+			return fmt.Errorf("index %q: %w", k, err)
+		}
+		ok, err := index.Build(list)
+		if err != nil {
+			return fmt.Errorf("index %q: %w", k, err)
+		} else if !ok {
+			return fmt.Errorf("duplicate document for index %q", k)
+		}
+		coll.Indexes[string(k)] = index
+		st.indexes[string(k)] = index.Config()
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return coll, st, nil
+}
+
+// Store writes what changed since the last Load or Store in one durable
+// bbolt transaction.
+func (s *Store) Store(cat *lungo.Catalog) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var list bsonkit.List
+	if o := cat.Namespaces[lungo.Oplog]; o != nil {
+		list = o.Documents.List
+	}
+
+	// Anchor on the last stored oplog entry: the ones after it are this
+	// commit's changes; the stored ones before the new head were trimmed.
+	var fresh bsonkit.List
+	head, anchored := 0, false
+	if n := len(s.oplog); n > 0 {
+		last := s.oplog[n-1].doc
+		for i := len(list) - 1; i >= 0; i-- {
+			if list[i] == last {
+				fresh, anchored = list[i+1:], true
+				break
+			}
+		}
+		if anchored {
+			for s.oplog[head].doc != list[0] {
+				head++
+			}
+		}
+	}
+	var changes map[lungo.Handle][]change
+	if anchored {
+		var err error
+		if changes, err = parseChanges(fresh); err != nil {
+			anchored = false
+		}
+	}
+
+	nss := make(map[lungo.Handle]*nsState, len(cat.Namespaces))
+	var oplog []entryRef
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketNS)
+		for h := range s.nss {
+			if _, ok := cat.Namespaces[h]; !ok {
+				if err := root.DeleteBucket(encodeHandle(h)); err != nil {
+					return fmt.Errorf("drop namespace %s: %w", h, err)
+				}
+			}
+		}
+		for h, coll := range cat.Namespaces {
+			if h == lungo.Oplog {
+				continue
+			}
+			old := s.nss[h]
+			if old != nil && old.coll == coll {
+				nss[h] = old
+				continue
+			}
+			var st *nsState
+			var err error
+			switch {
+			case old == nil:
+				st, err = rewrite(root, h, coll)
+			case anchored:
+				st, err = replay(root, h, coll, old, changes[h])
+			default:
+				st, err = diff(root, h, coll, old)
+			}
+			if err != nil {
+				return fmt.Errorf("namespace %s: %w", h, err)
+			}
+			nss[h] = st
+		}
+		var err error
+		if anchored {
+			oplog, err = appendOplog(tx.Bucket(bucketOplog), s.oplog, head, fresh)
+		} else {
+			oplog, err = diffOplog(tx.Bucket(bucketOplog), s.oplog, cat.Namespaces[lungo.Oplog])
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store embedded store %s: %w", s.path, err)
+	}
+	s.nss, s.oplog = nss, oplog
+	return nil
+}
+
+// change is one document write taken from an oplog entry.
+type change struct {
+	op  byte // 'p' put, 'd' delete, 'x' drop namespace
+	id  []byte
+	doc bson.D
+}
+
+// parseChanges groups the oplog entries' document writes by namespace, in
+// order. An entry it does not understand is an error: the caller then
+// rewrites the changed namespaces instead.
+func parseChanges(entries bsonkit.List) (map[lungo.Handle][]change, error) {
+	out := map[lungo.Handle][]change{}
+	for _, e := range entries {
+		db, _ := bsonkit.Get(e, "ns.db").(string)
+		coll, _ := bsonkit.Get(e, "ns.coll").(string)
+		op, _ := bsonkit.Get(e, "operationType").(string)
+		h := lungo.Handle{db, coll}
+		switch op {
+		case "insert", "update", "replace", "delete":
+			id, err := encodeID(bsonkit.Get(e, "documentKey._id"))
+			if err != nil {
+				return nil, err
+			}
+			c := change{op: 'd', id: id}
+			if op != "delete" {
+				doc, ok := bsonkit.Get(e, "fullDocument").(bson.D)
+				if !ok {
+					return nil, errors.New("oplog entry without fullDocument")
+				}
+				c.op, c.doc = 'p', doc
+			}
+			out[h] = append(out[h], c)
+		case "drop":
+			out[h] = append(out[h], change{op: 'x'})
+		case "dropDatabase":
+			// Each of its collections has its own drop entry first.
+		default:
+			return nil, fmt.Errorf("unknown oplog operation %q", op)
+		}
+	}
+	return out, nil
+}
+
+// replay applies a namespace's changes to its buckets. If the result does
+// not have as many documents as the committed collection (which would mean
+// the oplog did not tell the whole story), the namespace is rewritten.
+func replay(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsState, changes []change) (*nsState, error) {
+	key := encodeHandle(h)
+	st := &nsState{coll: coll}
+	if old != nil {
+		st.count, st.indexes = old.count, old.indexes
+	}
+	b, err := nsBucket(root, key)
+	if err != nil {
+		return nil, err
+	}
+	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
+	consistent := true
+	for _, c := range changes {
+		switch c.op {
+		case 'x':
+			if err := root.DeleteBucket(key); err != nil {
+				return nil, err
+			}
+			if b, err = nsBucket(root, key); err != nil {
+				return nil, err
+			}
+			docs, ids = b.Bucket(bucketDocs), b.Bucket(bucketIDs)
+			st.count, st.indexes = 0, nil
+		case 'p':
+			raw, err := bson.Marshal(c.doc)
+			if err != nil {
+				return nil, err
+			}
+			pos := ids.Get(c.id)
+			if pos == nil {
+				seq, err := docs.NextSequence()
+				if err != nil {
+					return nil, err
+				}
+				pos = seqKey(seq)
+				if err := ids.Put(c.id, pos); err != nil {
+					return nil, err
+				}
+				st.count++
+			}
+			if err := docs.Put(pos, raw); err != nil {
+				return nil, err
+			}
+		case 'd':
+			pos := ids.Get(c.id)
+			if pos == nil {
+				consistent = false
+				continue
+			}
+			if err := docs.Delete(pos); err != nil {
+				return nil, err
+			}
+			if err := ids.Delete(c.id); err != nil {
+				return nil, err
+			}
+			st.count--
+		}
+	}
+	if !consistent || st.count != len(coll.Documents.List) {
+		return rewrite(root, h, coll)
+	}
+	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), st.indexes, coll); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// diff writes the documents that differ between the stored collection and
+// the committed one, by pointer identity (lungo never modifies a document in
+// place: a write replaces it). It costs a map lookup per document, and is
+// used only when the oplog cannot say what changed. A document deleted and
+// inserted again with the same _id keeps its stored position.
+func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsState) (*nsState, error) {
+	b, err := nsBucket(root, encodeHandle(h))
+	if err != nil {
+		return nil, err
+	}
+	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
+	st := &nsState{coll: coll, count: old.count}
+	prev, next := old.coll.Documents, coll.Documents
+	put := map[string]bool{}
+	for _, doc := range next.List {
+		if _, ok := prev.Index[doc]; ok {
+			continue
+		}
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return nil, err
+		}
+		raw, err := bson.Marshal(*doc)
+		if err != nil {
+			return nil, err
+		}
+		pos := ids.Get(id)
+		if pos == nil {
+			seq, err := docs.NextSequence()
+			if err != nil {
+				return nil, err
+			}
+			pos = seqKey(seq)
+			if err := ids.Put(id, pos); err != nil {
+				return nil, err
+			}
+			st.count++
+		}
+		if err := docs.Put(pos, raw); err != nil {
+			return nil, err
+		}
+		put[string(id)] = true
+	}
+	for _, doc := range prev.List {
+		if _, ok := next.Index[doc]; ok {
+			continue
+		}
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return nil, err
+		}
+		if put[string(id)] {
+			continue // replaced
+		}
+		pos := ids.Get(id)
+		if pos == nil {
+			return rewrite(root, h, coll)
+		}
+		if err := docs.Delete(pos); err != nil {
+			return nil, err
+		}
+		if err := ids.Delete(id); err != nil {
+			return nil, err
+		}
+		st.count--
+	}
+	if st.count != len(next.List) {
+		return rewrite(root, h, coll)
+	}
+	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), old.indexes, coll); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// rewrite replaces a namespace's buckets with the collection's contents.
+func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsState, error) {
+	key := encodeHandle(h)
+	if root.Bucket(key) != nil {
+		if err := root.DeleteBucket(key); err != nil {
+			return nil, err
+		}
+	}
+	b, err := nsBucket(root, key)
+	if err != nil {
+		return nil, err
+	}
+	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
+	docs.FillPercent = 1 // positions only grow
+	type idPos struct{ id, pos []byte }
+	byID := make([]idPos, 0, len(coll.Documents.List))
+	for i, doc := range coll.Documents.List {
+		raw, err := bson.Marshal(*doc)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		seq, err := docs.NextSequence()
+		if err != nil {
+			return nil, err
+		}
+		if err := docs.Put(seqKey(seq), raw); err != nil {
+			return nil, err
+		}
+		byID = append(byID, idPos{id, seqKey(seq)})
+	}
+	// In key order: bbolt inserts into a node in memory, and random order
+	// into one large node costs quadratic time.
+	slices.SortFunc(byID, func(a, b idPos) int { return bytes.Compare(a.id, b.id) })
+	for _, e := range byID {
+		if err := ids.Put(e.id, e.pos); err != nil {
+			return nil, err
+		}
+	}
+	st := &nsState{coll: coll, count: len(coll.Documents.List)}
+	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), nil, coll); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// syncIndexes writes the index definitions that differ from old. lungo keeps
+// an index's configuration (and its key document's pointer) when it clones a
+// collection, so comparing configurations is cheap.
+func syncIndexes(b *bolt.Bucket, old map[string]mongokit.IndexConfig, coll *mongokit.Collection) (map[string]mongokit.IndexConfig, error) {
+	same := len(old) == len(coll.Indexes)
+	if same {
+		for name, index := range coll.Indexes {
+			if cfg, ok := old[name]; !ok || cfg != index.Config() {
+				same = false
+				break
+			}
+		}
+	}
+	if same {
+		return old, nil
+	}
+	next := make(map[string]mongokit.IndexConfig, len(coll.Indexes))
+	for name, index := range coll.Indexes {
+		cfg := index.Config()
+		next[name] = cfg
+		if prev, ok := old[name]; ok && prev == cfg {
+			continue
+		}
+		raw, err := bson.Marshal(lungo.FileIndex{Key: cfg.Key, Unique: cfg.Unique, Partial: cfg.Partial, Expiry: cfg.Expiry})
+		if err != nil {
+			return nil, fmt.Errorf("index %q: %w", name, err)
+		}
+		if err := b.Put([]byte(name), raw); err != nil {
+			return nil, err
+		}
+	}
+	for name := range old {
+		if _, ok := next[name]; !ok {
+			if err := b.Delete([]byte(name)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return next, nil
+}
+
+func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List) ([]entryRef, error) {
+	for _, e := range stored[:head] {
+		if err := b.Delete(seqKey(e.seq)); err != nil {
+			return nil, err
+		}
+	}
+	// Appending to the trimmed slice is amortised O(1) per entry; it never
+	// changes what stored (the state as of the last commit) sees, so a
+	// failed commit leaves that intact.
+	out := stored[head:]
+	for _, doc := range fresh {
+		ref, err := putEntry(b, doc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ref)
+	}
+	return out, nil
+}
+
+// diffOplog brings the oplog bucket to the committed oplog by pointer
+// identity: stored entries no longer in it were trimmed, entries not stored
+// yet are new (lungo only appends to the oplog and trims its head).
+func diffOplog(b *bolt.Bucket, stored []entryRef, oplog *mongokit.Collection) ([]entryRef, error) {
+	var list bsonkit.List
+	if oplog != nil {
+		list = oplog.Documents.List
+	}
+	known := make(map[bsonkit.Doc]uint64, len(stored))
+	for _, e := range stored {
+		known[e.doc] = e.seq
+		if oplog == nil {
+			continue
+		}
+		if _, ok := oplog.Documents.Index[e.doc]; !ok {
+			if err := b.Delete(seqKey(e.seq)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([]entryRef, 0, len(list))
+	for _, doc := range list {
+		if seq, ok := known[doc]; ok {
+			out = append(out, entryRef{doc: doc, seq: seq})
+			continue
+		}
+		ref, err := putEntry(b, doc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ref)
+	}
+	return out, nil
+}
+
+func putEntry(b *bolt.Bucket, doc bsonkit.Doc) (entryRef, error) {
+	raw, err := bson.Marshal(*doc)
+	if err != nil {
+		return entryRef{}, fmt.Errorf("oplog entry: %w", err)
+	}
+	seq, err := b.NextSequence()
+	if err != nil {
+		return entryRef{}, err
+	}
+	return entryRef{doc: doc, seq: seq}, b.Put(seqKey(seq), raw)
+}
+
+func nsBucket(root *bolt.Bucket, key []byte) (*bolt.Bucket, error) {
+	b, err := root.CreateBucketIfNotExists(key)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range [][]byte{bucketDocs, bucketIDs, bucketIndexes} {
+		if _, err := b.CreateBucketIfNotExists(name); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func encodeHandle(h lungo.Handle) []byte { return []byte(h[0] + "\x00" + h[1]) }
+
+func decodeHandle(k []byte) (lungo.Handle, error) {
+	db, coll, ok := strings.Cut(string(k), "\x00")
+	if !ok {
+		return lungo.Handle{}, fmt.Errorf("%w: bad namespace key %q", ErrFormat, k)
+	}
+	return lungo.Handle{db, coll}, nil
+}
+
+// encodeID is a document's key in its namespace's ids bucket: the BSON type
+// and value of its _id.
+func encodeID(id any) ([]byte, error) {
+	if id == bsonkit.Missing || id == nil {
+		return nil, errors.New("document without _id")
+	}
+	t, data, err := bson.MarshalValue(id)
+	if err != nil {
+		return nil, fmt.Errorf("encode _id: %w", err)
+	}
+	return append([]byte{byte(t)}, data...), nil
+}
+
+func decodeDoc(raw []byte) (bsonkit.Doc, error) {
+	var d bson.D
+	if err := bson.Unmarshal(raw, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
