@@ -135,7 +135,16 @@ sinks:
       target: lungo:replica.lungo
       ignore: ["cache.*", "audit.*", "notify.*"]
 `, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "), replicaSinkID, sourceID)
-	return config.Parse([]byte(yaml), dataDir)
+	cfg, err := config.Parse([]byte(yaml), dataDir)
+	if err != nil {
+		return nil, err
+	}
+	// Every demo registers the same three functions: compile them once per
+	// user, not once per data directory (compiling takes seconds).
+	if dir, err := os.UserCacheDir(); err == nil {
+		cfg.Triggers.CompilationCache = filepath.Join(dir, "godwit", "wazero-cache")
+	}
+	return cfg, nil
 }
 
 // demoOplogAge is how long the demo's embedded deployments keep oplog
