@@ -1,0 +1,232 @@
+package devdb
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+)
+
+// beginWait is how long a transaction's first command waits for the
+// engine's write lock before answering WriteConflict (with
+// TransientTransactionError, so drivers retry the whole transaction).
+var beginWait = 2 * time.Second
+
+// session is a logical session (lsid) and its transaction.
+type session struct {
+	mu        sync.Mutex
+	lsid      bson.D
+	txnNumber int64
+	txn       *lungo.Transaction // open transaction holding the write lock
+	committed bool               // txnNumber's transaction committed
+	lastUse   time.Time
+}
+
+func (sess *session) abort(engine *lungo.Engine) {
+	if sess.txn != nil {
+		engine.Abort(sess.txn)
+		sess.txn = nil
+	}
+}
+
+func (s *Server) session(lsid bson.D) *session {
+	id, _ := lookup(lsid, "id").(primitive.Binary)
+	key := string(id.Data)
+	s.sessionsMu.Lock()
+	defer s.sessionsMu.Unlock()
+	sess := s.sessions[key]
+	if sess == nil {
+		sess = &session{lsid: lsid}
+		s.sessions[key] = sess
+	}
+	return sess
+}
+
+func (s *Server) endSessions(ids bson.A) {
+	for _, v := range ids {
+		d, ok := v.(bson.D)
+		if !ok {
+			continue
+		}
+		id, _ := lookup(d, "id").(primitive.Binary)
+		s.sessionsMu.Lock()
+		sess := s.sessions[string(id.Data)]
+		delete(s.sessions, string(id.Data))
+		s.sessionsMu.Unlock()
+		if sess != nil {
+			sess.mu.Lock()
+			sess.abort(s.engine)
+			sess.mu.Unlock()
+		}
+	}
+}
+
+// runInSession runs r inside its client transaction when the command is
+// part of one (lsid + txnNumber + autocommit:false), else on its own.
+func (s *Server) runInSession(r *request) (bson.D, error) {
+	lsid, _ := lookup(r.cmd, "lsid").(bson.D)
+	txnNumber, hasTxn := asInt(lookup(r.cmd, "txnNumber"))
+	autocommit := lookup(r.cmd, "autocommit")
+	if lsid == nil || !hasTxn || autocommit == nil || asBool(autocommit) {
+		// Retryable writes carry lsid+txnNumber without autocommit: each
+		// write command is atomic here, so a retry after a lost reply may
+		// apply twice; godwit's writes are idempotent.
+		return s.dispatch(r)
+	}
+	sess := s.session(lsid)
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	sess.lastUse = time.Now()
+	start := asBool(lookup(r.cmd, "startTransaction"))
+	switch {
+	case txnNumber < sess.txnNumber:
+		return nil, errorf(codeTransactionTooOld, "txnNumber %d is older than the session's %d", txnNumber, sess.txnNumber)
+	case start:
+		if txnNumber == sess.txnNumber && (sess.txn != nil || sess.committed) {
+			return nil, errorf(codeBadValue, "transaction %d was already started", txnNumber)
+		}
+		sess.abort(s.engine)
+		sess.txnNumber, sess.committed = txnNumber, false
+		ctx, cancel := context.WithTimeout(s.ctx, beginWait)
+		txn, err := s.engine.Begin(ctx, true)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, &cmdError{code: codeWriteConflict, msg: "write conflict: another transaction holds the write lock (devdb runs one writing transaction at a time)", labels: []string{labelTransient}}
+			}
+			return nil, s.engineError(err, lungo.Handle{}, nil)
+		}
+		sess.txn = txn
+	case txnNumber > sess.txnNumber:
+		return nil, &cmdError{code: codeNoSuchTransaction, msg: "no transaction started with this txnNumber", labels: []string{labelTransient}}
+	}
+	switch r.name {
+	case "commitTransaction":
+		if sess.committed {
+			return bson.D{}, nil // a retried commit
+		}
+		if sess.txn == nil {
+			return nil, &cmdError{code: codeNoSuchTransaction, msg: "transaction was aborted", labels: []string{labelTransient}}
+		}
+		if err := s.commitTxn(sess); err != nil {
+			return nil, err
+		}
+		return bson.D{}, nil
+	case "abortTransaction":
+		if sess.txn == nil {
+			return nil, &cmdError{code: codeNoSuchTransaction, msg: "no transaction in progress", labels: []string{labelTransient}}
+		}
+		sess.abort(s.engine)
+		return bson.D{}, nil
+	}
+	if sess.txn == nil {
+		if sess.committed {
+			return nil, errorf(codeBadValue, "transaction %d has been committed", txnNumber)
+		}
+		return nil, &cmdError{code: codeNoSuchTransaction, msg: "transaction was aborted", labels: []string{labelTransient}}
+	}
+	r.txn = sess.txn
+	out, err := s.dispatch(r)
+	if err != nil || lookup(out, "writeErrors") != nil {
+		// A real server aborts the transaction on any error inside it.
+		sess.abort(s.engine)
+		if err != nil {
+			var ce *cmdError
+			if errors.As(err, &ce) && ce.code != codeDuplicateKey {
+				ce.labels = append(ce.labels, labelTransient)
+			}
+		}
+	}
+	return out, err
+}
+
+func (s *Server) commitTxn(sess *session) error {
+	txn := sess.txn
+	sess.txn = nil
+	before := lastOplogTime(s.engine.Catalog())
+	written := txn.Catalog().Namespaces[lungo.Oplog].Documents.List
+	if err := s.engine.Commit(txn); err != nil {
+		return s.engineError(err, lungo.Handle{}, nil)
+	}
+	sess.committed = true
+	s.txnEventsMu.Lock()
+	defer s.txnEventsMu.Unlock()
+	for i := len(written) - 1; i >= 0; i-- {
+		ts, _ := bsonkit.Get(written[i], "clusterTime").(primitive.Timestamp)
+		if !before.Before(ts) {
+			break
+		}
+		s.txnEvents[ts] = txnRef{lsid: sess.lsid, txnNumber: sess.txnNumber}
+	}
+	if len(s.txnEvents) > 2*len(written)+1000 {
+		oldest := firstOplogTime(s.engine.Catalog())
+		for ts := range s.txnEvents {
+			if ts.Before(oldest) {
+				delete(s.txnEvents, ts)
+			}
+		}
+	}
+	return nil
+}
+
+// write runs fn in the request's transaction, or in one engine transaction
+// committed when fn returns nil (fn records per-statement write errors in
+// its reply and returns nil, so the statements before an error persist).
+func (s *Server) write(r *request, fn func(txn *lungo.Transaction) error) error {
+	if r.txn != nil {
+		return fn(r.txn)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.TransactionLifetime+10*time.Second)
+	defer cancel()
+	txn, err := s.engine.Begin(ctx, true)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return errorf(codeWriteConflict, "write conflict: a transaction held the write lock for too long")
+		}
+		return s.engineError(err, lungo.Handle{}, nil)
+	}
+	defer s.engine.Abort(txn)
+	if err := fn(txn); err != nil {
+		return err
+	}
+	if err := s.engine.Commit(txn); err != nil {
+		return s.engineError(err, lungo.Handle{}, nil)
+	}
+	return nil
+}
+
+// read returns the transaction reads see: the client transaction, or a
+// snapshot of the committed catalog.
+func (s *Server) read(r *request) (*lungo.Transaction, error) {
+	if r.txn != nil {
+		return r.txn, nil
+	}
+	txn, err := s.engine.Begin(s.ctx, false)
+	if err != nil {
+		return nil, s.engineError(err, lungo.Handle{}, nil)
+	}
+	return txn, nil
+}
+
+func lastOplogTime(c *lungo.Catalog) primitive.Timestamp {
+	list := c.Namespaces[lungo.Oplog].Documents.List
+	if len(list) == 0 {
+		return primitive.Timestamp{}
+	}
+	ts, _ := bsonkit.Get(list[len(list)-1], "clusterTime").(primitive.Timestamp)
+	return ts
+}
+
+func firstOplogTime(c *lungo.Catalog) primitive.Timestamp {
+	list := c.Namespaces[lungo.Oplog].Documents.List
+	if len(list) == 0 {
+		return primitive.Timestamp{}
+	}
+	ts, _ := bsonkit.Get(list[0], "clusterTime").(primitive.Timestamp)
+	return ts
+}
