@@ -1,0 +1,148 @@
+package devdb_test
+
+import (
+	"errors"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/writeconcern"
+)
+
+func TestServer_Transactions(t *testing.T) {
+	_, srv, client := start(t)
+	ctx := longCtx(t)
+	coll := client.Database("bank").Collection("accounts")
+	if _, err := coll.InsertMany(ctx, []any{bson.M{"_id": "a", "bal": 100}, bson.M{"_id": "b", "bal": 0}}); err != nil {
+		t.Fatal(err)
+	}
+	balance := func(id string) int32 {
+		t.Helper()
+		var d bson.M
+		if err := coll.FindOne(ctx, bson.M{"_id": id}).Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d["bal"].(int32)
+	}
+
+	t.Run("commit", func(t *testing.T) {
+		sess, err := client.StartSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.EndSession(ctx)
+		_, err = sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+			if _, err := coll.UpdateOne(sc, bson.M{"_id": "a"}, bson.M{"$inc": bson.M{"bal": -30}}); err != nil {
+				return nil, err
+			}
+			// Reads inside the transaction see its own writes.
+			var a bson.M
+			if err := coll.FindOne(sc, bson.M{"_id": "a"}).Decode(&a); err != nil || a["bal"] != int32(70) {
+				return nil, errors.New("the transaction does not see its own write")
+			}
+			_, err := coll.UpdateOne(sc, bson.M{"_id": "b"}, bson.M{"$inc": bson.M{"bal": 30}})
+			return nil, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := balance("a"), balance("b"); a != 70 || b != 30 {
+			t.Fatalf("after commit a=%d b=%d, want 70 30", a, b)
+		}
+	})
+
+	t.Run("abort", func(t *testing.T) {
+		sess, err := client.StartSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.EndSession(ctx)
+		if err := sess.StartTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		sc := mongo.NewSessionContext(ctx, sess)
+		if _, err := coll.UpdateOne(sc, bson.M{"_id": "a"}, bson.M{"$set": bson.M{"bal": 0}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.InsertOne(sc, bson.M{"_id": "c"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.AbortTransaction(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if a := balance("a"); a != 70 {
+			t.Fatalf("after abort a=%d, want 70", a)
+		}
+		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": "c"}); n != 0 {
+			t.Fatal("an aborted insert is visible")
+		}
+	})
+
+	t.Run("second transaction gets a transient write conflict", func(t *testing.T) {
+		s1, _ := client.StartSession()
+		defer s1.EndSession(ctx)
+		s2, _ := client.StartSession()
+		defer s2.EndSession(ctx)
+		if err := s1.StartTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.InsertOne(mongo.NewSessionContext(ctx, s1), bson.M{"_id": "t1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s2.StartTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := coll.InsertOne(mongo.NewSessionContext(ctx, s2), bson.M{"_id": "t2"})
+		var se mongo.ServerError
+		if !errors.As(err, &se) || !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
+			t.Fatalf("second transaction's write = %v, want WriteConflict (112) labelled TransientTransactionError", err)
+		}
+		_ = s2.AbortTransaction(ctx)
+		if err := s1.CommitTransaction(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": bson.M{"$in": bson.A{"t1", "t2"}}}); n != 1 {
+			t.Fatalf("%d of t1, t2 exist, want only t1", n)
+		}
+	})
+
+	t.Run("an error inside aborts the transaction", func(t *testing.T) {
+		sess, _ := client.StartSession()
+		defer sess.EndSession(ctx)
+		_ = sess.StartTransaction()
+		sc := mongo.NewSessionContext(ctx, sess)
+		if _, err := coll.InsertOne(sc, bson.M{"_id": "d"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.InsertOne(sc, bson.M{"_id": "a"}); !mongo.IsDuplicateKeyError(err) {
+			t.Fatalf("duplicate insert in a transaction = %v, want 11000", err)
+		}
+		err := sess.CommitTransaction(ctx)
+		var se mongo.ServerError
+		if !errors.As(err, &se) || !se.HasErrorCode(251) {
+			t.Fatalf("commit after a failed statement = %v, want NoSuchTransaction (251)", err)
+		}
+		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": "d"}); n != 0 {
+			t.Fatal("a write of the aborted transaction is visible")
+		}
+	})
+
+	t.Run("unacknowledged write", func(t *testing.T) {
+		// One connection: devdb serves a connection's messages in order, so
+		// the read after the w:0 insert sees it.
+		one := connect(t, srv.URI()+"&maxPoolSize=1")
+		w0 := one.Database("bank").Collection("log", optionsW0())
+		if _, err := w0.InsertOne(ctx, bson.M{"_id": 1}); err != nil && !errors.Is(err, mongo.ErrUnacknowledgedWrite) {
+			t.Fatal(err)
+		}
+		n, err := one.Database("bank").Collection("log").CountDocuments(ctx, bson.M{})
+		if err != nil || n != 1 {
+			t.Fatalf("after a w:0 insert the collection holds %d documents (%v), want 1", n, err)
+		}
+	})
+}
+
+func optionsW0() *options.CollectionOptions {
+	return options.Collection().SetWriteConcern(writeconcern.Unacknowledged())
+}
