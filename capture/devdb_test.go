@@ -6,9 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
 	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/godwit-dev/godwit/capture"
+	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/devdb"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
@@ -72,7 +76,23 @@ func TestContract_DevDB(t *testing.T) {
 		insert(t, conn, db, "c", 0)
 		waitEvents(t, ob, 1)
 		r.stop(t)
-		overflowOplog(t, engine, db, "c") // the same engine, written in process
+		// Write in process to the same engine until its oplog no longer
+		// holds the stored position.
+		st, _, _ := ob.Source("lossy")
+		at, ok := change.TokenTime(st.Token)
+		if !ok {
+			t.Fatalf("stored token %x has no cluster time", st.Token)
+		}
+		for i := 0; ; i++ {
+			if i > 100000 {
+				t.Fatal("the oplog never dropped the stored position")
+			}
+			insert(t, engine, db, "c", fmt.Sprintf("filler-%d", i))
+			oplog := engine.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List
+			if first, _ := bsonkit.Get(oplog[0], "clusterTime").(primitive.Timestamp); at.Before(first) {
+				break
+			}
+		}
 		lost := start(t, newSource(cfg, conn, ob))
 		err := <-lost.done
 		lost.done <- err
