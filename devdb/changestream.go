@@ -106,7 +106,7 @@ func (s *Server) openChangeStream(r *request, opts bson.D, rest bson.A, bs int) 
 		if kind == tokenInvalidate && key == "resumeAfter" {
 			return nil, errorf(codeInvalidResumeToken, "cannot resume after an invalidate event with resumeAfter; use startAfter")
 		}
-		if ts.Before(first) {
+		if lost(ts, first) {
 			return nil, errorf(codeChangeStreamHistoryLost, "the resume point %d.%d is older than the oldest oplog entry %d.%d: the events in between are gone", ts.T, ts.I, first.T, first.I)
 		}
 		cs.pos = ts
@@ -117,7 +117,7 @@ func (s *Server) openChangeStream(r *request, opts bson.D, rest bson.A, bs int) 
 		if !ok {
 			return nil, errorf(codeFailedToParse, "startAtOperationTime must be a timestamp")
 		}
-		if ts.Before(first) {
+		if lost(prevTimestamp(ts), first) {
 			return nil, errorf(codeChangeStreamHistoryLost, "startAtOperationTime %d.%d is older than the oldest oplog entry %d.%d", ts.T, ts.I, first.T, first.I)
 		}
 		cs.pos = prevTimestamp(ts)
@@ -136,6 +136,13 @@ func (s *Server) openChangeStream(r *request, opts bson.D, rest bson.A, bs int) 
 		s.killCursor(c.id)
 	}
 	return out, err
+}
+
+// lost reports whether entries after pos may have been dropped from an
+// oplog whose oldest entry is at first: cluster times are discrete, so
+// nothing is missing when pos is first's immediate predecessor or later.
+func lost(pos, first primitive.Timestamp) bool {
+	return pos.Before(prevTimestamp(first))
 }
 
 func prevTimestamp(ts primitive.Timestamp) primitive.Timestamp {
@@ -196,7 +203,7 @@ func oplogTime(e bsonkit.Doc) primitive.Timestamp {
 
 func (s *Server) scan(cs *changeStream, n int) (bson.A, bson.D, error) {
 	list := s.engine.Catalog().Namespaces[lungo.Oplog].Documents.List
-	if len(list) > 0 && cs.pos.Before(oplogTime(list[0])) {
+	if len(list) > 0 && lost(cs.pos, oplogTime(list[0])) {
 		first := oplogTime(list[0])
 		return nil, nil, errorf(codeChangeStreamHistoryLost, "the change stream fell behind: its position %d.%d is older than the oldest oplog entry %d.%d; the events in between are gone", cs.pos.T, cs.pos.I, first.T, first.I)
 	}

@@ -329,4 +329,17 @@ func TestServer_ChangeStreamHistoryLost(t *testing.T) {
 	if !errors.As(err, &se) || !se.HasErrorCode(286) {
 		t.Fatalf("resume after the oplog moved on = %v, want ChangeStreamHistoryLost (286)", err)
 	}
+
+	// Starting at the oldest entry still in the oplog loses nothing.
+	first := engine.Catalog().Namespaces[lungo.Oplog].Documents.List[0]
+	firstTS := first.Map()["clusterTime"].(primitive.Timestamp)
+	firstID := first.Map()["documentKey"].(bson.D).Map()["_id"]
+	cs, err = coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetStartAtOperationTime(&firstTS))
+	if err != nil {
+		t.Fatalf("startAtOperationTime at the oldest entry: %v", err)
+	}
+	defer cs.Close(ctx)
+	if e := next(t, ctx, cs); e.DocumentKey["_id"] != firstID {
+		t.Fatalf("first event %s, want the oldest entry's insert %v", e, firstID)
+	}
 }
