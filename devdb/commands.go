@@ -48,6 +48,7 @@ func init() {
 		"serverStatus":      (*Server).serverStatus,
 		"replSetGetStatus":  (*Server).replSetGetStatus,
 		"listDatabases":     (*Server).listDatabases,
+		"dbStats":           (*Server).dbStats,
 		"listCollections":   (*Server).listCollections,
 		"listIndexes":       (*Server).listIndexes,
 		"create":            (*Server).create,
@@ -213,6 +214,23 @@ func (s *Server) listDatabases(r *request) (bson.D, error) {
 		}
 	}
 	return bson.D{{Key: "databases", Value: dbs}, {Key: "totalSize", Value: int64(0)}}, nil
+}
+
+func (s *Server) dbStats(r *request) (bson.D, error) {
+	txn, err := s.read(r)
+	if err != nil {
+		return nil, err
+	}
+	var colls, objects, indexes int
+	for h, ns := range txn.Catalog().Namespaces {
+		if h[0] == r.db {
+			colls++
+			objects += len(ns.Documents.List)
+			indexes += len(ns.Indexes)
+		}
+	}
+	return bson.D{{Key: "db", Value: r.db}, {Key: "collections", Value: int32(colls)}, {Key: "views", Value: int32(0)},
+		{Key: "objects", Value: int64(objects)}, {Key: "indexes", Value: int32(indexes)}, {Key: "scaleFactor", Value: int32(1)}}, nil
 }
 
 func (s *Server) listCollections(r *request) (bson.D, error) {

@@ -251,9 +251,7 @@ func (s *Server) insert(r *request) (bson.D, error) {
 			if !ok {
 				errs = append(errs, errorf(codeBadValue, "document %d is not a document", i).writeError(i))
 			} else {
-				if lookup(d, "_id") == nil {
-					d = append(bson.D{{Key: "_id", Value: primitive.NewObjectID()}}, d...)
-				}
+				d = idFirst(d)
 				res, err := txn.Insert(h, bsonkit.List{&d}, true)
 				if err == nil {
 					err = res.Error
@@ -555,4 +553,21 @@ func docOrNil(d bson.D) bsonkit.Doc {
 		return nil
 	}
 	return &d
+}
+
+// idFirst returns d with _id as its first field, generated when missing,
+// as a real server stores documents.
+func idFirst(d bson.D) bson.D {
+	for i, e := range d {
+		if e.Key == "_id" {
+			if i == 0 {
+				return d
+			}
+			out := make(bson.D, 0, len(d))
+			out = append(out, e)
+			out = append(out, d[:i]...)
+			return append(out, d[i+1:]...)
+		}
+	}
+	return append(bson.D{{Key: "_id", Value: primitive.NewObjectID()}}, d...)
 }

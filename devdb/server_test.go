@@ -16,7 +16,7 @@ func TestServer_CRUD(t *testing.T) {
 	coll := client.Database("shop").Collection("orders")
 
 	t.Run("insert and find", func(t *testing.T) {
-		docs := []any{bson.D{{Key: "_id", Value: 1}, {Key: "item", Value: "a"}, {Key: "qty", Value: 5}},
+		docs := []any{bson.D{{Key: "item", Value: "a"}, {Key: "qty", Value: 5}, {Key: "_id", Value: 1}},
 			bson.D{{Key: "_id", Value: 2}, {Key: "item", Value: "b"}, {Key: "qty", Value: 1}},
 			bson.D{{Key: "_id", Value: 3}, {Key: "item", Value: "c"}, {Key: "qty", Value: 9}}}
 		if _, err := coll.InsertMany(ctx, docs); err != nil {
@@ -32,6 +32,14 @@ func TestServer_CRUD(t *testing.T) {
 		}
 		if len(got) != 2 || got[0]["item"] != "c" || got[1]["item"] != "a" || got[0]["qty"] != nil {
 			t.Fatalf("find = %v, want c then a, projected to item", got)
+		}
+		// Stored with _id first, as a real server stores documents.
+		raw, err := coll.FindOne(ctx, bson.M{"_id": 1}).Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first, _ := raw.IndexErr(0); first.Key() != "_id" {
+			t.Fatalf("stored document %v does not start with _id", raw)
 		}
 	})
 
