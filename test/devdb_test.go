@@ -1,0 +1,171 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
+)
+
+// startDevDB runs `godwit devdb` and returns it with the URI it printed.
+func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(godwit, "devdb", "--data", data, "--listen", listen, "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	uri := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			uri <- sc.Text()
+		}
+		close(uri)
+	}()
+	select {
+	case u, ok := <-uri:
+		if !ok || !strings.HasPrefix(u, "mongodb://") {
+			t.Fatalf("godwit devdb printed %q, want its URI:\n%s", u, stderr.String())
+		}
+		return cmd, u
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("godwit devdb printed no URI:\n%s", stderr.String())
+		return nil, ""
+	}
+}
+
+// TestDevDB_Kill9WhileCapturing: godwit captures from a `godwit devdb`
+// through mongodb://; devdb is killed with SIGKILL and restarted on the same
+// address and data; capture resumes through the driver and the outbox holds
+// every write exactly once, in order, and the daemon's subscribers see them.
+func TestDevDB_Kill9WhileCapturing(t *testing.T) {
+	dir := t.TempDir()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := lis.Addr().String()
+	lis.Close()
+	data := filepath.Join(dir, "devdb")
+	devdb, uri := startDevDB(t, data, listen)
+
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - id: dev
+    uri: %q
+    database: shop
+sinks:
+  - id: events
+    type: jsonl
+    jsonl: {path: events.jsonl}
+`, uri))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open")
+	grpc := d.addr(t, "gRPC API listening")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	coll := client.Database("shop").Collection("orders")
+	const n = 20
+
+	// A live subscriber started before the writes returns once the daemon
+	// captured n events (and holds retention until it read them).
+	tail := exec.CommandContext(ctx, godwit, "events", "tail", "--addr", grpc, "--count", fmt.Sprint(n), "--json")
+	tailErr, err := tail.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tailOut syncBuffer
+	tail.Stdout = &tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(tailErr)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.Contains(sc.Text(), "from sequence") {
+				ok = true
+				started <- true
+			}
+		}
+		if !ok {
+			started <- false
+		}
+	}()
+	if !<-started {
+		t.Fatalf("events tail did not start: %v", tail.Wait())
+	}
+	for i := range n {
+		if i == n/2 {
+			// kill -9 devdb; every acknowledged write is on disk.
+			if err := devdb.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_ = devdb.Wait()
+			devdb, _ = startDevDB(t, data, listen)
+		}
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
+			t.Fatalf("insert %d: %v", i, err)
+		}
+	}
+	if err := tail.Wait(); err != nil {
+		t.Fatalf("events tail: %v\n%s\n%s", err, tailOut.String(), d.logs())
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatalf("serve: %v\n%s", err, d.logs())
+	}
+
+	var got, want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("insert %d", i))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(tailOut.String()), "\n") {
+		var m eventpb.SubscribeResponse
+		if err := protojson.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("tail line %q: %v", line, err)
+		}
+		if e := m.GetEvent(); e != nil {
+			var key struct {
+				ID int64 `bson:"_id"`
+			}
+			if err := bson.UnmarshalExtJSON([]byte(e.GetDocumentKey().GetJson()), false, &key); err != nil {
+				t.Fatalf("event %d: %v: %s", e.GetSequence(), err, line)
+			}
+			got = append(got, fmt.Sprintf("%s %d", e.GetOperationType(), key.ID))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("outbox after devdb was killed and restarted:\n%s\nwant inserts 0..%d exactly once\ndaemon log:\n%s", strings.Join(got, "\n"), n-1, d.logs())
+	}
+}
