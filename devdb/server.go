@@ -69,6 +69,10 @@ func (c *Config) defaults() {
 	}
 }
 
+// sessionTimeout forgets sessions unused this long (hello's
+// logicalSessionTimeoutMinutes).
+const sessionTimeout = 30 * time.Minute
+
 // Server serves one embedded engine over the MongoDB wire protocol.
 type Server struct {
 	cfg    Config
@@ -383,7 +387,15 @@ func (s *Server) reap() {
 		case now := <-tick.C:
 			s.sessionsMu.Lock()
 			var open []*session
-			for _, sess := range s.sessions {
+			for id, sess := range s.sessions {
+				if sess.mu.TryLock() {
+					// Sessions expire like a real server's
+					// (logicalSessionTimeoutMinutes).
+					if sess.txn == nil && now.Sub(sess.lastUse) > sessionTimeout {
+						delete(s.sessions, id)
+					}
+					sess.mu.Unlock()
+				}
 				open = append(open, sess)
 			}
 			s.sessionsMu.Unlock()
