@@ -27,6 +27,7 @@ const (
 	codeCommandNotSupported     = 115
 	codeNoSuchTransaction       = 251
 	codeTransactionTooOld       = 225
+	codeSnapshotTooOld          = 239
 	codeInvalidResumeToken      = 260
 	codeChangeStreamFatal       = 280
 	codeChangeStreamHistoryLost = 286
@@ -51,6 +52,7 @@ var codeNames = map[int32]string{
 	codeCommandNotSupported:     "CommandNotSupported",
 	codeNoSuchTransaction:       "NoSuchTransaction",
 	codeTransactionTooOld:       "TransactionTooOld",
+	codeSnapshotTooOld:          "SnapshotTooOld",
 	codeInvalidResumeToken:      "InvalidResumeToken",
 	codeChangeStreamFatal:       "ChangeStreamFatalError",
 	codeChangeStreamHistoryLost: "ChangeStreamHistoryLost",

@@ -273,6 +273,8 @@ type request struct {
 	cmd  bson.D
 	// txn is the client transaction the command runs in (nil outside one).
 	txn *lungo.Transaction
+	// atClusterTime is set by a snapshot read (readConcern level snapshot).
+	atClusterTime *primitive.Timestamp
 }
 
 // handle runs one command and returns the reply document. A panic in a
@@ -304,6 +306,9 @@ func (s *Server) handle(c *conn, m *message) (reply []byte) {
 		}
 		d = ce.reply()
 	} else {
+		if r.atClusterTime != nil {
+			out = withAtClusterTime(out, *r.atClusterTime)
+		}
 		d = append(out, bson.E{Key: "ok", Value: 1.0})
 	}
 	ts := s.operationTime()
@@ -508,4 +513,16 @@ func (r *request) handle() (lungo.Handle, error) {
 		return lungo.Handle{}, errorf(codeInvalidNamespace, "%s: no database ($db) given", r.name)
 	}
 	return lungo.Handle{r.db, coll}, nil
+}
+
+// withAtClusterTime adds atClusterTime where drivers read a snapshot's
+// time: in the cursor document of a cursor reply, else at the top level.
+func withAtClusterTime(out bson.D, at primitive.Timestamp) bson.D {
+	for i, e := range out {
+		if cur, ok := e.Value.(bson.D); ok && e.Key == "cursor" {
+			out[i].Value = append(cur, bson.E{Key: "atClusterTime", Value: at})
+			return out
+		}
+	}
+	return append(out, bson.E{Key: "atClusterTime", Value: at})
 }

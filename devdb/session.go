@@ -201,7 +201,11 @@ func (s *Server) write(r *request, fn func(txn *lungo.Transaction) error) error 
 }
 
 // read returns the transaction reads see: the client transaction, or a
-// snapshot of the committed catalog.
+// snapshot of the committed catalog. For readConcern level "snapshot" it
+// sets r.atClusterTime to the snapshot's cluster time (sent back as
+// atClusterTime); devdb keeps no history, so a later read asking for an
+// older atClusterTime fails with SnapshotTooOld instead of reading newer
+// data.
 func (s *Server) read(r *request) (*lungo.Transaction, error) {
 	if r.txn != nil {
 		return r.txn, nil
@@ -209,6 +213,14 @@ func (s *Server) read(r *request) (*lungo.Transaction, error) {
 	txn, err := s.engine.Begin(s.ctx, false)
 	if err != nil {
 		return nil, s.engineError(err, lungo.Handle{}, nil)
+	}
+	rc, _ := lookup(r.cmd, "readConcern").(bson.D)
+	if lookup(rc, "level") == "snapshot" {
+		now := lastOplogTime(txn.Catalog())
+		if at, ok := lookup(rc, "atClusterTime").(primitive.Timestamp); ok && at != now {
+			return nil, errorf(codeSnapshotTooOld, "devdb keeps no history: cannot read at %d.%d, the data is at %d.%d", at.T, at.I, now.T, now.I)
+		}
+		r.atClusterTime = &now
 	}
 	return txn, nil
 }

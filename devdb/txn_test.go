@@ -146,3 +146,45 @@ func TestServer_Transactions(t *testing.T) {
 func optionsW0() *options.CollectionOptions {
 	return options.Collection().SetWriteConcern(writeconcern.Unacknowledged())
 }
+
+func TestServer_SnapshotReads(t *testing.T) {
+	_, _, client := start(t)
+	ctx := longCtx(t)
+	coll := client.Database("app").Collection("c")
+	for i := range 5 {
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess, err := client.StartSession(options.Session().SetSnapshot(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.EndSession(ctx)
+	sc := mongo.NewSessionContext(ctx, sess)
+	cur, err := coll.Find(sc, bson.M{}, options.Find().SetBatchSize(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A write after the snapshot's first batch is not in the snapshot.
+	if _, err := coll.InsertOne(ctx, bson.M{"_id": 99}); err != nil {
+		t.Fatal(err)
+	}
+	var docs []bson.M
+	if err := cur.All(sc, &docs); err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 5 {
+		t.Fatalf("snapshot read %d documents, want the 5 before it", len(docs))
+	}
+	if x, ok := sess.(mongo.XSession); !ok || x.ClientSession().SnapshotTime == nil {
+		t.Fatal("the driver got no atClusterTime for the snapshot session")
+	}
+	// Reading the same snapshot again after a write: devdb keeps no
+	// history, so it refuses instead of answering with newer data.
+	_, err = coll.CountDocuments(sc, bson.M{})
+	var se mongo.ServerError
+	if !errors.As(err, &se) || !se.HasErrorCode(239) {
+		t.Fatalf("a second snapshot read after a write = %v, want SnapshotTooOld (239)", err)
+	}
+}

@@ -169,3 +169,93 @@ sinks:
 		t.Fatalf("outbox after devdb was killed and restarted:\n%s\nwant inserts 0..%d exactly once\ndaemon log:\n%s", strings.Join(got, "\n"), n-1, d.logs())
 	}
 }
+
+// TestDevDB_ReplicatesBetweenTwoDevDBs: a replicate pipeline whose source
+// and target are both `godwit devdb` processes reached through mongodb://
+// (initial sync, then change-stream apply including a source transaction)
+// leaves the target equal to the source by `godwit verify`.
+func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
+	dir := t.TempDir()
+	_, src := startDevDB(t, filepath.Join(dir, "a"), "127.0.0.1:0")
+	_, dst := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	connect := func(uri string) *mongo.Client {
+		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+		return c
+	}
+	a, b := connect(src), connect(dst)
+	orders := a.Database("shop").Collection("orders")
+	for i := range 5 { // copied by the initial sync
+		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Watch the target before godwit starts, for the sentinel written last.
+	cs, err := b.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "done"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - id: a
+    uri: %q
+sinks:
+  - id: a2b
+    type: replicate
+    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
+`, src, dst))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open")
+
+	for i := 5; i < 15; i++ {
+		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := orders.UpdateMany(ctx, bson.M{"_id": bson.M{"$lt": 3}}, bson.M{"$inc": bson.M{"qty": 100}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := orders.DeleteOne(ctx, bson.M{"_id": 7}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := a.StartSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+		if _, err := orders.InsertOne(sc, bson.M{"_id": 20, "qty": 1}); err != nil {
+			return nil, err
+		}
+		_, err := a.Database("shop").Collection("customers").InsertOne(sc, bson.M{"_id": "c1", "orders": bson.A{20}})
+		return nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sess.EndSession(ctx)
+	if _, err := orders.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
+		t.Fatal(err)
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the sentinel never reached the target: %v\n%s", cs.Err(), d.logs())
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatalf("serve: %v\n%s", err, d.logs())
+	}
+	out, err := cli(t, nil, "verify", "--config", cfg)
+	if err != nil || !strings.Contains(out, "equal") {
+		t.Fatalf("verify: %v\n%s\n%s", err, out, d.logs())
+	}
+	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
+		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
+	}
+}
