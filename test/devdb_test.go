@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/godwit-dev/godwit/demo/guests"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 )
 
@@ -257,5 +259,86 @@ sinks:
 	}
 	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
 		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
+	}
+}
+
+// TestDevDB_DatabaseTriggerThroughMongoURI: triggers and functions stored in
+// a devdb (metadata.uri), a database trigger on a devdb source, and the
+// function's writes back into that deployment, all through mongodb://.
+func TestDevDB_DatabaseTriggerThroughMongoURI(t *testing.T) {
+	dir := t.TempDir()
+	_, uri := startDevDB(t, filepath.Join(dir, "devdb"), "127.0.0.1:0")
+	wasm, err := guests.Wasm("cacheupdater")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasmPath := filepath.Join(dir, "cacheupdater.wasm")
+	writeFile(t, wasmPath, string(wasm))
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+metadata: {uri: %q}
+sources:
+  - id: dev
+    uri: %q
+sinks:
+  - id: events
+    type: jsonl
+    jsonl: {path: events.jsonl}
+`, uri, uri))
+	d := startDaemon(t, cfg)
+	addr := d.addr(t, "gRPC API listening")
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := cli(t, nil, append(args, "--addr", addr, "--json")...)
+		if err != nil {
+			t.Fatalf("godwit %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &v); err != nil || v.ID == "" {
+			t.Fatalf("no id in %q: %v", out, err)
+		}
+		return v.ID
+	}
+	fnID := run("function", "create", "--user", "app", "--name", "cache", "--wasm", wasmPath)
+	run("trigger", "create", "--user", "app", "--name", "cache-orders", "--type", "database", "--function", fnID,
+		"--source", "dev", "--database", "shop", "--collection", "orders", "--ops", "insert,update,replace,delete",
+		"--full-document", "--writes", "cache.*", "--write-source", "dev")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	// The function's write into the cache is what the test waits for.
+	cs, err := client.Database("cache").Collection("shop.orders").Watch(ctx, mongo.Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	if _, err := client.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": 1, "item": "kettle"}); err != nil {
+		t.Fatal(err)
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the trigger's write never arrived: %v\n%s", cs.Err(), d.logs())
+	}
+	var cached struct {
+		Doc bson.M `bson:"doc"`
+		Op  string `bson:"op"`
+	}
+	if err := client.Database("cache").Collection("shop.orders").FindOne(ctx, bson.M{"_id": 1}).Decode(&cached); err != nil {
+		t.Fatal(err)
+	}
+	if cached.Op != "insert" || cached.Doc["item"] != "kettle" {
+		t.Fatalf("cache entry %+v, want the inserted order", cached)
+	}
+	// The trigger and function live in the devdb's metadata database.
+	n, err := client.Database("godwit").Collection("triggers").CountDocuments(ctx, bson.M{})
+	if err != nil || n != 1 {
+		names, _ := client.Database("godwit").ListCollectionNames(ctx, bson.M{})
+		t.Fatalf("metadata database holds %d triggers (%v); collections %v", n, err, names)
 	}
 }
