@@ -72,10 +72,17 @@ func init() {
 	}
 }
 
+// ddl are the commands a transaction refuses: their effects are not in the
+// oplog a transaction's commit replays.
+var ddl = map[string]bool{"create": true, "drop": true, "dropDatabase": true, "createIndexes": true, "dropIndexes": true}
+
 func (s *Server) dispatch(r *request) (bson.D, error) {
 	h := handlers[r.name]
 	if h == nil {
 		return nil, errorf(codeCommandNotFound, "no such command: '%s' (devdb serves a subset of MongoDB's commands; see docs/devdb.md)", r.name)
+	}
+	if r.txn != nil && ddl[r.name] {
+		return nil, errorf(codeNotInTransaction, "Cannot run '%s' in a multi-document transaction (devdb runs catalog commands outside transactions only)", r.name)
 	}
 	return h(s, r)
 }

@@ -28,6 +28,7 @@ const (
 	codeNoSuchTransaction       = 251
 	codeTransactionTooOld       = 225
 	codeSnapshotTooOld          = 239
+	codeNotInTransaction        = 263
 	codeInvalidResumeToken      = 260
 	codeChangeStreamFatal       = 280
 	codeChangeStreamHistoryLost = 286
@@ -53,6 +54,7 @@ var codeNames = map[int32]string{
 	codeNoSuchTransaction:       "NoSuchTransaction",
 	codeTransactionTooOld:       "TransactionTooOld",
 	codeSnapshotTooOld:          "SnapshotTooOld",
+	codeNotInTransaction:        "OperationNotSupportedInTransaction",
 	codeInvalidResumeToken:      "InvalidResumeToken",
 	codeChangeStreamFatal:       "ChangeStreamFatalError",
 	codeChangeStreamHistoryLost: "ChangeStreamHistoryLost",

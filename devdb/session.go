@@ -12,26 +12,25 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 )
 
-// beginWait is how long a transaction's first command waits for the
-// engine's write lock before answering WriteConflict (with
-// TransientTransactionError, so drivers retry the whole transaction).
-var beginWait = 2 * time.Second
-
 // session is a logical session (lsid) and its transaction.
+//
+// A transaction runs on a private copy-on-write transaction over a snapshot
+// of the catalog (base), so it holds no lock while the client works: other
+// clients keep writing. At commit its oplog entries are replayed onto the
+// engine under its write lock, after checking that no document it wrote
+// changed since the snapshot (else WriteConflict, retried by drivers).
 type session struct {
 	mu        sync.Mutex
 	lsid      bson.D
 	txnNumber int64
-	txn       *lungo.Transaction // open transaction holding the write lock
+	txn       *lungo.Transaction // open transaction (private)
+	base      *lungo.Catalog     // the snapshot txn started from
 	committed bool               // txnNumber's transaction committed
 	lastUse   time.Time
 }
 
-func (sess *session) abort(engine *lungo.Engine) {
-	if sess.txn != nil {
-		engine.Abort(sess.txn)
-		sess.txn = nil
-	}
+func (sess *session) abort(*lungo.Engine) {
+	sess.txn, sess.base = nil, nil
 }
 
 func (s *Server) session(lsid bson.D) *session {
@@ -92,16 +91,12 @@ func (s *Server) runInSession(r *request) (bson.D, error) {
 		}
 		sess.abort(s.engine)
 		sess.txnNumber, sess.committed = txnNumber, false
-		ctx, cancel := context.WithTimeout(s.ctx, beginWait)
-		txn, err := s.engine.Begin(ctx, true)
-		cancel()
+		snap, err := s.engine.Begin(s.ctx, false)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, &cmdError{code: codeWriteConflict, msg: "write conflict: another transaction holds the write lock (devdb runs one writing transaction at a time)", labels: []string{labelTransient}}
-			}
 			return nil, s.engineError(err, lungo.Handle{}, nil)
 		}
-		sess.txn = txn
+		sess.base = snap.Catalog()
+		sess.txn = lungo.NewTransaction(sess.base)
 	case txnNumber > sess.txnNumber:
 		return nil, &cmdError{code: codeNoSuchTransaction, msg: "no transaction started with this txnNumber", labels: []string{labelTransient}}
 	}
@@ -146,14 +141,39 @@ func (s *Server) runInSession(r *request) (bson.D, error) {
 }
 
 func (s *Server) commitTxn(sess *session) error {
-	txn := sess.txn
-	sess.txn = nil
-	before := lastOplogTime(s.engine.Catalog())
-	written := txn.Catalog().Namespaces[lungo.Oplog].Documents.List
-	if err := s.engine.Commit(txn); err != nil {
+	txn, base := sess.txn, sess.base
+	sess.txn, sess.base = nil, nil
+	entries := txn.Catalog().Namespaces[lungo.Oplog].Documents.List[len(base.Namespaces[lungo.Oplog].Documents.List):]
+	if len(entries) == 0 {
+		sess.committed = true // read-only
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.TransactionLifetime)
+	defer cancel()
+	live, err := s.engine.Begin(ctx, true)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return &cmdError{code: codeWriteConflict, msg: "write conflict: the write lock stayed busy", labels: []string{labelTransient}}
+		}
+		return s.engineError(err, lungo.Handle{}, nil)
+	}
+	defer s.engine.Abort(live)
+	before := lastOplogTime(live.Catalog())
+	if live.Catalog() != base {
+		if err := conflicts(base, live.Catalog(), entries); err != nil {
+			return err
+		}
+	}
+	for _, e := range entries {
+		if err := replay(live, e); err != nil {
+			return err
+		}
+	}
+	if err := s.engine.Commit(live); err != nil {
 		return s.engineError(err, lungo.Handle{}, nil)
 	}
 	sess.committed = true
+	written := live.Catalog().Namespaces[lungo.Oplog].Documents.List
 	s.txnEventsMu.Lock()
 	defer s.txnEventsMu.Unlock()
 	for i := len(written) - 1; i >= 0; i-- {
@@ -163,13 +183,105 @@ func (s *Server) commitTxn(sess *session) error {
 		}
 		s.txnEvents[ts] = txnRef{lsid: sess.lsid, txnNumber: sess.txnNumber}
 	}
-	if len(s.txnEvents) > 2*len(written)+1000 {
+	if len(s.txnEvents) > 2*len(entries)+1000 {
 		oldest := firstOplogTime(s.engine.Catalog())
 		for ts := range s.txnEvents {
 			if ts.Before(oldest) {
 				delete(s.txnEvents, ts)
 			}
 		}
+	}
+	return nil
+}
+
+// entryTarget returns the namespace and document key of an oplog entry.
+func entryTarget(e bsonkit.Doc) (lungo.Handle, any, bool) {
+	db, _ := bsonkit.Get(e, "ns.db").(string)
+	coll, _ := bsonkit.Get(e, "ns.coll").(string)
+	id := bsonkit.Get(e, "documentKey._id")
+	return lungo.Handle{db, coll}, id, id != bsonkit.Missing
+}
+
+// conflicts reports WriteConflict when a document (or collection) the
+// transaction wrote changed between its snapshot and now. Committed
+// documents are immutable and replaced on change, so comparing pointers
+// says whether one changed.
+func conflicts(base, now *lungo.Catalog, entries bsonkit.List) error {
+	for _, e := range entries {
+		h, id, ok := entryTarget(e)
+		if !ok {
+			if base.Namespaces[h] != now.Namespaces[h] {
+				return &cmdError{code: codeWriteConflict, msg: "write conflict: " + h.String() + " changed since the transaction started", labels: []string{labelTransient}}
+			}
+			continue
+		}
+		if byID(base, h, id) != byID(now, h, id) {
+			return &cmdError{code: codeWriteConflict, msg: "write conflict: a document this transaction wrote in " + h.String() + " changed since the transaction started", labels: []string{labelTransient}}
+		}
+	}
+	return nil
+}
+
+func byID(c *lungo.Catalog, h lungo.Handle, id any) bsonkit.Doc {
+	ns := c.Namespaces[h]
+	if ns == nil {
+		return nil
+	}
+	res, err := ns.Find(&bson.D{{Key: "_id", Value: id}}, nil, 0, 1)
+	if err != nil || len(res.Matched) == 0 {
+		return nil
+	}
+	return res.Matched[0]
+}
+
+// replay applies one oplog entry of a transaction to the live engine, so
+// the committed events are the ones the transaction's commands produced.
+func replay(live *lungo.Transaction, e bsonkit.Doc) error {
+	h, id, _ := entryTarget(e)
+	op, _ := bsonkit.Get(e, "operationType").(string)
+	full, _ := bsonkit.Get(e, "fullDocument").(bson.D)
+	key := &bson.D{{Key: "_id", Value: id}}
+	var err error
+	switch op {
+	case "insert":
+		var res *lungo.Result
+		res, err = live.Insert(h, bsonkit.List{&full}, true)
+		if err == nil {
+			err = res.Error
+		}
+	case "replace":
+		_, err = live.Replace(h, key, nil, &full, false)
+	case "update":
+		upd := bson.D{}
+		if set, ok := bsonkit.Get(e, "updateDescription.updatedFields").(bson.D); ok && len(set) > 0 {
+			upd = append(upd, bson.E{Key: "$set", Value: set})
+		}
+		if removed, ok := bsonkit.Get(e, "updateDescription.removedFields").(bson.A); ok && len(removed) > 0 {
+			unset := bson.D{}
+			for _, f := range removed {
+				if fs, ok := f.(string); ok {
+					unset = append(unset, bson.E{Key: fs, Value: ""})
+				}
+			}
+			upd = append(upd, bson.E{Key: "$unset", Value: unset})
+		}
+		var res *lungo.Result
+		if res, err = live.Update(h, key, nil, &upd, 0, 1, false, nil); err == nil {
+			if len(res.Modified) != 1 || bsonkit.Compare(*res.Modified[0], full) != 0 {
+				err = errors.New("replaying an update did not reproduce its document")
+			}
+		}
+	case "delete":
+		_, err = live.Delete(h, key, nil, 0, 1)
+	case "drop":
+		err = live.Drop(h)
+	case "dropDatabase":
+		// Its collections' drop entries came first.
+	default:
+		err = errors.New("unknown oplog entry " + op)
+	}
+	if err != nil {
+		return errorf(codeInternalError, "committing the transaction's %s on %s: %v", op, h.String(), err)
 	}
 	return nil
 }

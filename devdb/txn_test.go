@@ -79,32 +79,88 @@ func TestServer_Transactions(t *testing.T) {
 		}
 	})
 
-	t.Run("second transaction gets a transient write conflict", func(t *testing.T) {
+	t.Run("a transaction does not block other writers", func(t *testing.T) {
 		s1, _ := client.StartSession()
 		defer s1.EndSession(ctx)
 		s2, _ := client.StartSession()
 		defer s2.EndSession(ctx)
-		if err := s1.StartTransaction(); err != nil {
-			t.Fatal(err)
-		}
+		_ = s1.StartTransaction()
+		_ = s2.StartTransaction()
 		if _, err := coll.InsertOne(mongo.NewSessionContext(ctx, s1), bson.M{"_id": "t1"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s2.StartTransaction(); err != nil {
+		if _, err := coll.InsertOne(mongo.NewSessionContext(ctx, s2), bson.M{"_id": "t2"}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := coll.InsertOne(mongo.NewSessionContext(ctx, s2), bson.M{"_id": "t2"})
-		var se mongo.ServerError
-		if !errors.As(err, &se) || !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
-			t.Fatalf("second transaction's write = %v, want WriteConflict (112) labelled TransientTransactionError", err)
+		// Outside both, while both are open.
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": "t3"}); err != nil {
+			t.Fatal(err)
 		}
-		_ = s2.AbortTransaction(ctx)
+		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": bson.M{"$in": bson.A{"t1", "t2"}}}); n != 0 {
+			t.Fatal("uncommitted writes are visible outside their transactions")
+		}
+		if err := s2.CommitTransaction(ctx); err != nil {
+			t.Fatal(err)
+		}
 		if err := s1.CommitTransaction(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": bson.M{"$in": bson.A{"t1", "t2"}}}); n != 1 {
-			t.Fatalf("%d of t1, t2 exist, want only t1", n)
+		if n, _ := coll.CountDocuments(ctx, bson.M{"_id": bson.M{"$in": bson.A{"t1", "t2", "t3"}}}); n != 3 {
+			t.Fatalf("%d of t1, t2, t3 exist, want all 3", n)
 		}
+	})
+
+	t.Run("a concurrent write to the same document is a transient write conflict", func(t *testing.T) {
+		sess, _ := client.StartSession()
+		defer sess.EndSession(ctx)
+		_ = sess.StartTransaction()
+		if _, err := coll.UpdateOne(mongo.NewSessionContext(ctx, sess), bson.M{"_id": "b"}, bson.M{"$set": bson.M{"by": "txn"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := coll.UpdateOne(ctx, bson.M{"_id": "b"}, bson.M{"$set": bson.M{"by": "outside"}}); err != nil {
+			t.Fatal(err)
+		}
+		err := sess.CommitTransaction(ctx)
+		var se mongo.ServerError
+		if !errors.As(err, &se) || !se.HasErrorCode(112) || !se.HasErrorLabel("TransientTransactionError") {
+			t.Fatalf("commit after a concurrent write = %v, want WriteConflict (112) labelled TransientTransactionError", err)
+		}
+		var b bson.M
+		if err := coll.FindOne(ctx, bson.M{"_id": "b"}).Decode(&b); err != nil || b["by"] != "outside" {
+			t.Fatalf("b = %v (%v): the conflicting transaction must not apply", b, err)
+		}
+		// WithTransaction retries the whole transaction and succeeds.
+		tries := 0
+		_, err = sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+			tries++
+			if _, err := coll.UpdateOne(sc, bson.M{"_id": "b"}, bson.M{"$set": bson.M{"by": "txn"}}); err != nil {
+				return nil, err
+			}
+			if tries == 1 {
+				if _, err := coll.UpdateOne(ctx, bson.M{"_id": "b"}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
+		if err != nil || tries != 2 {
+			t.Fatalf("WithTransaction = %v after %d tries, want success on the second", err, tries)
+		}
+		if err := coll.FindOne(ctx, bson.M{"_id": "b"}).Decode(&b); err != nil || b["by"] != "txn" || b["n"] != int32(1) {
+			t.Fatalf("b = %v (%v), want by: txn and n: 1", b, err)
+		}
+	})
+
+	t.Run("catalog commands are refused in a transaction", func(t *testing.T) {
+		sess, _ := client.StartSession()
+		defer sess.EndSession(ctx)
+		_ = sess.StartTransaction()
+		err := client.Database("bank").CreateCollection(mongo.NewSessionContext(ctx, sess), "new")
+		var se mongo.ServerError
+		if !errors.As(err, &se) || !se.HasErrorCode(263) {
+			t.Fatalf("create in a transaction = %v, want OperationNotSupportedInTransaction (263)", err)
+		}
+		_ = sess.AbortTransaction(ctx)
 	})
 
 	t.Run("an error inside aborts the transaction", func(t *testing.T) {
