@@ -25,11 +25,16 @@
 //
 // devdb is for trying godwit, tests and local development, never for
 // production data:
-//   - one writer at a time: a transaction holds the engine's write lock
-//     from its first command to commit/abort; a second transaction waits
-//     up to two seconds, then gets WriteConflict (TransientTransactionError,
-//     so drivers retry). Transactions open longer than
-//     Config.TransactionLifetime after their last command are aborted.
+//   - transactions read and write a snapshot taken at their first command
+//     and hold no lock until commit; commit replays their oplog entries
+//     under the engine's write lock and fails with WriteConflict
+//     (TransientTransactionError, so drivers retry) when a document they
+//     wrote changed since the snapshot. Phantoms (documents a multi-update
+//     would now match) are not detected. Catalog commands are refused
+//     inside transactions. Transactions idle longer than
+//     Config.TransactionLifetime are aborted.
+//   - snapshot reads (readConcern snapshot) report atClusterTime; there is
+//     no history, so a read at an older time gets SnapshotTooOld.
 //   - no authentication, no TLS, no compression, no exhaust cursors.
 //   - a subset of commands and aggregation stages (see docs/devdb.md);
 //     anything else is answered with CommandNotFound (59) or an
