@@ -438,3 +438,56 @@ sinks:
 		t.Fatalf("conflicts logged without concurrent writes to one document:\n%s", d.logs())
 	}
 }
+
+// TestDemo_Listen: `godwit demo --keep-running --listen` serves the demo's
+// source over the wire protocol; a document inserted with the official
+// driver shows in `godwit events tail` and fires the demo's cache trigger.
+func TestDemo_Listen(t *testing.T) {
+	d := keepDemo(t, "--ops", "20", "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+	if !strings.HasPrefix(d.source, "mongodb://") {
+		t.Fatalf("demo printed source URI %q", d.source)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(d.source))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	// The cache trigger mirrors shop.orders into cache.shop.orders.
+	cs, err := client.Database("cache").Collection("shop.orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "from-driver"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	tail := exec.CommandContext(ctx, godwit, "events", "tail", "--addr", d.grpc, "--ns", "shop.orders", "--count", "1", "--json")
+	var tailOut syncBuffer
+	tail.Stdout = &tailOut
+	tailErr, err := tail.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(tailErr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "from sequence") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if _, err := client.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": "from-driver", "note": "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Wait(); err != nil {
+		t.Fatalf("events tail: %v\n%s", err, d.stderr)
+	}
+	if !strings.Contains(tailOut.String(), "from-driver") {
+		t.Fatalf("events tail shows %s, want the driver's insert", tailOut.String())
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the cache trigger did not mirror the driver's insert: %v\n%s", cs.Err(), d.stderr)
+	}
+	d.stop(t)
+}
