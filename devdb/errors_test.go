@@ -101,6 +101,8 @@ func TestServer_BadBytes(t *testing.T) {
 		"truncated OP_MSG":  append(header(26, 2013), 0, 0, 0, 0, 0, 50, 0, 0, 0, 1),
 		"bad BSON body":     append(header(31, 2013), 0, 0, 0, 0, 0, 10, 0, 0, 0, 99, 1, 2, 3, 4, 0),
 		"unknown msg flags": append(header(20, 2013), 4, 0, 0, 0),
+		// Found by FuzzDecodeMessage: the driver's reader panicked on it.
+		"sequence of length -2^31": append(header(27, 2013), 0, 0, 0, 0, 1, 0, 0, 0, 0x80, 'x', 0),
 	}
 	for name, b := range garbage {
 		t.Run(name, func(t *testing.T) {

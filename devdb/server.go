@@ -241,7 +241,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 			return
 		}
-		m, err := decodeMessage(wm)
+		m, err := safeDecode(wm)
 		if err != nil {
 			s.log.Warn().Int32("conn", c.id).Str("remote", c.remote).Err(err).Msg("devdb: closing connection after bad bytes")
 			return
@@ -263,6 +263,17 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// safeDecode decodes a message; a panic in a parser (devdb's or the
+// driver's wire helpers) is a bad message, never a crashed server.
+func safeDecode(wm []byte) (m *message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m, err = nil, fmt.Errorf("%w: the message broke the decoder: %v", ErrBadMessage, p)
+		}
+	}()
+	return decodeMessage(wm)
 }
 
 // request is one command being served.

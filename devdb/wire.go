@@ -119,6 +119,14 @@ func decodeMsg(m *message, rem []byte) error {
 				return fmt.Errorf("%w: OP_MSG body section is truncated", ErrBadMessage)
 			}
 		case wiremessage.DocumentSequence:
+			// The driver's reader trusts the length's sign (a length of
+			// -2^31 wraps and panics): check it first.
+			if len(rem) < 4 {
+				return fmt.Errorf("%w: OP_MSG document sequence is truncated", ErrBadMessage)
+			}
+			if size := int32(binary.LittleEndian.Uint32(rem)); size < 5 || int(size) > len(rem) {
+				return fmt.Errorf("%w: OP_MSG document sequence length %d is outside 5..%d", ErrBadMessage, size, len(rem))
+			}
 			var s seq
 			s.id, s.docs, rem, ok = wiremessage.ReadMsgSectionDocumentSequence(rem)
 			if !ok {
