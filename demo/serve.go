@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/godwit-dev/godwit/devdb"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
@@ -28,6 +29,10 @@ type ServeOptions struct {
 	// Rate is how many workload operations per second to write meanwhile
 	// (0: none), continuing the deterministic workload.
 	Rate float64
+	// Listen, when set, serves the demo's source over the MongoDB wire
+	// protocol at this address (devdb) while Serve runs, so mongosh or any
+	// driver can write to it and watch the triggers fire.
+	Listen string
 	// Log receives the daemon's logs.
 	Log zerolog.Logger
 	// Ready is called once the listeners serve and capture runs.
@@ -38,6 +43,9 @@ type ServeOptions struct {
 type Listening struct {
 	GRPCAddr string `json:"grpc_addr"`
 	HTTPAddr string `json:"http_addr"`
+	// SourceURI is the mongodb:// URI of the demo's source when
+	// ServeOptions.Listen is set.
+	SourceURI string `json:"source_uri,omitempty"`
 }
 
 // Serve runs the demo's daemon, with the gRPC API and the HTTP listener,
@@ -86,15 +94,26 @@ func Serve(ctx context.Context, opts ServeOptions) (int, error) {
 	case <-ctx.Done():
 		return 0, nil
 	}
-	if opts.Ready != nil {
-		opts.Ready(Listening{GRPCAddr: srv.RPC.Addr(), HTTPAddr: srv.HTTP.Addr()})
-	}
-
+	// The same path shares the daemon's engine: writes through devdb reach
+	// capture like the workload's.
 	conn, err := mongodb.Open(ctx, cfg.Sources[0].URI, cfg.Dir())
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	l := Listening{GRPCAddr: srv.RPC.Addr(), HTTPAddr: srv.HTTP.Addr()}
+	if opts.Listen != "" {
+		log := opts.Log
+		db, err := devdb.Open(conn.Engine, devdb.Config{Addr: opts.Listen, Log: &log})
+		if err != nil {
+			return 0, fmt.Errorf("--listen: %w", err)
+		}
+		defer db.Close(context.WithoutCancel(ctx))
+		l.SourceURI = db.URI()
+	}
+	if opts.Ready != nil {
+		opts.Ready(l)
+	}
 	next, err := storedNext(ctx, conn.Client)
 	if err != nil {
 		return 0, err

@@ -26,6 +26,7 @@ type keptDemo struct {
 	summary demoSummary
 	grpc    string
 	http    string
+	source  string // mongodb:// URI of the source with --listen
 	stderr  *syncBuffer
 	done    chan error
 }
@@ -88,14 +89,15 @@ func keepDemo(t *testing.T, args ...string) *keptDemo {
 		t.Fatalf("summary %+v, %v\n%s", d.summary, err, d.stderr)
 	}
 	var running struct {
-		Running  bool   `json:"running"`
-		GRPCAddr string `json:"grpc_addr"`
-		HTTPAddr string `json:"http_addr"`
+		Running   bool   `json:"running"`
+		GRPCAddr  string `json:"grpc_addr"`
+		HTTPAddr  string `json:"http_addr"`
+		SourceURI string `json:"source_uri"`
 	}
 	if line := next(); json.Unmarshal([]byte(line), &running) != nil || !running.Running {
 		t.Fatalf("second line %q, want where the daemon listens", line)
 	}
-	d.grpc, d.http = running.GRPCAddr, running.HTTPAddr
+	d.grpc, d.http, d.source = running.GRPCAddr, running.HTTPAddr, running.SourceURI
 	return d
 }
 

@@ -21,7 +21,7 @@ func init() {
 }
 
 func runDemo(ctx context.Context, m *Main, args []string) error {
-	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--kafka BROKERS] [--nats URL] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A]]")
+	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--kafka BROKERS] [--nats URL] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A] [--listen A]]")
 	ops := fs.Int("ops", 1000, "total workload operations (a rerun with the same --data continues up to this number)")
 	data := fs.String("data", "", "data directory (default: a new temporary directory); rerun with the same one to continue")
 	asJSON := fs.Bool("json", false, "end with one JSON line summarising the run")
@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	httpAddr := fs.String("http-addr", httpapi.DefaultAddr, "with --keep-running: address of /metrics, /healthz and /readyz")
 	kafkaBrokers := fs.String("kafka", "", "also deliver to Kafka: comma-separated host:port brokers (topics godwit-demo.DB.COLL, created if missing)")
 	natsURL := fs.String("nats", "", "also deliver to NATS JetStream at this URL (stream GODWIT_DEMO, created if missing)")
+	listen := fs.String("listen", "", "with --keep-running: serve the demo's source over the MongoDB wire protocol at this address (for example 127.0.0.1:27017) for mongosh and drivers")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +46,9 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	}
 	if *rate < 0 {
 		return fmt.Errorf("--rate must not be negative")
+	}
+	if *listen != "" && !*keep {
+		return fmt.Errorf("--listen needs --keep-running: the source is served once the verified run is done")
 	}
 	log, err := logging.New(os.Stderr, *level)
 	if err != nil {
@@ -86,7 +90,7 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	}
 	if *keep {
 		return keepRunning(ctx, m, log, demo.ServeOptions{DataDir: sum.DataDir, Seed: *seed, GRPCAddr: *grpcAddr,
-			HTTPAddr: *httpAddr, Rate: *rate}, *asJSON)
+			HTTPAddr: *httpAddr, Rate: *rate, Listen: *listen}, *asJSON)
 	}
 	return nil
 }
@@ -115,6 +119,10 @@ func keepRunning(ctx context.Context, m *Main, log zerolog.Logger, opts demo.Ser
 		}
 		fmt.Fprintf(m.Stdout, "  godwit status%s\n  godwit events tail%s --ns 'shop.*'\n  godwit trigger list%s\n  curl -s http://%s/metrics | grep ^godwit_\n",
 			addr, addr, addr, l.HTTPAddr)
+		if l.SourceURI != "" {
+			fmt.Fprintf(m.Stdout, "The demo's source is served at %s — write to it and watch the events:\n  mongosh %q --eval 'db.getSiblingDB(\"shop\").orders.insertOne({note: \"hello from mongosh\"})'\n",
+				l.SourceURI, l.SourceURI)
+		}
 	}
 	total, err := demo.Serve(ctx, opts)
 	if err != nil {

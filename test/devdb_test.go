@@ -1,0 +1,493 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/godwit-dev/godwit/demo/guests"
+	"github.com/godwit-dev/godwit/outbox"
+	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
+)
+
+// startDevDB runs `godwit devdb` and returns it with the URI it printed.
+func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(godwit, "devdb", "--data", data, "--listen", listen, "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	uri := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			uri <- sc.Text()
+		}
+		close(uri)
+	}()
+	select {
+	case u, ok := <-uri:
+		if !ok || !strings.HasPrefix(u, "mongodb://") {
+			t.Fatalf("godwit devdb printed %q, want its URI:\n%s", u, stderr.String())
+		}
+		return cmd, u
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("godwit devdb printed no URI:\n%s", stderr.String())
+		return nil, ""
+	}
+}
+
+// TestDevDB_Kill9WhileCapturing: godwit captures from a `godwit devdb`
+// through mongodb://; devdb is killed with SIGKILL and restarted on the same
+// address and data; capture resumes through the driver and the outbox holds
+// every write exactly once, in order, and the daemon's subscribers see them.
+func TestDevDB_Kill9WhileCapturing(t *testing.T) {
+	dir := t.TempDir()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := lis.Addr().String()
+	lis.Close()
+	data := filepath.Join(dir, "devdb")
+	devdb, uri := startDevDB(t, data, listen)
+
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - id: dev
+    uri: %q
+    database: shop
+sinks:
+  - id: events
+    type: jsonl
+    jsonl: {path: events.jsonl}
+`, uri))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open")
+	grpc := d.addr(t, "gRPC API listening")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	coll := client.Database("shop").Collection("orders")
+	const n = 20
+
+	// A live subscriber started before the writes returns once the daemon
+	// captured n events (and holds retention until it read them).
+	tail := exec.CommandContext(ctx, godwit, "events", "tail", "--addr", grpc, "--count", fmt.Sprint(n), "--json")
+	tailErr, err := tail.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tailOut syncBuffer
+	tail.Stdout = &tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(tailErr)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.Contains(sc.Text(), "from sequence") {
+				ok = true
+				started <- true
+			}
+		}
+		if !ok {
+			started <- false
+		}
+	}()
+	if !<-started {
+		t.Fatalf("events tail did not start: %v", tail.Wait())
+	}
+	for i := range n {
+		if i == n/2 {
+			// kill -9 devdb; every acknowledged write is on disk.
+			if err := devdb.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_ = devdb.Wait()
+			devdb, _ = startDevDB(t, data, listen)
+		}
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
+			t.Fatalf("insert %d: %v", i, err)
+		}
+	}
+	if err := tail.Wait(); err != nil {
+		t.Fatalf("events tail: %v\n%s\n%s", err, tailOut.String(), d.logs())
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatalf("serve: %v\n%s", err, d.logs())
+	}
+
+	var got, want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("insert %d", i))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(tailOut.String()), "\n") {
+		var m eventpb.SubscribeResponse
+		if err := protojson.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("tail line %q: %v", line, err)
+		}
+		if e := m.GetEvent(); e != nil {
+			var key struct {
+				ID int64 `bson:"_id"`
+			}
+			if err := bson.UnmarshalExtJSON([]byte(e.GetDocumentKey().GetJson()), false, &key); err != nil {
+				t.Fatalf("event %d: %v: %s", e.GetSequence(), err, line)
+			}
+			got = append(got, fmt.Sprintf("%s %d", e.GetOperationType(), key.ID))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("outbox after devdb was killed and restarted:\n%s\nwant inserts 0..%d exactly once\ndaemon log:\n%s", strings.Join(got, "\n"), n-1, d.logs())
+	}
+}
+
+// TestDevDB_ReplicatesBetweenTwoDevDBs: a replicate pipeline whose source
+// and target are both `godwit devdb` processes reached through mongodb://
+// (initial sync, then change-stream apply including a source transaction)
+// leaves the target equal to the source by `godwit verify`.
+func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
+	dir := t.TempDir()
+	_, src := startDevDB(t, filepath.Join(dir, "a"), "127.0.0.1:0")
+	_, dst := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	connect := func(uri string) *mongo.Client {
+		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+		return c
+	}
+	a, b := connect(src), connect(dst)
+	orders := a.Database("shop").Collection("orders")
+	for i := range 5 { // copied by the initial sync
+		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Watch the target before godwit starts, for the sentinel written last.
+	cs, err := b.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "done"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - id: a
+    uri: %q
+sinks:
+  - id: a2b
+    type: replicate
+    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
+`, src, dst))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open")
+
+	for i := 5; i < 15; i++ {
+		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := orders.UpdateMany(ctx, bson.M{"_id": bson.M{"$lt": 3}}, bson.M{"$inc": bson.M{"qty": 100}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := orders.DeleteOne(ctx, bson.M{"_id": 7}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := a.StartSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+		if _, err := orders.InsertOne(sc, bson.M{"_id": 20, "qty": 1}); err != nil {
+			return nil, err
+		}
+		_, err := a.Database("shop").Collection("customers").InsertOne(sc, bson.M{"_id": "c1", "orders": bson.A{20}})
+		return nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sess.EndSession(ctx)
+	if _, err := orders.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
+		t.Fatal(err)
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the sentinel never reached the target: %v\n%s", cs.Err(), d.logs())
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatalf("serve: %v\n%s", err, d.logs())
+	}
+	out, err := cli(t, nil, "verify", "--config", cfg)
+	if err != nil || !strings.Contains(out, "equal") {
+		t.Fatalf("verify: %v\n%s\n%s", err, out, d.logs())
+	}
+	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
+		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
+	}
+}
+
+// TestDevDB_DatabaseTriggerThroughMongoURI: triggers and functions stored in
+// a devdb (metadata.uri), a database trigger on a devdb source, and the
+// function's writes back into that deployment, all through mongodb://.
+func TestDevDB_DatabaseTriggerThroughMongoURI(t *testing.T) {
+	dir := t.TempDir()
+	_, uri := startDevDB(t, filepath.Join(dir, "devdb"), "127.0.0.1:0")
+	wasm, err := guests.Wasm("cacheupdater")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasmPath := filepath.Join(dir, "cacheupdater.wasm")
+	writeFile(t, wasmPath, string(wasm))
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+metadata: {uri: %q}
+sources:
+  - id: dev
+    uri: %q
+sinks:
+  - id: events
+    type: jsonl
+    jsonl: {path: events.jsonl}
+`, uri, uri))
+	d := startDaemon(t, cfg)
+	addr := d.addr(t, "gRPC API listening")
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := cli(t, nil, append(args, "--addr", addr, "--json")...)
+		if err != nil {
+			t.Fatalf("godwit %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &v); err != nil || v.ID == "" {
+			t.Fatalf("no id in %q: %v", out, err)
+		}
+		return v.ID
+	}
+	fnID := run("function", "create", "--user", "app", "--name", "cache", "--wasm", wasmPath)
+	run("trigger", "create", "--user", "app", "--name", "cache-orders", "--type", "database", "--function", fnID,
+		"--source", "dev", "--database", "shop", "--collection", "orders", "--ops", "insert,update,replace,delete",
+		"--full-document", "--writes", "cache.*", "--write-source", "dev")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	// The function's write into the cache is what the test waits for.
+	cs, err := client.Database("cache").Collection("shop.orders").Watch(ctx, mongo.Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	if _, err := client.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": 1, "item": "kettle"}); err != nil {
+		t.Fatal(err)
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the trigger's write never arrived: %v\n%s", cs.Err(), d.logs())
+	}
+	var cached struct {
+		Doc bson.M `bson:"doc"`
+		Op  string `bson:"op"`
+	}
+	if err := client.Database("cache").Collection("shop.orders").FindOne(ctx, bson.M{"_id": 1}).Decode(&cached); err != nil {
+		t.Fatal(err)
+	}
+	if cached.Op != "insert" || cached.Doc["item"] != "kettle" {
+		t.Fatalf("cache entry %+v, want the inserted order", cached)
+	}
+	// The trigger and function live in the devdb's metadata database.
+	n, err := client.Database("godwit").Collection("triggers").CountDocuments(ctx, bson.M{})
+	if err != nil || n != 1 {
+		names, _ := client.Database("godwit").ListCollectionNames(ctx, bson.M{})
+		t.Fatalf("metadata database holds %d triggers (%v); collections %v", n, err, names)
+	}
+}
+
+// TestDevDB_TwoWayBetweenTwoDevDBs: two-way replication between two devdbs
+// through mongodb://: writes on each side reach the other once, with no
+// echo, and godwit verify finds them equal.
+func TestDevDB_TwoWayBetweenTwoDevDBs(t *testing.T) {
+	dir := t.TempDir()
+	_, uriA := startDevDB(t, filepath.Join(dir, "a"), "127.0.0.1:0")
+	_, uriB := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	connect := func(uri string) *mongo.Client {
+		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+		return c
+	}
+	a, b := connect(uriA), connect(uriB)
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - {id: a, uri: %q}
+  - {id: b, uri: %q}
+sinks:
+  - id: a2b
+    type: replicate
+    replicate: {source: a, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
+  - id: b2a
+    type: replicate
+    replicate: {source: b, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
+`, uriA, uriB, uriB, uriA))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open", `"source":"a"`)
+	d.waitLine(t, "change stream open", `"source":"b"`)
+
+	sentinel := func(on, other *mongo.Client, id string) {
+		t.Helper()
+		cs, err := other.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close(ctx)
+		if _, err := on.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": id}); err != nil {
+			t.Fatal(err)
+		}
+		if !cs.Next(ctx) {
+			t.Fatalf("sentinel %s never reached the other side: %v\n%s", id, cs.Err(), d.logs())
+		}
+	}
+	for i := range 5 {
+		if _, err := a.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": i, "from": "a"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": 100 + i, "from": "b"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sentinel(a, b, "a-done") // A's orders are on B
+	if res, err := b.Database("shop").Collection("orders").UpdateOne(ctx, bson.M{"_id": 2}, bson.M{"$set": bson.M{"seen": "b"}}); err != nil || res.ModifiedCount != 1 {
+		t.Fatalf("update of A's order on B: %+v, %v", res, err)
+	}
+	sentinel(b, a, "b-done")
+	if err := d.stop(t); err != nil {
+		t.Fatalf("serve: %v\n%s", err, d.logs())
+	}
+	for _, c := range []*mongo.Client{a, b} {
+		n, err := c.Database("shop").Collection("orders").CountDocuments(ctx, bson.M{})
+		if err != nil || n != 12 {
+			t.Fatalf("a side holds %d orders (%v), want 12", n, err)
+		}
+		var two bson.M
+		if err := c.Database("shop").Collection("orders").FindOne(ctx, bson.M{"_id": 2}).Decode(&two); err != nil || two["seen"] != "b" {
+			t.Fatalf("order 2 = %v (%v), want B's update on both sides", two, err)
+		}
+	}
+	// No echo: each source captured only its users' writes (5 inserts and
+	// a sentinel on A; 5 inserts, the update and a sentinel on B).
+	ob, err := outbox.Open(filepath.Join(dir, "data", "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	for id, want := range map[string]uint64{"a": 6, "b": 7} {
+		st, _, err := ob.Source(id)
+		if err != nil || st.Captured != want {
+			t.Fatalf("source %s captured %d events (%v), want %d: replicated writes echoed back", id, st.Captured, err, want)
+		}
+	}
+	if strings.Contains(d.logs(), "newer write of this document") {
+		t.Fatalf("conflicts logged without concurrent writes to one document:\n%s", d.logs())
+	}
+}
+
+// TestDemo_Listen: `godwit demo --keep-running --listen` serves the demo's
+// source over the wire protocol; a document inserted with the official
+// driver shows in `godwit events tail` and fires the demo's cache trigger.
+func TestDemo_Listen(t *testing.T) {
+	d := keepDemo(t, "--ops", "20", "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+	if !strings.HasPrefix(d.source, "mongodb://") {
+		t.Fatalf("demo printed source URI %q", d.source)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(d.source))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	// The cache trigger mirrors shop.orders into cache.shop.orders.
+	cs, err := client.Database("cache").Collection("shop.orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "from-driver"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	tail := exec.CommandContext(ctx, godwit, "events", "tail", "--addr", d.grpc, "--ns", "shop.orders", "--count", "1", "--json")
+	var tailOut syncBuffer
+	tail.Stdout = &tailOut
+	tailErr, err := tail.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(tailErr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "from sequence") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if _, err := client.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": "from-driver", "note": "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Wait(); err != nil {
+		t.Fatalf("events tail: %v\n%s", err, d.stderr)
+	}
+	if !strings.Contains(tailOut.String(), "from-driver") {
+		t.Fatalf("events tail shows %s, want the driver's insert", tailOut.String())
+	}
+	if !cs.Next(ctx) {
+		t.Fatalf("the cache trigger did not mirror the driver's insert: %v\n%s", cs.Err(), d.stderr)
+	}
+	d.stop(t)
+}
