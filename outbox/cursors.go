@@ -25,11 +25,8 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 		if v := b.Get([]byte(id)); v != nil {
 			return json.Unmarshal(v, &st)
 		}
-		if k, _ := tx.Bucket(bucketEvents).Cursor().First(); k != nil {
-			st.Acked = keySeq(k) - 1
-		} else {
-			st.Acked = tx.Bucket(bucketEvents).Sequence()
-		}
+		// Under writeMu neither the last sequence nor the watermark moves.
+		st.Acked = min(o.from-1, o.last)
 		st.UpdatedAt = time.Now().UTC()
 		return putJSON(b, id, st)
 	})
@@ -122,22 +119,34 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 }
 
 // retaining is the one retention path. It runs fn (when not nil) in a write
-// transaction and, in the same transaction, deletes the prefix every
-// registered cursor acknowledged (and every hold, when withHolds); fn may
-// move a cursor in acked. After the commit, publish (when not nil) runs
-// under o.mu together with the publication of what retention deleted.
+// transaction of the cursor file and, in the same transaction, moves the
+// retention watermark past the prefix every registered cursor acknowledged
+// (and every hold, when withHolds); fn may move a cursor in acked. After the
+// commit, publish (when not nil) runs under o.mu together with the
+// publication of what retention released, and the segments wholly before
+// the watermark are deleted: retention costs one small write however much
+// it releases, and returns space a whole file at a time.
 func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) error {
+	doomed, err := o.retainingLocked(withHolds, fn, publish)
+	if err != nil {
+		return err
+	}
+	// Outside writeMu: closing waits for the segment's readers, and
+	// appends need not wait with them.
+	return o.removeSegments(doomed)
+}
+
+func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) ([]*segment, error) {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	o.mu.Lock()
 	acked := o.cursorsLocked(withHolds)
 	o.mu.Unlock()
 	if fn == nil && len(acked) == 0 {
-		return nil // nothing to write, nothing retention may delete
+		return nil, nil // nothing to write, nothing retention may delete
 	}
-	var oldest uint64
-	var newBytes int64
-	deleted := false
+	var from uint64
+	var freed int64
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		if fn != nil {
 			if err := fn(tx, acked); err != nil {
@@ -145,67 +154,69 @@ func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string
 			}
 		}
 		var err error
-		deleted, oldest, newBytes, err = o.retain(tx, acked)
+		from, freed, err = o.retain(tx, acked)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	if publish != nil {
 		publish()
 	}
-	o.retainedLocked(deleted, oldest, newBytes)
-	o.mu.Unlock()
-	return nil
-}
-
-// retainedLocked publishes what a committed retention pass deleted and wakes
-// appends waiting for space.
-func (o *Outbox) retainedLocked(deleted bool, oldest uint64, bytes int64) {
-	if deleted {
-		o.oldest, o.bytes = oldest, bytes
-		o.broadcastLocked()
+	if from == o.from {
+		return nil, nil
 	}
+	o.from, o.freed = from, freed
+	o.publishRetentionLocked()
+	o.broadcastLocked()
+	return o.doomedLocked(), nil
 }
 
-// retain deletes events every registered sink has acknowledged.
-func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (bool, uint64, int64, error) {
+// retain moves the watermark past the events every registered cursor has
+// acknowledged and returns it with the freed-bytes counter (under writeMu).
+func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (uint64, int64, error) {
 	if o.opts.KeepAcked || len(acked) == 0 {
-		return false, 0, 0, nil
+		return o.from, o.freed, nil
 	}
-	upTo := ^uint64(0)
+	upTo := o.last
 	for _, a := range acked {
 		upTo = min(upTo, a)
 	}
-	events := tx.Bucket(bucketEvents)
+	if upTo < o.from {
+		return o.from, o.freed, nil
+	}
+	size, err := o.sizeOf(o.from, upTo)
+	if err != nil {
+		return 0, 0, err
+	}
+	from, freed := upTo+1, o.freed+size
 	meta := tx.Bucket(bucketMeta)
-	size := int64(keySeq(meta.Get(keyBytes)))
-	c := events.Cursor()
-	deleted := false
-	// After a delete, Seek to the deleted key finds the next one directly.
-	// First would walk every leaf this transaction emptied so far, which
-	// makes deleting a large prefix quadratic.
-	var key []byte
-	k, v := c.First()
-	for k != nil && keySeq(k) <= upTo {
-		size -= int64(len(v) + 8)
-		key = append(key[:0], k...)
-		if err := c.Delete(); err != nil {
-			return false, 0, 0, err
+	if err := meta.Put(keyFrom, seqKey(from)); err != nil {
+		return 0, 0, err
+	}
+	return from, freed, meta.Put(keyFreed, seqKey(uint64(freed)))
+}
+
+// sizeOf adds up the stored size of the records first..last (under
+// writeMu, which keeps every segment open). It reads the records' lengths
+// only, from pages a sink has just read.
+func (o *Outbox) sizeOf(first, last uint64) (int64, error) {
+	var size int64
+	for i := segmentFor(o.segs, first); i < len(o.segs) && o.segs[i].start <= last; i++ {
+		err := o.segs[i].db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketEvents).Cursor()
+			for k, v := c.Seek(seqKey(first)); k != nil && keySeq(k) <= last; k, v = c.Next() {
+				size += int64(len(v) + 8)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, closedErr(err)
 		}
-		deleted = true
-		k, v = c.Seek(key)
 	}
-	if !deleted {
-		return false, 0, 0, nil
-	}
-	size = max(size, 0)
-	var oldest uint64
-	if k != nil {
-		oldest = keySeq(k)
-	}
-	return true, oldest, size, meta.Put(keyBytes, seqKey(uint64(size)))
+	return size, nil
 }
 
 // SinkIDs returns the ids of registered sinks, sorted.
