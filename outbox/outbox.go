@@ -342,6 +342,7 @@ func (o *Outbox) doomedLocked() []*segment {
 func (o *Outbox) removeSegments(segs []*segment) error {
 	var errs []error
 	for _, s := range segs {
+		failpoint("retain-remove")
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, err)
 		}

@@ -49,6 +49,11 @@ var (
 	keyFreed    = []byte("freed")
 )
 
+// failpoint marks the steps of rotation, retention and migration where a
+// crash leaves more than one file changed; the crash tests stop a child
+// process there (export_test.go). It does nothing otherwise.
+var failpoint = func(string) {}
+
 // SegmentDir returns the directory that holds the event segments of the
 // outbox at path.
 func SegmentDir(path string) string { return path + ".segments" }
@@ -159,9 +164,11 @@ func createSegment(dir string, start, last uint64, appended int64, prev *segment
 		})
 	})
 	if err == nil {
+		failpoint("rotate-written")
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
+		failpoint("rotate-renamed")
 		err = syncDir(dir)
 	}
 	if err != nil {
@@ -275,6 +282,7 @@ func migrate(db *bolt.DB, path, dir string) error {
 	if err := syncDir(dir); err != nil {
 		return err
 	}
+	failpoint("migrate-linked")
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
