@@ -38,7 +38,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		size += int64(recordOverhead(source) + len(e))
 	}
 	// Concurrent appends may all see the same free space; the check that
-	// counts is the one made while holding writeMu, which every change of
+	// counts is the one made while holding writeMu, which every increase of
 	// o.bytes holds.
 	for {
 		if err := o.awaitSpace(ctx, size); err != nil {
@@ -60,7 +60,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 	if o.isClosed() {
 		return 0, ErrClosed
 	}
-	if o.last >= o.active().start && o.appended-o.activeBase >= o.opts.SegmentBytes {
+	if o.LastSeq() >= o.active().start && o.appended-o.activeBase >= o.opts.SegmentBytes {
 		if err := o.rotate(); err != nil {
 			return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, err)
 		}

@@ -17,16 +17,17 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 	if id == "" {
 		return SinkState{}, errors.New("register sink: empty id")
 	}
-	o.writeMu.Lock()
-	defer o.writeMu.Unlock()
+	o.metaMu.Lock()
+	defer o.metaMu.Unlock()
 	var st SinkState
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
 		if v := b.Get([]byte(id)); v != nil {
 			return json.Unmarshal(v, &st)
 		}
-		// Under writeMu neither the last sequence nor the watermark moves.
-		st.Acked = min(o.from-1, o.last)
+		// The watermark moves under metaMu only; an append committed
+		// meanwhile comes after it.
+		st.Acked = min(o.from-1, o.LastSeq())
 		st.UpdatedAt = time.Now().UTC()
 		return putJSON(b, id, st)
 	})
@@ -131,16 +132,17 @@ func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string
 	if err != nil {
 		return err
 	}
-	// Outside writeMu: closing waits for the segment's readers, and
-	// appends need not wait with them.
+	// Outside metaMu: closing waits for the segment's readers, and acks
+	// need not wait with them.
 	return o.removeSegments(doomed)
 }
 
 func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) ([]*segment, error) {
-	o.writeMu.Lock()
-	defer o.writeMu.Unlock()
+	o.metaMu.Lock()
+	defer o.metaMu.Unlock()
 	o.mu.Lock()
 	acked := o.cursorsLocked(withHolds)
+	last, segs := o.last, o.segs
 	o.mu.Unlock()
 	if fn == nil && len(acked) == 0 {
 		return nil, nil // nothing to write, nothing retention may delete
@@ -154,7 +156,7 @@ func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[
 			}
 		}
 		var err error
-		from, freed, err = o.retain(tx, acked)
+		from, freed, err = o.retain(tx, acked, last, segs)
 		return err
 	})
 	if err != nil {
@@ -175,19 +177,20 @@ func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[
 }
 
 // retain moves the watermark past the events every registered cursor has
-// acknowledged and returns it with the freed-bytes counter (under writeMu).
-func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (uint64, int64, error) {
+// acknowledged, up to last, and returns it with the freed-bytes counter
+// (under metaMu).
+func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64, last uint64, segs []*segment) (uint64, int64, error) {
 	if o.opts.KeepAcked || len(acked) == 0 {
 		return o.from, o.freed, nil
 	}
-	upTo := o.last
+	upTo := last
 	for _, a := range acked {
 		upTo = min(upTo, a)
 	}
 	if upTo < o.from {
 		return o.from, o.freed, nil
 	}
-	size, err := o.sizeOf(o.from, upTo)
+	size, err := sizeOf(segs, o.from, upTo)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -200,12 +203,12 @@ func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (uint64, int64, er
 }
 
 // sizeOf adds up the stored size of the records first..last (under
-// writeMu, which keeps every segment open). It reads the records' lengths
+// metaMu: only retention removes segments). It reads the records' lengths
 // only, from pages a sink has just read.
-func (o *Outbox) sizeOf(first, last uint64) (int64, error) {
+func sizeOf(segs []*segment, first, last uint64) (int64, error) {
 	var size int64
-	for i := segmentFor(o.segs, first); i < len(o.segs) && o.segs[i].start <= last; i++ {
-		err := o.segs[i].db.View(func(tx *bolt.Tx) error {
+	for i := segmentFor(segs, first); i < len(segs) && segs[i].start <= last; i++ {
+		err := segs[i].db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketEvents).Cursor()
 			for k, v := c.Seek(seqKey(first)); k != nil && keySeq(k) <= last; k, v = c.Next() {
 				size += int64(len(v) + 8)

@@ -39,6 +39,10 @@ import (
 //	GODWIT_OUTAGE_WINDOW  reporting window            (2s)
 //	GODWIT_OUTAGE_STORES  which stores, in order      (godwit,bbolt)
 //
+// The stores: godwit (this package), bbolt (the single-file pattern with
+// bbolt's defaults, as the outbox was before segments) and bbolt-map (the
+// same with NoFreelistSync and the map freelist, etcd's options).
+//
 // The issue's runs: RATE=50000 DOWN=30s, and RATE=75000 DOWN=60s AFTER=180s.
 func BenchmarkOutage(b *testing.B) {
 	p := outageParams{
@@ -103,10 +107,10 @@ func runOutage(b *testing.B, name string, p outageParams) outageResult {
 	switch name {
 	case "godwit":
 		st, err = openGodwitStore(dir)
-	case "bbolt":
-		st, err = openPlainStore(dir)
+	case "bbolt", "bbolt-map":
+		st, err = openPlainStore(dir, name == "bbolt-map")
 	default:
-		b.Fatalf("GODWIT_OUTAGE_STORES: unknown store %q (godwit or bbolt)", name)
+		b.Fatalf("GODWIT_OUTAGE_STORES: unknown store %q (godwit, bbolt or bbolt-map)", name)
 	}
 	if err != nil {
 		b.Fatal(err)
@@ -346,6 +350,7 @@ func (s *godwitStore) reopen() (time.Duration, error) {
 // deletes the acked prefix and moves a cursor in one Update.
 type plainStore struct {
 	path   string
+	opts   *bolt.Options
 	db     *bolt.DB
 	notify chan struct{}
 	mu     sync.Mutex
@@ -356,10 +361,13 @@ var (
 	plainMeta   = []byte("meta")
 )
 
-func openPlainStore(dir string) (*plainStore, error) {
-	s := &plainStore{path: filepath.Join(dir, "plain.db"), notify: make(chan struct{})}
+func openPlainStore(dir string, mapFreelist bool) (*plainStore, error) {
+	s := &plainStore{path: filepath.Join(dir, "plain.db"), notify: make(chan struct{}), opts: &bolt.Options{}}
+	if mapFreelist {
+		s.opts = &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+	}
 	var err error
-	if s.db, err = bolt.Open(s.path, 0o600, nil); err != nil {
+	if s.db, err = bolt.Open(s.path, 0o600, s.opts); err != nil {
 		return nil, err
 	}
 	return s, s.db.Update(func(tx *bolt.Tx) error {
@@ -456,7 +464,7 @@ func (s *plainStore) reopen() (time.Duration, error) {
 		return 0, err
 	}
 	t0 := time.Now()
-	db, err := bolt.Open(s.path, 0o600, nil)
+	db, err := bolt.Open(s.path, 0o600, s.opts)
 	if err == nil {
 		// bbolt reads the freelist on the first write transaction.
 		err = db.Update(func(*bolt.Tx) error { return nil })
@@ -515,4 +523,57 @@ func envString(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// BenchmarkOpen measures opening an outbox that holds a backlog of
+// GODWIT_OPEN_MIB MiB (default 256) of 1 KiB events, beside plain bbolt
+// holding the same events with the same drain history (a third of them
+// acked and deleted, so its freelist is not empty), with bbolt's defaults
+// and with etcd's options (NoFreelistSync, map freelist), whose open
+// rebuilds the freelist by scanning the file. Issue 19's figure is 5 GiB:
+// GODWIT_OPEN_MIB=5120.
+func BenchmarkOpen(b *testing.B) {
+	mib := envInt("GODWIT_OPEN_MIB", 256)
+	n := mib << 10 // 1 KiB events
+	batch := events(0, 1000, benchEventSize)
+	for _, name := range []string{"godwit", "bbolt", "bbolt-map"} {
+		b.Run("store="+name, func(b *testing.B) {
+			dir := b.TempDir()
+			var st outageStore
+			var err error
+			if name == "godwit" {
+				st, err = openGodwitStore(dir)
+			} else {
+				st, err = openPlainStore(dir, name == "bbolt-map")
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { st.close() }()
+			// Append 1.5 n, ack the first half n: a backlog of n after an
+			// outage that retention partly drained.
+			for i := 0; i < n*3/2; i += len(batch) {
+				if err := st.append(batch, []byte(strconv.Itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+				if i >= len(batch) && i <= n/2 {
+					if err := st.ack(uint64(i)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			files, note := st.state()
+			var total time.Duration
+			for b.Loop() {
+				d, err := st.reopen()
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/open")
+			b.ReportMetric(float64(files)/(1<<20), "file-MB")
+			fmt.Printf("%s: backlog of %d MiB of events, files %.0f MB (%s), load average %s\n", name, mib, float64(files)/(1<<20), note, loadAvg())
+		})
+	}
 }

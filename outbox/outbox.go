@@ -121,7 +121,12 @@ type Outbox struct {
 	dir  string // segment files
 	opts Options
 
-	// writeMu serialises our write transactions so the cached counters below
+	// metaMu serialises write transactions of the cursor file (cursors,
+	// dead letters, the retention watermark), and writeMu those of the
+	// segments (appends, sources, rotation): an ack never waits for an
+	// append's commit, nor an append for an ack's. Both are held to close.
+	metaMu sync.Mutex
+	// writeMu serialises our segment write transactions so the cached counters below
 	// are only published after the commit that produced them.
 	writeMu sync.Mutex
 	// arena holds the encoded records of one Append (guarded by writeMu).
@@ -130,12 +135,13 @@ type Outbox struct {
 	arena []byte
 
 	// segs are the open segments, oldest first; the last one is active.
-	// Rotation appends and retention removes under both writeMu and mu,
-	// so writers may read it under writeMu alone.
+	// Rotation appends (under writeMu) and retention removes (under
+	// metaMu), both under mu.
 	segs []*segment
 	// appended and freed count the bytes of records ever appended and of
 	// those before the retention watermark from; activeBase is appended
-	// when the active segment was created (all under writeMu and mu).
+	// when the active segment was created. appended and activeBase change
+	// under writeMu and mu, from and freed under metaMu and mu.
 	appended, freed, activeBase int64
 	from                        uint64
 
@@ -296,8 +302,14 @@ func (o *Outbox) init() error {
 	return o.removeSegments(o.doomedLocked())
 }
 
-// active returns the segment that takes appends (under writeMu or mu).
-func (o *Outbox) active() *segment { return o.segs[len(o.segs)-1] }
+// active returns the segment that takes appends; it changes under writeMu.
+func (o *Outbox) active() *segment {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.activeLocked()
+}
+
+func (o *Outbox) activeLocked() *segment { return o.segs[len(o.segs)-1] }
 
 // rotate moves appends to a new segment (under writeMu).
 func (o *Outbox) rotate() error {
@@ -323,7 +335,7 @@ func (o *Outbox) publishRetentionLocked() {
 }
 
 // doomedLocked takes out of o.segs the sealed segments whose events all
-// precede the retention watermark (under writeMu and mu).
+// precede the retention watermark (under metaMu and mu).
 func (o *Outbox) doomedLocked() []*segment {
 	n := 0
 	for n < len(o.segs)-1 && o.segs[n+1].start <= o.from {
@@ -373,6 +385,8 @@ func (o *Outbox) Close() error {
 	o.mu.Unlock()
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
+	o.metaMu.Lock()
+	defer o.metaMu.Unlock()
 	o.mu.Lock()
 	segs := o.segs
 	o.mu.Unlock()
@@ -432,6 +446,8 @@ func (o *Outbox) Check() error {
 	var errs []error
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
+	o.metaMu.Lock()
+	defer o.metaMu.Unlock()
 	o.mu.Lock()
 	closed := o.closed
 	o.mu.Unlock()

@@ -69,7 +69,7 @@ func (o *Outbox) viewSources(fn func(*bolt.Tx) error) error {
 			o.mu.Unlock()
 			return ErrClosed
 		}
-		s := o.active()
+		s := o.activeLocked()
 		o.mu.Unlock()
 		if err := o.viewSegment(s, fn); !errors.Is(err, errSegmentGone) {
 			return err
