@@ -90,7 +90,7 @@ type outageStore interface {
 type outageResult struct {
 	store                      string
 	load                       string
-	backlogPeak                uint64
+	backlogAtReturn            uint64
 	filePeak, fileAfter        int64
 	catchUp                    time.Duration // -1: not within the limit
 	minAppendRate, appendAfter float64       // events/s: worst window; mean after the sink returned
@@ -127,6 +127,10 @@ func runOutage(b *testing.B, name string, p outageParams) outageResult {
 	var latMu sync.Mutex
 	var lats []time.Duration
 	var sinkDown atomic.Bool
+	// The sink's return and the moment the backlog was gone, in
+	// nanoseconds since start; the drainer notices the latter between two
+	// windows.
+	var returnedAt, caughtUpAt atomic.Int64
 	sinkUp := make(chan struct{})
 	var wg sync.WaitGroup
 	var appendErr, drainErr error
@@ -181,7 +185,10 @@ func runOutage(b *testing.B, name string, p outageParams) outageResult {
 			} else if err == nil {
 				err = st.ack(last)
 				acked = last
-				drained.Add(uint64(n))
+				d := drained.Add(uint64(n))
+				if returnedAt.Load() > 0 && caughtUpAt.Load() == 0 && appended.Load()-d <= uint64(p.batch+p.page) {
+					caughtUpAt.Store(int64(time.Since(start)))
+				}
 			}
 			if err != nil {
 				drainErr = err
@@ -218,7 +225,9 @@ func runOutage(b *testing.B, name string, p outageParams) outageResult {
 				res.minAppendRate = minNonZero(res.minAppendRate, aRate)
 			}
 			res.p99Worst = max(res.p99Worst, p99)
-			res.backlogPeak = max(res.backlogPeak, backlog)
+			if phase == "down" {
+				res.backlogAtReturn = backlog
+			}
 			res.filePeak = max(res.filePeak, files)
 			if phase == "after" {
 				afterWindows += secs
@@ -231,11 +240,12 @@ func runOutage(b *testing.B, name string, p outageParams) outageResult {
 				sinkDown.Store(true)
 			case phase == "down" && el >= p.warm+p.down:
 				phase, returned, drainedAtReturn = "after", now, d
+				returnedAt.Store(int64(now.Sub(start)))
 				sinkDown.Store(false)
 				close(sinkUp)
-			case phase == "after" && backlog <= uint64(p.batch+p.page):
-				res.catchUp = now.Sub(returned)
-				res.drainRate = float64(d-drainedAtReturn) / res.catchUp.Seconds()
+			case phase == "after" && caughtUpAt.Load() > 0:
+				res.catchUp = time.Duration(caughtUpAt.Load() - returnedAt.Load())
+				res.drainRate = (float64(res.backlogAtReturn) + float64(p.rate)*res.catchUp.Seconds()) / res.catchUp.Seconds()
 				cancel()
 			case phase == "after" && now.Sub(returned) >= p.after:
 				res.drainRate = float64(d-drainedAtReturn) / now.Sub(returned).Seconds()
@@ -272,12 +282,12 @@ func printOutageSummary(p outageParams, results []outageResult) {
 	}
 	row("", func(r outageResult) string { return r.store })
 	row("load average (start → end)", func(r outageResult) string { return r.load })
-	row("backlog at the sink's return", func(r outageResult) string { return strconv.FormatUint(r.backlogPeak, 10) })
+	row("backlog at the sink's return", func(r outageResult) string { return strconv.FormatUint(r.backlogAtReturn, 10) })
 	row("appends, worst window (% of rate)", func(r outageResult) string {
 		return fmt.Sprintf("%.0f/s (%.0f%%)", r.minAppendRate, 100*r.minAppendRate/float64(p.rate))
 	})
 	row("appends while catching up", func(r outageResult) string { return fmt.Sprintf("%.0f/s", r.appendAfter) })
-	row("drain while catching up (× arrival)", func(r outageResult) string {
+	row("drained while catching up (× arrival)", func(r outageResult) string {
 		return fmt.Sprintf("%.0f/s (%.1f×)", r.drainRate, r.drainRate/float64(p.rate))
 	})
 	row("catch-up time", func(r outageResult) string {
