@@ -300,12 +300,12 @@ func (o *Outbox) isClosed() bool {
 }
 
 func (o *Outbox) read(after uint64, max int, maxBytes int) ([]Record, error) {
+	// Like Source and View, Read sees every committed append, also one
+	// whose last sequence is not published yet: a reader that saw a
+	// source's checkpoint finds the events it covers.
 	segs, from, last, err := o.snapshot()
 	if err != nil {
 		return nil, err
-	}
-	if after >= last {
-		return nil, nil
 	}
 	// Sequences are dense from the oldest retained event on.
 	if after+1 < from {
@@ -313,14 +313,15 @@ func (o *Outbox) read(after uint64, max int, maxBytes int) ([]Record, error) {
 	}
 	var out []Record
 	n := 0
-	for i := segmentFor(segs, after+1); i < len(segs) && len(out) < max && (maxBytes <= 0 || n < maxBytes); i++ {
+	first := segmentFor(segs, after+1)
+	for i := first; i < len(segs) && len(out) < max && (maxBytes <= 0 || n < maxBytes); i++ {
 		err := o.viewSegment(segs[i], func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketEvents).Cursor()
 			k, v := c.Seek(seqKey(after + 1))
-			if len(out) == 0 && (k == nil || keySeq(k) != after+1) {
+			if i == first && (k != nil && keySeq(k) != after+1 || k == nil && after < last) {
 				return fmt.Errorf("%w: event %d is missing", ErrBehindRetention, after+1)
 			}
-			for ; k != nil && len(out) < max && keySeq(k) <= last; k, v = c.Next() {
+			for ; k != nil && len(out) < max; k, v = c.Next() {
 				r, err := DecodeRecord(keySeq(k), v)
 				if err != nil {
 					return err
@@ -355,8 +356,8 @@ func (o *Outbox) Get(seq uint64) (Record, bool, error) {
 func (o *Outbox) get(seq uint64) (Record, bool, error) {
 	var r Record
 	var ok bool
-	segs, from, last, err := o.snapshot()
-	if err != nil || seq < from || seq > last {
+	segs, from, _, err := o.snapshot()
+	if err != nil || seq < from {
 		return r, false, err
 	}
 	err = o.viewSegment(segs[segmentFor(segs, seq)], func(tx *bolt.Tx) error {
