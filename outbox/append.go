@@ -66,7 +66,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		}
 	}
 	newBytes := o.appended + size
-	err := o.updateSegment(o.active(), func(tx *bolt.Tx) error {
+	err := o.active().db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		seq := b.Sequence()
@@ -111,8 +111,11 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		o.arena = arena[:0]
 	}
 	if err != nil {
-		return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, err)
+		return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, closedErr(err))
 	}
+	// The new last sequence is published in the same step that wakes
+	// WaitUntil: a waiter woken by this commit reads LastSeq at least as
+	// new as what its View saw.
 	o.mu.Lock()
 	o.last = last
 	o.appended = newBytes
@@ -120,6 +123,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 	if len(events) > 0 {
 		o.broadcastLocked()
 	}
+	o.committedLocked()
 	o.mu.Unlock()
 	return last, nil
 }

@@ -17,8 +17,8 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 	if id == "" {
 		return SinkState{}, errors.New("register sink: empty id")
 	}
-	o.metaMu.Lock()
-	defer o.metaMu.Unlock()
+	o.lockMeta()
+	defer o.unlockMeta()
 	var st SinkState
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
@@ -138,8 +138,8 @@ func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string
 }
 
 func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) ([]*segment, error) {
-	o.metaMu.Lock()
-	defer o.metaMu.Unlock()
+	o.lockMeta()
+	defer o.unlockMeta()
 	o.mu.Lock()
 	acked := o.cursorsLocked(withHolds)
 	last, segs := o.last, o.segs
@@ -149,7 +149,7 @@ func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[
 	}
 	var from uint64
 	var freed int64
-	err := o.updateTx(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *bolt.Tx) error {
 		if fn != nil {
 			if err := fn(tx, acked); err != nil {
 				return err
@@ -160,10 +160,13 @@ func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, closedErr(err)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	// What the commit changed is published in the step that wakes
+	// WaitUntil.
+	o.committedLocked()
 	if publish != nil {
 		publish()
 	}

@@ -123,8 +123,10 @@ type Outbox struct {
 
 	// metaMu serialises write transactions of the cursor file (cursors,
 	// dead letters, the retention watermark), and writeMu those of the
-	// segments (appends, sources, rotation): an ack never waits for an
-	// append's commit, nor an append for an ack's. Both are held to close.
+	// segments (appends, sources, rotation). Writers of the cursor file
+	// take writeMu too (lockMeta): acks could commit while an append does,
+	// but replicate's read-ahead was seen to fail with that (issue 19
+	// report), so the two stay serialised as they were with one file.
 	metaMu sync.Mutex
 	// writeMu serialises our segment write transactions so the cached counters below
 	// are only published after the commit that produced them.
@@ -520,14 +522,30 @@ func (o *Outbox) updateTx(fn func(*bolt.Tx) error) error {
 	return nil
 }
 
+// lockMeta takes what a write transaction of the cursor file needs: writeMu
+// (see metaMu) and metaMu, in the order Close takes them.
+func (o *Outbox) lockMeta() {
+	o.writeMu.Lock()
+	o.metaMu.Lock()
+}
+
+func (o *Outbox) unlockMeta() {
+	o.metaMu.Unlock()
+	o.writeMu.Unlock()
+}
+
 // committedNow wakes WaitUntil after a committed write transaction.
 func (o *Outbox) committedNow() {
 	o.mu.Lock()
+	o.committedLocked()
+	o.mu.Unlock()
+}
+
+func (o *Outbox) committedLocked() {
 	if !o.closed {
 		close(o.committed)
 		o.committed = make(chan struct{})
 	}
-	o.mu.Unlock()
 }
 
 func closedErr(err error) error {
