@@ -23,11 +23,11 @@
 // acknowledged, and that no reader holds, by moving a watermark in the
 // cursor file and deleting the segments wholly before it: its cost does not
 // grow with what it releases, and space returns to the disk a segment at a
-// time. Readers of a segment being deleted are waited for. a reader without a cursor (a live
-// event subscription) keeps the events it has yet to read with
-// [Outbox.Hold], in memory only. The retained events are bounded in bytes: [Outbox.Append]
-// blocks while the bound would be exceeded, so capture pauses and nothing is
-// dropped.
+// time; readers of a segment being deleted are waited for. A reader
+// without a cursor (a live event subscription) keeps the events it has yet
+// to read with [Outbox.Hold], in memory only. The retained events are
+// bounded in bytes: [Outbox.Append] blocks while the bound would be
+// exceeded, so capture pauses and nothing is dropped.
 //
 // # Caveats
 //
