@@ -541,12 +541,13 @@ func envString(name, def string) string {
 // acked and deleted, so its freelist is not empty), with bbolt's defaults
 // and with etcd's options (NoFreelistSync, map freelist), whose open
 // rebuilds the freelist by scanning the file. Issue 19's figure is 5 GiB:
-// GODWIT_OPEN_MIB=5120.
+// GODWIT_OPEN_MIB=5120; GODWIT_OPEN_STORES picks the stores (default
+// godwit,bbolt,bbolt-map).
 func BenchmarkOpen(b *testing.B) {
 	mib := envInt("GODWIT_OPEN_MIB", 256)
 	n := mib << 10 // 1 KiB events
 	batch := events(0, 1000, benchEventSize)
-	for _, name := range []string{"godwit", "bbolt", "bbolt-map"} {
+	for _, name := range strings.Split(envString("GODWIT_OPEN_STORES", "godwit,bbolt,bbolt-map"), ",") {
 		b.Run("store="+name, func(b *testing.B) {
 			dir := b.TempDir()
 			var st outageStore
