@@ -66,7 +66,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		}
 	}
 	newBytes := o.appended + size
-	err := o.active().db.Update(func(tx *bolt.Tx) error {
+	err := o.active().update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		seq := b.Sequence()
@@ -287,7 +287,7 @@ func segmentFor(segs []*segment, seq uint64) int {
 // viewSegment runs a read transaction on a segment, telling a segment
 // closed by retention (errSegmentGone) from a closed outbox.
 func (o *Outbox) viewSegment(s *segment, fn func(*bolt.Tx) error) error {
-	err := s.db.View(fn)
+	err := s.view(fn)
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		if o.isClosed() {
 			return ErrClosed
@@ -380,7 +380,7 @@ func (o *Outbox) get(seq uint64) (Record, bool, error) {
 // updateSegment runs a write transaction on a segment (under writeMu) and
 // wakes WaitUntil after the commit.
 func (o *Outbox) updateSegment(s *segment, fn func(*bolt.Tx) error) error {
-	if err := s.db.Update(fn); err != nil {
+	if err := s.update(fn); err != nil {
 		return closedErr(err)
 	}
 	o.committedNow()

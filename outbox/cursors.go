@@ -211,7 +211,7 @@ func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64, last uint64, segs 
 func sizeOf(segs []*segment, first, last uint64) (int64, error) {
 	var size int64
 	for i := segmentFor(segs, first); i < len(segs) && segs[i].start <= last; i++ {
-		err := segs[i].db.View(func(tx *bolt.Tx) error {
+		err := segs[i].view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketEvents).Cursor()
 			for k, v := c.Seek(seqKey(first)); k != nil && keySeq(k) <= last; k, v = c.Next() {
 				size += int64(len(v) + 8)

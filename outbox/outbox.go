@@ -357,7 +357,7 @@ func (o *Outbox) removeSegments(segs []*segment) error {
 	var errs []error
 	for _, s := range segs {
 		failpoint("retain-remove")
-		if err := s.db.Close(); err != nil {
+		if err := s.close(); err != nil {
 			errs = append(errs, err)
 		}
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -472,7 +472,7 @@ func (o *Outbox) Check() error {
 	var size, appended int64
 	next := from
 	for i, seg := range o.segs {
-		err := seg.db.View(func(tx *bolt.Tx) error {
+		err := seg.view(func(tx *bolt.Tx) error {
 			for e := range tx.Check() {
 				errs = append(errs, fmt.Errorf("segment %s: %w", seg.path, e))
 			}

@@ -8,8 +8,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // A segment is one bbolt file of events. Segment files live in the
@@ -29,7 +31,58 @@ type segment struct {
 	// [start, next segment's start). 0 for a migrated single-file outbox.
 	start uint64
 	path  string
-	db    *bolt.DB
+	opts  *bolt.Options
+
+	mu sync.Mutex
+	// db is nil until the segment is first used: Open opens only the
+	// active segment, so its cost does not grow with the backlog.
+	db   *bolt.DB
+	gone bool // closed by retention or Close
+}
+
+// handle opens the segment if need be. A closed segment reports bbolt's
+// ErrDatabaseNotOpen, as a closed bbolt file would.
+func (s *segment) handle() (*bolt.DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return nil, bolterrors.ErrDatabaseNotOpen
+	}
+	if s.db == nil {
+		db, err := bolt.Open(s.path, 0o600, s.opts)
+		if err != nil {
+			return nil, fmt.Errorf("segment %s: %w", s.path, err)
+		}
+		s.db = db
+	}
+	return s.db, nil
+}
+
+func (s *segment) view(fn func(*bolt.Tx) error) error {
+	db, err := s.handle()
+	if err != nil {
+		return err
+	}
+	return db.View(fn)
+}
+
+func (s *segment) update(fn func(*bolt.Tx) error) error {
+	db, err := s.handle()
+	if err != nil {
+		return err
+	}
+	return db.Update(fn)
+}
+
+// close closes the segment, waiting for its readers; later uses fail.
+func (s *segment) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gone = true
+	if s.db == nil {
+		return nil
+	}
+	return s.db.Close()
 }
 
 const (
@@ -96,14 +149,16 @@ func listSegments(dir string, opts Options) ([]*segment, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s in %s is not a segment name; move it elsewhere", ErrFormat, name, dir)
 		}
-		segs = append(segs, &segment{start: start, path: filepath.Join(dir, name)})
+		segs = append(segs, &segment{start: start, path: filepath.Join(dir, name), opts: segmentOptions(opts, false)})
 	}
 	sort.Slice(segs, func(i, j int) bool { return segs[i].start < segs[j].start })
-	for i, s := range segs {
-		s.db, err = bolt.Open(s.path, 0o600, segmentOptions(opts, i == len(segs)-1))
-		if err != nil {
-			closeSegments(segs[:i])
-			return nil, fmt.Errorf("segment %s: %w", s.path, err)
+	if len(segs) > 0 {
+		// The active segment is opened now (its errors are Open's); the
+		// sealed ones when first read.
+		act := segs[len(segs)-1]
+		act.opts = segmentOptions(opts, true)
+		if _, err := act.handle(); err != nil {
+			return nil, err
 		}
 	}
 	return segs, nil
@@ -112,9 +167,7 @@ func listSegments(dir string, opts Options) ([]*segment, error) {
 func closeSegments(segs []*segment) error {
 	var errs []error
 	for _, s := range segs {
-		if s.db != nil {
-			errs = append(errs, s.db.Close())
-		}
+		errs = append(errs, s.close())
 	}
 	return errors.Join(errs...)
 }
@@ -157,7 +210,7 @@ func createSegment(dir string, start, last uint64, appended int64, prev *segment
 		if prev == nil {
 			return nil
 		}
-		return prev.db.View(func(ptx *bolt.Tx) error {
+		return prev.view(func(ptx *bolt.Tx) error {
 			return ptx.Bucket(bucketSources).ForEach(func(k, v []byte) error {
 				return sources.Put(k, v)
 			})
@@ -176,7 +229,7 @@ func createSegment(dir string, start, last uint64, appended int64, prev *segment
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	return &segment{start: start, path: path, db: db}, nil
+	return &segment{start: start, path: path, opts: segmentOptions(opts, true), db: db}, nil
 }
 
 func syncDir(dir string) error {
@@ -192,7 +245,7 @@ func syncDir(dir string) error {
 // the last sequence, the appended-bytes counter and the counter's value at
 // the segment's creation.
 func segmentState(s *segment) (last uint64, appended, base int64, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		meta, events := tx.Bucket(bucketMeta), tx.Bucket(bucketEvents)
 		if meta == nil || events == nil || tx.Bucket(bucketSources) == nil {
 			return fmt.Errorf("%w: segment %s lacks a bucket", ErrFormat, s.path)
