@@ -3,10 +3,13 @@ package outbox
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Checkpoint is what Append stores for the source along with its events.
@@ -35,7 +38,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		size += int64(recordOverhead(source) + len(e))
 	}
 	// Concurrent appends may all see the same free space; the check that
-	// counts is the one made while holding writeMu, which every change of
+	// counts is the one made while holding writeMu, which every increase of
 	// o.bytes holds.
 	for {
 		if err := o.awaitSpace(ctx, size); err != nil {
@@ -49,17 +52,24 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 	}
 	defer o.writeMu.Unlock()
 	now := time.Now().UTC()
-	var last, first uint64
-	var newBytes int64
+	var last uint64
 	arena := o.arena[:0]
 	if int64(cap(arena)) < size {
 		arena = make([]byte, 0, size)
 	}
-	err := o.updateTx(func(tx *bolt.Tx) error {
+	if o.isClosed() {
+		return 0, ErrClosed
+	}
+	if o.LastSeq() >= o.active().start && o.appended-o.activeBase >= o.opts.SegmentBytes {
+		if err := o.rotate(); err != nil {
+			return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, err)
+		}
+	}
+	newBytes := o.appended + size
+	err := o.active().update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		seq := b.Sequence()
-		first = seq + 1
 		// bbolt keeps keys and values until the transaction ends: encode
 		// the whole batch into one arena rather than one buffer per record.
 		for _, e := range events {
@@ -75,9 +85,7 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 			return err
 		}
 		last = seq
-		meta := tx.Bucket(bucketMeta)
-		newBytes = int64(keySeq(meta.Get(keyBytes))) + size
-		if err := meta.Put(keyBytes, seqKey(uint64(newBytes))); err != nil {
+		if err := tx.Bucket(bucketMeta).Put(keyAppended, seqKey(uint64(newBytes))); err != nil {
 			return err
 		}
 		st, err := getSource(tx, source)
@@ -103,17 +111,19 @@ func (o *Outbox) Append(ctx context.Context, source string, events [][]byte, cp 
 		o.arena = arena[:0]
 	}
 	if err != nil {
-		return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, err)
+		return 0, fmt.Errorf("append %d events of source %s: %w", len(events), source, closedErr(err))
 	}
+	// The new last sequence is published in the same step that wakes
+	// WaitUntil: a waiter woken by this commit reads LastSeq at least as
+	// new as what its View saw.
 	o.mu.Lock()
 	o.last = last
-	o.bytes = newBytes
-	if o.oldest == 0 && len(events) > 0 {
-		o.oldest = first
-	}
+	o.appended = newBytes
+	o.publishRetentionLocked()
 	if len(events) > 0 {
 		o.broadcastLocked()
 	}
+	o.committedLocked()
 	o.mu.Unlock()
 	return last, nil
 }
@@ -245,38 +255,116 @@ func (o *Outbox) Wait(ctx context.Context, seq uint64) error {
 // early once maxBytes of raw events were collected (at least one record is
 // returned when any exists).
 func (o *Outbox) Read(after uint64, max int, maxBytes int) ([]Record, error) {
+	for {
+		out, err := o.read(after, max, maxBytes)
+		if errors.Is(err, errSegmentGone) {
+			continue // retention removed a segment under us: look again
+		}
+		return out, err
+	}
+}
+
+// errSegmentGone reports that a read found a segment closed by retention.
+var errSegmentGone = errors.New("segment removed by retention")
+
+// snapshot returns the segments, the retention watermark and the last
+// sequence, as of one moment.
+func (o *Outbox) snapshot() ([]*segment, uint64, uint64, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil, 0, 0, ErrClosed
+	}
+	return o.segs, o.from, o.last, nil
+}
+
+// segmentFor returns the index of the segment that holds seq.
+func segmentFor(segs []*segment, seq uint64) int {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].start > seq })
+	return max(i-1, 0)
+}
+
+// viewSegment runs a read transaction on a segment, telling a segment
+// closed by retention (errSegmentGone) from a closed outbox.
+func (o *Outbox) viewSegment(s *segment, fn func(*bolt.Tx) error) error {
+	err := s.view(fn)
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		if o.isClosed() {
+			return ErrClosed
+		}
+		return errSegmentGone
+	}
+	return err
+}
+
+func (o *Outbox) isClosed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closed
+}
+
+func (o *Outbox) read(after uint64, max int, maxBytes int) ([]Record, error) {
+	// Like Source and View, Read sees every committed append, also one
+	// whose last sequence is not published yet: a reader that saw a
+	// source's checkpoint finds the events it covers.
+	segs, from, last, err := o.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	// Sequences are dense from the oldest retained event on.
+	if after+1 < from {
+		return nil, fmt.Errorf("%w: event %d was deleted after every registered sink acknowledged it", ErrBehindRetention, after+1)
+	}
 	var out []Record
-	err := o.viewTx(func(tx *bolt.Tx) error {
-		events := tx.Bucket(bucketEvents)
-		c := events.Cursor()
-		k, v := c.Seek(seqKey(after + 1))
-		// Sequences are dense from the oldest retained event on, so landing
-		// past after+1 means retention deleted it.
-		if last := events.Sequence(); after < last && (k == nil || keySeq(k) > after+1) {
-			return fmt.Errorf("%w: event %d was deleted after every registered sink acknowledged it", ErrBehindRetention, after+1)
-		}
-		n := 0
-		for ; k != nil && len(out) < max; k, v = c.Next() {
-			r, err := DecodeRecord(keySeq(k), v)
-			if err != nil {
-				return err
+	n := 0
+	first := segmentFor(segs, after+1)
+	for i := first; i < len(segs) && len(out) < max && (maxBytes <= 0 || n < maxBytes); i++ {
+		err := o.viewSegment(segs[i], func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketEvents).Cursor()
+			k, v := c.Seek(seqKey(after + 1))
+			if i == first && (k != nil && keySeq(k) != after+1 || k == nil && after < last) {
+				return fmt.Errorf("%w: event %d is missing", ErrBehindRetention, after+1)
 			}
-			out = append(out, r)
-			n += len(r.Raw)
-			if maxBytes > 0 && n >= maxBytes {
-				break
+			for ; k != nil && len(out) < max; k, v = c.Next() {
+				r, err := DecodeRecord(keySeq(k), v)
+				if err != nil {
+					return err
+				}
+				out = append(out, r)
+				after = r.Seq
+				n += len(r.Raw)
+				if maxBytes > 0 && n >= maxBytes {
+					break
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 // Get returns the record with the given sequence.
 func (o *Outbox) Get(seq uint64) (Record, bool, error) {
+	for {
+		r, ok, err := o.get(seq)
+		if errors.Is(err, errSegmentGone) {
+			continue
+		}
+		return r, ok, err
+	}
+}
+
+func (o *Outbox) get(seq uint64) (Record, bool, error) {
 	var r Record
 	var ok bool
-	err := o.viewTx(func(tx *bolt.Tx) error {
+	segs, from, _, err := o.snapshot()
+	if err != nil || seq < from {
+		return r, false, err
+	}
+	err = o.viewSegment(segs[segmentFor(segs, seq)], func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketEvents).Get(seqKey(seq))
 		if v == nil {
 			return nil
@@ -287,4 +375,14 @@ func (o *Outbox) Get(seq uint64) (Record, bool, error) {
 		return err
 	})
 	return r, ok, err
+}
+
+// updateSegment runs a write transaction on a segment (under writeMu) and
+// wakes WaitUntil after the commit.
+func (o *Outbox) updateSegment(s *segment, fn func(*bolt.Tx) error) error {
+	if err := s.update(fn); err != nil {
+		return closedErr(err)
+	}
+	o.committedNow()
+	return nil
 }

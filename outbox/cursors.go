@@ -17,19 +17,17 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 	if id == "" {
 		return SinkState{}, errors.New("register sink: empty id")
 	}
-	o.writeMu.Lock()
-	defer o.writeMu.Unlock()
+	o.lockMeta()
+	defer o.unlockMeta()
 	var st SinkState
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
 		if v := b.Get([]byte(id)); v != nil {
 			return json.Unmarshal(v, &st)
 		}
-		if k, _ := tx.Bucket(bucketEvents).Cursor().First(); k != nil {
-			st.Acked = keySeq(k) - 1
-		} else {
-			st.Acked = tx.Bucket(bucketEvents).Sequence()
-		}
+		// The watermark moves under metaMu only; an append committed
+		// meanwhile comes after it.
+		st.Acked = min(o.from-1, o.LastSeq())
 		st.UpdatedAt = time.Now().UTC()
 		return putJSON(b, id, st)
 	})
@@ -122,90 +120,109 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 }
 
 // retaining is the one retention path. It runs fn (when not nil) in a write
-// transaction and, in the same transaction, deletes the prefix every
-// registered cursor acknowledged (and every hold, when withHolds); fn may
-// move a cursor in acked. After the commit, publish (when not nil) runs
-// under o.mu together with the publication of what retention deleted.
+// transaction of the cursor file and, in the same transaction, moves the
+// retention watermark past the prefix every registered cursor acknowledged
+// (and every hold, when withHolds); fn may move a cursor in acked. After the
+// commit, publish (when not nil) runs under o.mu together with the
+// publication of what retention released, and the segments wholly before
+// the watermark are deleted: retention costs one small write however much
+// it releases, and returns space a whole file at a time.
 func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) error {
-	o.writeMu.Lock()
-	defer o.writeMu.Unlock()
+	doomed, err := o.retainingLocked(withHolds, fn, publish)
+	if err != nil {
+		return err
+	}
+	// Outside metaMu: closing waits for the segment's readers, and acks
+	// need not wait with them.
+	return o.removeSegments(doomed)
+}
+
+func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) ([]*segment, error) {
+	o.lockMeta()
+	defer o.unlockMeta()
 	o.mu.Lock()
 	acked := o.cursorsLocked(withHolds)
+	last, segs := o.last, o.segs
 	o.mu.Unlock()
 	if fn == nil && len(acked) == 0 {
-		return nil // nothing to write, nothing retention may delete
+		return nil, nil // nothing to write, nothing retention may delete
 	}
-	var oldest uint64
-	var newBytes int64
-	deleted := false
-	err := o.updateTx(func(tx *bolt.Tx) error {
+	var from uint64
+	var freed int64
+	err := o.db.Update(func(tx *bolt.Tx) error {
 		if fn != nil {
 			if err := fn(tx, acked); err != nil {
 				return err
 			}
 		}
 		var err error
-		deleted, oldest, newBytes, err = o.retain(tx, acked)
+		from, freed, err = o.retain(tx, acked, last, segs)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, closedErr(err)
 	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	// What the commit changed is published in the step that wakes
+	// WaitUntil.
+	o.committedLocked()
 	if publish != nil {
 		publish()
 	}
-	o.retainedLocked(deleted, oldest, newBytes)
-	o.mu.Unlock()
-	return nil
-}
-
-// retainedLocked publishes what a committed retention pass deleted and wakes
-// appends waiting for space.
-func (o *Outbox) retainedLocked(deleted bool, oldest uint64, bytes int64) {
-	if deleted {
-		o.oldest, o.bytes = oldest, bytes
-		o.broadcastLocked()
+	if from == o.from {
+		return nil, nil
 	}
+	o.from, o.freed = from, freed
+	o.publishRetentionLocked()
+	o.broadcastLocked()
+	return o.doomedLocked(), nil
 }
 
-// retain deletes events every registered sink has acknowledged.
-func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64) (bool, uint64, int64, error) {
+// retain moves the watermark past the events every registered cursor has
+// acknowledged, up to last, and returns it with the freed-bytes counter
+// (under metaMu).
+func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64, last uint64, segs []*segment) (uint64, int64, error) {
 	if o.opts.KeepAcked || len(acked) == 0 {
-		return false, 0, 0, nil
+		return o.from, o.freed, nil
 	}
-	upTo := ^uint64(0)
+	upTo := last
 	for _, a := range acked {
 		upTo = min(upTo, a)
 	}
-	events := tx.Bucket(bucketEvents)
+	if upTo < o.from {
+		return o.from, o.freed, nil
+	}
+	size, err := sizeOf(segs, o.from, upTo)
+	if err != nil {
+		return 0, 0, err
+	}
+	from, freed := upTo+1, o.freed+size
 	meta := tx.Bucket(bucketMeta)
-	size := int64(keySeq(meta.Get(keyBytes)))
-	c := events.Cursor()
-	deleted := false
-	// After a delete, Seek to the deleted key finds the next one directly.
-	// First would walk every leaf this transaction emptied so far, which
-	// makes deleting a large prefix quadratic.
-	var key []byte
-	k, v := c.First()
-	for k != nil && keySeq(k) <= upTo {
-		size -= int64(len(v) + 8)
-		key = append(key[:0], k...)
-		if err := c.Delete(); err != nil {
-			return false, 0, 0, err
+	if err := meta.Put(keyFrom, seqKey(from)); err != nil {
+		return 0, 0, err
+	}
+	return from, freed, meta.Put(keyFreed, seqKey(uint64(freed)))
+}
+
+// sizeOf adds up the stored size of the records first..last (under
+// metaMu: only retention removes segments). It reads the records' lengths
+// only, from pages a sink has just read.
+func sizeOf(segs []*segment, first, last uint64) (int64, error) {
+	var size int64
+	for i := segmentFor(segs, first); i < len(segs) && segs[i].start <= last; i++ {
+		err := segs[i].view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketEvents).Cursor()
+			for k, v := c.Seek(seqKey(first)); k != nil && keySeq(k) <= last; k, v = c.Next() {
+				size += int64(len(v) + 8)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, closedErr(err)
 		}
-		deleted = true
-		k, v = c.Seek(key)
 	}
-	if !deleted {
-		return false, 0, 0, nil
-	}
-	size = max(size, 0)
-	var oldest uint64
-	if k != nil {
-		oldest = keySeq(k)
-	}
-	return true, oldest, size, meta.Put(keyBytes, seqKey(uint64(size)))
+	return size, nil
 }
 
 // SinkIDs returns the ids of registered sinks, sorted.

@@ -75,8 +75,8 @@ func deadLetterValue(tx *bolt.Tx, sink string, seq uint64) (*bolt.Bucket, []byte
 // removed; otherwise the dead letter stays with retryErr as its last error
 // and one more attempt. It reports false when there is no such dead letter.
 func (o *Outbox) RetriedDeadLetter(sink string, seq uint64, retryErr string) (bool, error) {
-	o.writeMu.Lock()
-	defer o.writeMu.Unlock()
+	o.lockMeta()
+	defer o.unlockMeta()
 	found := false
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b, v := deadLetterValue(tx, sink, seq)

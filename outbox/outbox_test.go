@@ -853,7 +853,11 @@ func TestOutbox_Check(t *testing.T) {
 		t.Fatalf("check of a sound outbox: %v", err)
 	}
 	ob.Close()
-	writeBolt(t, path, func(tx *bolt.Tx) error {
+	segs, err := filepath.Glob(filepath.Join(outbox.SegmentDir(path), "*.seg"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments of a new outbox: %v, %v", segs, err)
+	}
+	writeBolt(t, segs[0], func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte("events")).Put(binary.BigEndian.AppendUint64(nil, 2), []byte{1, 1, 's'})
 	})
 	ob, err = outbox.Open(path, outbox.Options{})

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 func (o *Outbox) Source(id string) (SourceState, bool, error) {
 	var st SourceState
 	var ok bool
-	err := o.viewTx(func(tx *bolt.Tx) error {
+	err := o.viewSources(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSources).Get([]byte(id))
 		if v == nil {
 			return nil
@@ -29,7 +30,7 @@ func (o *Outbox) Source(id string) (SourceState, bool, error) {
 // Sources returns the state of every source ever checkpointed, by id.
 func (o *Outbox) Sources() (map[string]SourceState, error) {
 	out := map[string]SourceState{}
-	err := o.viewTx(func(tx *bolt.Tx) error {
+	err := o.viewSources(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSources).ForEach(func(k, v []byte) error {
 			var st SourceState
 			if err := json.Unmarshal(v, &st); err != nil {
@@ -46,7 +47,10 @@ func (o *Outbox) Sources() (map[string]SourceState, error) {
 func (o *Outbox) UpdateSource(id string, fn func(*SourceState)) error {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
-	return o.updateTx(func(tx *bolt.Tx) error {
+	if o.isClosed() {
+		return ErrClosed
+	}
+	return o.updateSegment(o.active(), func(tx *bolt.Tx) error {
 		st, err := getSource(tx, id)
 		if err != nil {
 			return err
@@ -55,6 +59,22 @@ func (o *Outbox) UpdateSource(id string, fn func(*SourceState)) error {
 		st.UpdatedAt = time.Now().UTC()
 		return putJSON(tx.Bucket(bucketSources), id, st)
 	})
+}
+
+// viewSources reads the sources' state, which the active segment holds.
+func (o *Outbox) viewSources(fn func(*bolt.Tx) error) error {
+	for {
+		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
+			return ErrClosed
+		}
+		s := o.activeLocked()
+		o.mu.Unlock()
+		if err := o.viewSegment(s, fn); !errors.Is(err, errSegmentGone) {
+			return err
+		}
+	}
 }
 
 func getSource(tx *bolt.Tx, id string) (SourceState, error) {

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,16 +18,19 @@ import (
 //
 // A View is valid only inside the function it was passed to.
 type View struct {
-	tx *bolt.Tx
+	meta *bolt.Tx // cursors and the retention watermark
+	seg  *bolt.Tx // the active segment: last sequence and sources
 }
 
 // Last is the sequence of the last appended event (0 when none ever).
-func (v View) Last() uint64 { return v.tx.Bucket(bucketEvents).Sequence() }
+func (v View) Last() uint64 { return v.seg.Bucket(bucketEvents).Sequence() }
 
 // Oldest is the oldest retained sequence (0 when the outbox is empty).
 func (v View) Oldest() uint64 {
-	if k, _ := v.tx.Bucket(bucketEvents).Cursor().First(); k != nil {
-		return keySeq(k)
+	// The cursor file is read first, so the watermark is never past the
+	// segment's last sequence + 1.
+	if from := keySeq(v.meta.Bucket(bucketMeta).Get(keyFrom)); from <= v.Last() {
+		return from
 	}
 	return 0
 }
@@ -34,7 +38,7 @@ func (v View) Oldest() uint64 {
 // Source returns the stored state of a source; ok is false when none exists.
 func (v View) Source(id string) (SourceState, bool, error) {
 	var st SourceState
-	data := v.tx.Bucket(bucketSources).Get([]byte(id))
+	data := v.seg.Bucket(bucketSources).Get([]byte(id))
 	if data == nil {
 		return st, false, nil
 	}
@@ -48,7 +52,7 @@ func (v View) Source(id string) (SourceState, bool, error) {
 // exists.
 func (v View) Sink(id string) (SinkState, bool, error) {
 	var st SinkState
-	data := v.tx.Bucket(bucketSinks).Get([]byte(id))
+	data := v.meta.Bucket(bucketSinks).Get([]byte(id))
 	if data == nil {
 		return st, false, nil
 	}
@@ -60,7 +64,18 @@ func (v View) Sink(id string) (SinkState, bool, error) {
 
 // View calls fn with one consistent read of the outbox.
 func (o *Outbox) View(fn func(View) error) error {
-	return o.viewTx(func(tx *bolt.Tx) error { return fn(View{tx: tx}) })
+	for {
+		err := o.viewTx(func(meta *bolt.Tx) error {
+			// The active segment is taken after the cursor file's
+			// snapshot, so it is at least as new.
+			return o.viewSources(func(seg *bolt.Tx) error {
+				return fn(View{meta: meta, seg: seg})
+			})
+		})
+		if !errors.Is(err, errSegmentGone) {
+			return err
+		}
+	}
 }
 
 // WaitUntil calls cond with a consistent View now and again after every
