@@ -3,6 +3,7 @@ package trigger
 import (
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/outbox"
+	"github.com/godwit-dev/godwit/sink"
 )
 
 // Fires is what a database trigger with c (and an unrestricted owner)
@@ -15,4 +16,16 @@ func Fires(c DatabaseConfig, metadataDB string, rec outbox.Record) (bool, error)
 	}
 	_, ok, err := f.apply(rec)
 	return ok, err
+}
+
+// DeliverySink is the sink that runs a started trigger's function, for the
+// sink conformance suite (sink/sinktest); nil when the trigger is not
+// running.
+func (m *Manager) DeliverySink(id string) sink.Sink {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.active[id]; a != nil {
+		return a.sink
+	}
+	return nil
 }
