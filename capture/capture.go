@@ -43,7 +43,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,7 +78,9 @@ type Config struct {
 	// Database and Collection narrow the watch scope; both empty watches
 	// the whole deployment.
 	Database, Collection string
-	// Filter keeps or drops namespaces.
+	// Filter keeps or drops namespaces (Include, Ignore). Its MetadataDB
+	// and operation rules are ignored: MetadataDatabase and OperationTypes
+	// set them.
 	Filter change.Filter
 	// OperationTypes keeps only these known operation types (empty: all).
 	// Unknown operation types are always kept.
@@ -636,23 +637,24 @@ func (b *batcher) flush(ctx context.Context, postBatch bson.Raw) error {
 
 // Keep applies the namespace and operation-type filters: it is the
 // reference for what capture stores, and Pipeline's $match keeps the same.
-// godwit's metadata database is always dropped; a rename into a kept
-// namespace is kept; invalidate and unknown operation types are always kept.
+// It is change.Filter.Match (see there for renames, events without a
+// namespace and the metadata database) with capture's operation rule:
+// invalidate and unknown operation types are always kept.
 func (c Config) Keep(ev *change.Event) bool {
+	return c.filter().Match(ev)
+}
+
+// filter is the change.Filter of the configuration.
+func (c Config) filter() change.Filter {
 	c.defaults()
-	if ev.NS.DB == c.MetadataDatabase {
-		return false
+	f := c.Filter
+	f.MetadataDB = c.MetadataDatabase
+	f.Operations, f.KeepUnknown = nil, false
+	if len(c.OperationTypes) > 0 {
+		f.Operations = append([]string{change.OpInvalidate}, c.OperationTypes...)
+		f.KeepUnknown = true
 	}
-	if ev.NS.DB != "" && !c.Filter.Keep(ev.NS) {
-		if ev.OperationType != change.OpRename || ev.To.DB == "" || !c.Filter.Keep(ev.To) {
-			return false
-		}
-	}
-	if len(c.OperationTypes) > 0 && change.Known(ev.OperationType) &&
-		ev.OperationType != change.OpInvalidate && !slices.Contains(c.OperationTypes, ev.OperationType) {
-		return false
-	}
-	return true
+	return f
 }
 
 // current returns the stream's current event. The driver's stream exposes it

@@ -98,7 +98,7 @@ func TestSource_Filters(t *testing.T) {
 	cfg := capture.Config{
 		Filter: change.Filter{
 			Include: []change.Glob{change.MustGlob(db + ".*")},
-			Exclude: []change.Glob{change.MustGlob("*.tmp_*")},
+			Ignore:  []change.Glob{change.MustGlob("*.tmp_*")},
 		},
 		OperationTypes:   []string{change.OpInsert, change.OpDelete},
 		MetadataDatabase: db + "_meta",

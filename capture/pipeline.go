@@ -21,15 +21,17 @@ func Pipeline(cfg Config) bson.A {
 		// godwit's own database is never captured.
 		bson.D{{Key: "ns.db", Value: bson.D{{Key: "$ne", Value: cfg.MetadataDatabase}}}},
 	}
-	if len(cfg.Filter.Include) > 0 || len(cfg.Filter.Exclude) > 0 {
+	if len(cfg.Filter.Include) > 0 || len(cfg.Filter.Ignore) > 0 {
 		and = append(and, bson.D{{Key: "$or", Value: bson.A{
-			bson.D{{Key: "ns", Value: bson.D{{Key: "$exists", Value: false}}}},
-			nsKept("ns", cfg.Filter),
-			// A rename into a kept namespace is kept: the target changes.
+			// An event without a namespace passes the namespace rules.
+			bson.D{{Key: "ns.db", Value: bson.D{{Key: "$exists", Value: false}}}},
+			bson.D{{Key: "ns.db", Value: ""}},
+			nsKept("ns", cfg),
+			// An event naming a second namespace (a rename) is kept when
+			// either namespace is.
 			bson.D{{Key: "$and", Value: bson.A{
-				bson.D{{Key: "operationType", Value: change.OpRename}},
-				bson.D{{Key: "to", Value: bson.D{{Key: "$exists", Value: true}}}},
-				nsKept("to", cfg.Filter),
+				bson.D{{Key: "to.db", Value: bson.D{{Key: "$exists", Value: true}, {Key: "$ne", Value: ""}}}},
+				nsKept("to", cfg),
 			}}},
 		}}})
 	}
@@ -53,9 +55,11 @@ func Pipeline(cfg Config) bson.A {
 	return p
 }
 
-// nsKept is change.Filter.Keep on the namespace in field ("ns" or "to").
-func nsKept(field string, f change.Filter) bson.D {
-	and := bson.A{}
+// nsKept is change.Filter.Namespace on the namespace in field ("ns" or
+// "to").
+func nsKept(field string, cfg Config) bson.D {
+	f := cfg.Filter
+	and := bson.A{bson.D{{Key: field + ".db", Value: bson.D{{Key: "$ne", Value: cfg.MetadataDatabase}}}}}
 	if len(f.Include) > 0 {
 		var or bson.A
 		for _, g := range f.Include {
@@ -63,11 +67,8 @@ func nsKept(field string, f change.Filter) bson.D {
 		}
 		and = append(and, bson.D{{Key: "$or", Value: or}})
 	}
-	for _, g := range f.Exclude {
+	for _, g := range f.Ignore {
 		and = append(and, bson.D{{Key: "$nor", Value: bson.A{excludeMatch(field, g)}}})
-	}
-	if len(and) == 0 {
-		return bson.D{}
 	}
 	return bson.D{{Key: "$and", Value: and}}
 }
@@ -94,7 +95,7 @@ func globMatch(field string, g change.Glob) bson.D {
 	return bson.D{{Key: "$and", Value: bson.A{d}}}
 }
 
-// excludeMatch matches the events an exclude glob drops: a glob with a
+// excludeMatch matches the events an ignore glob drops: a glob with a
 // collection part never drops a database-level event.
 func excludeMatch(field string, g change.Glob) bson.D {
 	if !g.HasCollection() {

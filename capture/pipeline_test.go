@@ -95,11 +95,11 @@ func TestPipeline_FilterEquivalence_Unicode(t *testing.T) {
 		}
 		cfgs := []capture.Config{
 			{Filter: change.Filter{Include: []change.Glob{inc}}},
-			{Filter: change.Filter{Exclude: []change.Glob{inc}}},
+			{Filter: change.Filter{Ignore: []change.Glob{inc}}},
 		}
 		if j := (i + 1) % len(globs); j != i {
 			if other, err := change.ParseGlob(globs[j]); err == nil {
-				cfgs = append(cfgs, capture.Config{Filter: change.Filter{Include: []change.Glob{other}, Exclude: []change.Glob{inc}}})
+				cfgs = append(cfgs, capture.Config{Filter: change.Filter{Include: []change.Glob{other}, Ignore: []change.Glob{inc}}})
 			}
 		}
 		for _, cfg := range cfgs {
@@ -124,7 +124,7 @@ func TestPipeline_FilterEquivalence_Unicode(t *testing.T) {
 				}
 				if got, want := evalQuery(t, doc, match), cfg.Keep(ev); got != want {
 					t.Fatalf("namespace %q, include %v exclude %v: server-side $match keeps=%v, client-side keeps=%v\n$match: %v",
-						ns.String(), cfg.Filter.Include, cfg.Filter.Exclude, got, want, match)
+						ns.String(), cfg.Filter.Include, cfg.Filter.Ignore, got, want, match)
 				}
 				checked++
 			}

@@ -1,7 +1,8 @@
 // Package change is godwit's view of a MongoDB change event: lenient parsing
 // of the raw BSON a server (or the embedded engine) sends, namespaces and
-// namespace globs, and reassembly of events split by
-// $changeStreamSplitLargeEvent.
+// namespace globs, the one event Filter that capture, replicate, events and
+// triggers share (its table of cases is change/filtertest), and reassembly
+// of events split by $changeStreamSplitLargeEvent.
 //
 // # Caveats
 //

@@ -319,27 +319,38 @@ func quoteRune(sb *strings.Builder, r rune) {
 	}
 }
 
-// Filter decides which namespaces to keep: a namespace is kept when it
-// matches some include glob (or there are none) and no exclude glob.
-type Filter struct {
-	Include []Glob
-	Exclude []Glob
+// QuoteGlob returns a glob part that matches exactly the name s: every
+// metacharacter ('*', '?', '[', ']', '\') is escaped. It quotes one part,
+// a database or a collection name; join the parts with '.' yourself.
+func QuoteGlob(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			sb.WriteByte('\\')
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
 }
 
-// Keep reports whether ns passes the filter.
-func (f Filter) Keep(ns Namespace) bool {
-	for _, g := range f.Exclude {
-		if g.Match(ns) && !(ns.Coll == "" && g.hasColl) {
-			return false
+// ExactGlob returns the glob that matches exactly ns, as an exact name
+// means it: every character literal, none a metacharacter. ns.Coll == ""
+// matches every collection of ns.DB. Unlike ParseGlob it accepts any name,
+// even one a server would refuse (a database name with '.'), which then
+// simply matches nothing.
+func ExactGlob(ns Namespace) Glob {
+	lit := func(s string) []globTok {
+		var toks []globTok
+		for _, r := range s {
+			toks = append(toks, globTok{kind: tokLit, r: r})
 		}
+		return toks
 	}
-	if len(f.Include) == 0 {
-		return true
+	g := Glob{pattern: QuoteGlob(ns.DB), db: lit(ns.DB)}
+	if ns.Coll != "" {
+		g.pattern += "." + QuoteGlob(ns.Coll)
+		g.coll, g.hasColl = lit(ns.Coll), true
 	}
-	for _, g := range f.Include {
-		if g.Match(ns) {
-			return true
-		}
-	}
-	return false
+	return g
 }

@@ -63,10 +63,10 @@ func TestParseGlob_Errors(t *testing.T) {
 	}
 }
 
-func TestFilter_Keep(t *testing.T) {
+func TestFilter_Namespace(t *testing.T) {
 	f := change.Filter{
 		Include: []change.Glob{change.MustGlob("shop.*"), change.MustGlob("inventory.items")},
-		Exclude: []change.Glob{change.MustGlob("*.tmp_*")},
+		Ignore:  []change.Glob{change.MustGlob("*.tmp_*")},
 	}
 	cases := []struct {
 		ns   change.Namespace
@@ -81,11 +81,11 @@ func TestFilter_Keep(t *testing.T) {
 		{ns("crm", ""), false},
 	}
 	for _, c := range cases {
-		if got := f.Keep(c.ns); got != c.want {
-			t.Errorf("Keep(%q) = %v, want %v", c.ns, got, c.want)
+		if got := f.Namespace(c.ns); got != c.want {
+			t.Errorf("Namespace(%q) = %v, want %v", c.ns, got, c.want)
 		}
 	}
-	if !(change.Filter{}).Keep(ns("x", "y")) {
+	if !(change.Filter{}).Namespace(ns("x", "y")) {
 		t.Error("an empty filter keeps everything")
 	}
 }

@@ -580,7 +580,7 @@ func (s Source) Filter() change.Filter {
 		f.Include = append(f.Include, change.MustGlob(g))
 	}
 	for _, g := range s.Ignore {
-		f.Exclude = append(f.Exclude, change.MustGlob(g))
+		f.Ignore = append(f.Ignore, change.MustGlob(g))
 	}
 	return f
 }

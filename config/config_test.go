@@ -39,7 +39,7 @@ func TestParse_Valid(t *testing.T) {
 		t.Errorf("defaults not applied: %+v %+v", c.Metadata, c.Sources[0])
 	}
 	f := c.Sources[0].Filter()
-	if len(f.Include) != 1 || len(f.Exclude) != 1 {
+	if len(f.Include) != 1 || len(f.Ignore) != 1 {
 		t.Errorf("filter = %+v", f)
 	}
 }

@@ -27,6 +27,9 @@ type Config struct {
 	// CheckpointInterval is the least time between two Checkpoint messages
 	// of a stream. Default 1s.
 	CheckpointInterval time.Duration
+	// MetadataDatabase is godwit's own database: its events are never sent
+	// (capture does not store them either). Default change.DefaultMetadataDB.
+	MetadataDatabase string
 }
 
 // Defaults of Config.
@@ -189,7 +192,7 @@ func (e *Engine) Close() {
 // (ErrTakenOver) or it is deleted (ErrDeleted). send is called from this
 // goroutine only; a slow send delays this stream and nothing else.
 func (e *Engine) Subscribe(ctx context.Context, req Request, send func(Message) error) error {
-	f, err := req.compile()
+	f, err := req.compile(e.cfg.MetadataDatabase)
 	if err != nil {
 		return err
 	}

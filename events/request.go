@@ -67,14 +67,18 @@ const (
 type Request struct {
 	// Sources are source ids; empty: every source.
 	Sources []string
-	// Namespaces are globs (change.ParseGlob); an event passes when its
-	// namespace or its rename target matches one. Empty: every namespace.
+	// Namespaces are globs (change.ParseGlob). Empty: every namespace.
+	// Namespaces, Operations and Ignore are a change.Filter, whose doc says
+	// how renames (either namespace passing is enough), events without a
+	// namespace (never dropped by the globs) and godwit's metadata database
+	// (never sent) are judged.
 	Namespaces []string
 	// Operations are operation types; empty: every operation.
 	Operations []string
 	// Ignore are globs of namespaces never sent, even when Namespaces
 	// match: where the subscriber writes, so that it never sees its own
-	// writes.
+	// writes. A rename out of an ignored namespace into a watched one is
+	// still sent: the watched namespace changed.
 	Ignore []string
 
 	Start        Start
@@ -105,14 +109,13 @@ func ValidName(name string) bool { return durableRule.MatchString(name) }
 // filter is a compiled Request.
 type filter struct {
 	sources []string
-	include []change.Glob
-	ignore  change.Filter
-	ops     []string
+	f       change.Filter
 	visible func(string, change.Namespace) bool
 }
 
-func (r Request) compile() (*filter, error) {
-	f := &filter{sources: r.Sources, ops: r.Operations, visible: r.Visible}
+func (r Request) compile(metadataDB string) (*filter, error) {
+	f := &filter{sources: r.Sources, visible: r.Visible,
+		f: change.Filter{Operations: r.Operations, MetadataDB: metadataDB}}
 	for i, s := range r.Sources {
 		if s == "" {
 			return nil, invalid(fmt.Sprintf("sources[%d]", i), "empty source id")
@@ -123,14 +126,14 @@ func (r Request) compile() (*filter, error) {
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("namespaces[%d]", i), "%v", err)
 		}
-		f.include = append(f.include, g)
+		f.f.Include = append(f.f.Include, g)
 	}
 	for i, p := range r.Ignore {
 		g, err := change.ParseGlob(p)
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("ignore_namespaces[%d]", i), "%v", err)
 		}
-		f.ignore.Exclude = append(f.ignore.Exclude, g)
+		f.f.Ignore = append(f.f.Ignore, g)
 	}
 	for i, op := range r.Operations {
 		if !change.Known(op) {
@@ -156,28 +159,15 @@ func (f *filter) match(rec outbox.Record) (*change.Event, bool) {
 	}
 	ev, err := change.Parse(rec.Raw)
 	if err != nil {
-		return nil, len(f.include) == 0 && len(f.ignore.Exclude) == 0 && len(f.ops) == 0 && f.visible == nil
+		return nil, f.f.Unfiltered() && f.visible == nil
 	}
 	if f.visible != nil && !f.visible(rec.Source, ev.NS) {
 		return nil, false
 	}
-	if len(f.ops) > 0 && !slices.Contains(f.ops, ev.OperationType) {
+	if !f.f.Match(ev) {
 		return nil, false
 	}
-	// Ignore looks at where the write happened only: a rename into an
-	// ignored namespace is still news for whoever watches the source.
-	if !f.ignore.Keep(ev.NS) {
-		return nil, false
-	}
-	if len(f.include) == 0 {
-		return ev, true
-	}
-	for _, g := range f.include {
-		if g.Match(ev.NS) || ev.To.DB != "" && g.Match(ev.To) {
-			return ev, true
-		}
-	}
-	return nil, false
+	return ev, true
 }
 
 // String spells the request as `godwit events tail` flags, for status.

@@ -153,30 +153,27 @@ func (c Config) initialSync() bool { return c.InitialSync == nil || *c.InitialSy
 // systemDBs are never replicated: they belong to the server.
 var systemDBs = []string{"admin", "local", "config"}
 
-// Filter returns the namespace filter of the pipeline's source side:
-// include and ignore globs, plus the namespaces never replicated.
+// Filter returns the filter of the pipeline's source side: include and
+// ignore globs, plus the namespaces never replicated (the metadata
+// database, the server's admin, local and config databases, system.*
+// collections).
 func (c Config) Filter(metadataDB string) change.Filter {
-	var f change.Filter
+	f := change.Filter{MetadataDB: metadataDB}
 	for _, g := range c.Include {
 		f.Include = append(f.Include, change.MustGlob(g))
 	}
 	for _, g := range c.Ignore {
-		f.Exclude = append(f.Exclude, change.MustGlob(g))
+		f.Ignore = append(f.Ignore, change.MustGlob(g))
 	}
-	for _, db := range append([]string{metadataDB}, systemDBs...) {
-		if g, err := change.ParseGlob(db); err == nil {
-			f.Exclude = append(f.Exclude, g)
-		}
+	for _, g := range append(systemDBs, "*.system.*") {
+		f.Ignore = append(f.Ignore, change.MustGlob(g))
 	}
 	return f
 }
 
 // replicated reports whether a source namespace is replicated.
 func replicated(f change.Filter, ns change.Namespace) bool {
-	if strings.HasPrefix(ns.Coll, "system.") {
-		return false
-	}
-	return f.Keep(ns)
+	return f.Namespace(ns)
 }
 
 // mapper renames namespaces from the source to the target.

@@ -413,18 +413,16 @@ func (s *Sink) plan(batch []outbox.Record) ([]segment, int, error) {
 	return segs, len(batch), nil
 }
 
-// keeps reports whether the pipeline replicates the event's namespace. A
-// rename counts when either end is replicated.
+// keeps reports whether the pipeline replicates the event: the pipeline's
+// change.Filter (a rename counts when either end is replicated; an
+// operation type godwit does not know goes to the DDL policy, even without
+// a namespace). A known operation type without a namespace is malformed:
+// there is nothing to apply it to.
 func (s *Sink) keeps(ev *change.Event) bool {
-	if ev.NS.DB == "" {
-		// An operation type godwit does not know still goes to the DDL
-		// policy, even without a namespace.
-		return !change.Known(ev.OperationType)
+	if ev.NS.DB == "" && change.Known(ev.OperationType) {
+		return false
 	}
-	if replicated(s.filter, ev.NS) {
-		return true
-	}
-	return ev.OperationType == change.OpRename && ev.To.DB != "" && replicated(s.filter, ev.To)
+	return s.filter.Match(ev)
 }
 
 func (s *Sink) runSegment(ctx context.Context, seg segment) error {

@@ -97,7 +97,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 	if err != nil {
 		return nil, fmt.Errorf("triggers: %w", err)
 	}
-	if s.Events, err = events.Open(s.Daemon.Outbox(), events.Config{}, log); err != nil {
+	if s.Events, err = events.Open(s.Daemon.Outbox(), events.Config{MetadataDatabase: cfg.Metadata.Database}, log); err != nil {
 		return nil, err
 	}
 	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})

@@ -149,27 +149,29 @@ func (h *triggerHost) Write(ctx context.Context, w wasm.Write) error {
 // eventFilter decides which change events a database trigger gets and
 // what they look like.
 type eventFilter struct {
-	source, db, coll string
-	ops              map[string]bool // nil: the four DML types
-	fullDoc, preImg  bool
-	match, project   *bson.D
+	source string
+	// filter holds the trigger's namespace (exact names, as an exact glob),
+	// operation types and the metadata database: change.Filter's rules.
+	filter          change.Filter
+	fullDoc, preImg bool
+	match, project  *bson.D
 	// allow is the owner's allow-list: events outside it are skipped.
 	allow       auth.Allow
 	sourceOK    bool
 	checkAllows bool // the allow-list limits namespaces
 }
 
-func newFilter(c *DatabaseConfig, allow auth.Allow) (*eventFilter, error) {
-	f := &eventFilter{source: c.DataSource, db: c.Database, coll: c.Collection,
+func newFilter(c *DatabaseConfig, metadataDB string, allow auth.Allow) (*eventFilter, error) {
+	f := &eventFilter{source: c.DataSource,
 		fullDoc: c.FullDocument, preImg: c.FullDocumentBeforeChange,
 		allow: allow, sourceOK: allow.Source(c.DataSource), checkAllows: len(allow.Namespaces()) > 0}
-	f.ops = map[string]bool{}
-	ops := c.OperationTypes
-	if len(ops) == 0 {
-		ops = dbOps
+	f.filter = change.Filter{Operations: c.OperationTypes, MetadataDB: metadataDB}
+	if len(f.filter.Operations) == 0 {
+		f.filter.Operations = dbOps
 	}
-	for _, op := range ops {
-		f.ops[op] = true
+	if c.Database != "" {
+		// database and collection are exact names: a '*' in them is a '*'.
+		f.filter.Include = []change.Glob{change.ExactGlob(change.Namespace{DB: c.Database, Coll: c.Collection})}
 	}
 	var err error
 	if f.match, err = parseMatch(c.Match); err != nil {
@@ -181,6 +183,14 @@ func newFilter(c *DatabaseConfig, allow auth.Allow) (*eventFilter, error) {
 	return f, nil
 }
 
+// lookupNS reads the namespace document in field of doc ("ns" or "to").
+func lookupNS(doc bsoncore.Document, field string) change.Namespace {
+	d, _ := doc.Lookup(field).DocumentOK()
+	db, _ := d.Lookup("db").StringValueOK()
+	coll, _ := d.Lookup("coll").StringValueOK()
+	return change.Namespace{DB: db, Coll: coll}
+}
+
 // apply returns the event the function gets, or ok=false when the trigger
 // does not fire for it. Events needing no change are passed through
 // without copying.
@@ -190,19 +200,17 @@ func (f *eventFilter) apply(rec outbox.Record) (ev []byte, ok bool, err error) {
 	}
 	doc := bsoncore.Document(rec.Raw)
 	op, _ := doc.Lookup("operationType").StringValueOK()
-	if !f.ops[op] {
+	if !f.filter.Operation(op) {
 		return nil, false, nil
 	}
-	if f.db != "" || f.coll != "" || f.checkAllows {
-		ns, _ := doc.Lookup("ns").DocumentOK()
-		db, _ := ns.Lookup("db").StringValueOK()
-		coll, _ := ns.Lookup("coll").StringValueOK()
-		if (f.db != "" && db != f.db) || (f.coll != "" && coll != f.coll) {
-			return nil, false, nil
-		}
-		if f.checkAllows && !f.allow.Namespace(change.Namespace{DB: db, Coll: coll}) {
-			return nil, false, nil
-		}
+	// Only what the filter reads is looked up: a full change.Parse would
+	// decode every field of every event.
+	head := change.Event{OperationType: op, NS: lookupNS(doc, "ns"), To: lookupNS(doc, "to")}
+	if !f.filter.Match(&head) {
+		return nil, false, nil
+	}
+	if f.checkAllows && !f.allow.Namespace(head.NS) {
+		return nil, false, nil
 	}
 	ev = rec.Raw
 	stripFull := !f.fullDoc && op == change.OpUpdate
@@ -325,7 +333,7 @@ func (m *Manager) newTriggerSink(ctx context.Context, a *active) (*triggerSink, 
 	tolerate := true // the queue only ever holds what was reported or due
 	switch t.Type {
 	case TypeDatabase:
-		filter, err := newFilter(t.Database, m.allowOf(t.UserID))
+		filter, err := newFilter(t.Database, m.cfg.MetadataDatabase, m.allowOf(t.UserID))
 		if err != nil {
 			return nil, err
 		}
