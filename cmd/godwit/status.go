@@ -141,11 +141,16 @@ func printStatus(out io.Writer, s *pb.StatusResponse) {
 }
 
 // detail prints a reason or error under its row.
+// detail prints msg under a table row, on one line: a multi-line error (a
+// wasm stack trace) must not break the table.
 func detail(w io.Writer, msg string) {
+	msg = strings.TrimSpace(oneLineReplacer.Replace(msg))
 	if msg != "" {
 		fmt.Fprintf(w, "    └ %s\n", msg)
 	}
 }
+
+var oneLineReplacer = strings.NewReplacer("\r\n", " | ", "\n", " | ", "\r", " | ", "\t", " ")
 
 func when(t *timestamppb.Timestamp) string {
 	if t == nil {

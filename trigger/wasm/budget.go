@@ -177,9 +177,16 @@ func (r *Runtime) budgetError(n uint64) error {
 	if n > 0 {
 		more = fmt.Sprintf(", %s more needed", size(n))
 	}
-	return fmt.Errorf("%w: the functions' memory budget (%s) is exhausted: %s in use by function instances%s; raise triggers.max_memory_bytes, lower triggers.memory_limit or run fewer functions at once",
-		ErrMemoryBudget, size(r.budget.limit), size(used), more)
+	return budgetErr(fmt.Sprintf("the functions' memory budget (%s) is exhausted: %s in use by function instances%s; raise triggers.max_memory_bytes, lower triggers.memory_limit or run fewer functions at once",
+		size(r.budget.limit), size(used), more))
 }
+
+// budgetErr is ErrMemoryBudget with a message that says it all.
+type budgetErr string
+
+func (e budgetErr) Error() string { return string(e) }
+
+func (e budgetErr) Is(target error) bool { return target == ErrMemoryBudget }
 
 // size formats bytes in MiB, or KiB below one MiB.
 func size(n uint64) string {
