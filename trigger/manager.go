@@ -291,6 +291,8 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
 		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt, queue: queue,
 		active: map[string]*active{}, started: make(chan struct{}), modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
+	m.log.Info().Int64("max_memory_bytes", rt.Config().MemoryBudget).Int64("memory_limit", rt.Config().MemoryLimit).
+		Msg("functions' memory budget (triggers.max_memory_bytes) and per-instance cap")
 	for id := range deps.DataSources {
 		m.sources = append(m.sources, id)
 	}
