@@ -203,6 +203,15 @@ func TestService_Status(t *testing.T) {
 		if v := value("godwit_trigger_up", "name", "notify-items"); v != 1 {
 			t.Errorf("trigger up = %v", v)
 		}
+		if v := value("godwit_trigger_log_dropped_lines_total", "name", "notify-items"); v != 0 {
+			t.Errorf("log lines dropped = %v, want 0", v)
+		}
+		if fams["godwit_functions_memory_budget_bytes"].GetMetric()[0].GetGauge().GetValue() < 256<<20 {
+			t.Errorf("functions' memory budget %v, want the default of at least 256 MiB", fams["godwit_functions_memory_budget_bytes"])
+		}
+		if len(fams["godwit_functions_memory_bytes"].GetMetric()) != 1 {
+			t.Errorf("no godwit_functions_memory_bytes")
+		}
 	})
 }
 

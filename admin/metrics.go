@@ -19,6 +19,14 @@ var (
 		"Events ever parked in a trigger's dead letters (retried ones included).", []string{"trigger", "name"}, nil)
 	descTriggerDead = prometheus.NewDesc("godwit_trigger_dead_letters",
 		"Events in a trigger's dead letters now.", []string{"trigger", "name"}, nil)
+	descTriggerLogDropped = prometheus.NewDesc("godwit_trigger_log_dropped_lines_total",
+		"Lines the trigger's function logged past its log budget and godwit dropped (counted per function, since its module was loaded).", []string{"trigger", "name"}, nil)
+	descTriggerLogDroppedBytes = prometheus.NewDesc("godwit_trigger_log_dropped_bytes_total",
+		"Bytes the trigger's function logged past its log budget and godwit dropped (counted per function, since its module was loaded).", []string{"trigger", "name"}, nil)
+	descFunctionsMemory = prometheus.NewDesc("godwit_functions_memory_bytes",
+		"Linear memory reserved by all function instances, against triggers.max_memory_bytes.", nil, nil)
+	descFunctionsMemoryBudget = prometheus.NewDesc("godwit_functions_memory_budget_bytes",
+		"triggers.max_memory_bytes: the memory all function instances may reserve together.", nil, nil)
 	descTriggerUp = prometheus.NewDesc("godwit_trigger_up",
 		"1 while a trigger runs, 0 otherwise (state says why).", []string{"trigger", "name", "state"}, nil)
 	descSubsConnected = prometheus.NewDesc("godwit_subscriptions_connected",
@@ -46,9 +54,10 @@ type collector struct {
 }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	descs := []*prometheus.Desc{descTriggers, descSubsConnected}
+	descs := []*prometheus.Desc{descTriggers, descSubsConnected, descFunctionsMemory, descFunctionsMemoryBudget}
 	if c.names {
-		descs = append(descs, descTriggerBacklog, descTriggerCalls, descTriggerParked, descTriggerDead, descTriggerUp, descSubBacklog)
+		descs = append(descs, descTriggerBacklog, descTriggerCalls, descTriggerParked, descTriggerDead, descTriggerUp,
+			descTriggerLogDropped, descTriggerLogDroppedBytes, descSubBacklog)
 	}
 	for _, d := range descs {
 		ch <- d
@@ -78,11 +87,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(st.Parked), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(st.DeadLetters), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(st.Backlog), t.ID, t.Name)
+				ch <- prometheus.MustNewConstMetric(descTriggerLogDropped, prometheus.CounterValue, float64(st.LogDroppedLines), t.ID, t.Name)
+				ch <- prometheus.MustNewConstMetric(descTriggerLogDroppedBytes, prometheus.CounterValue, float64(st.LogDroppedBytes), t.ID, t.Name)
 			}
 			for state, n := range states {
 				ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.GaugeValue, n, state)
 			}
 		}
+		ms := m.MemoryStats()
+		ch <- prometheus.MustNewConstMetric(descFunctionsMemory, prometheus.GaugeValue, float64(ms.InUse))
+		ch <- prometheus.MustNewConstMetric(descFunctionsMemoryBudget, prometheus.GaugeValue, float64(ms.Budget))
 	}
 	if e := d.Events; e != nil {
 		subs, err := e.Subscriptions()

@@ -125,6 +125,20 @@ type Triggers struct {
 	// MemoryLimit caps each function instance's memory in bytes. Default
 	// 128 MiB.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// MaxMemoryBytes bounds the memory of all function instances together.
+	// Default: a quarter of the machine's memory (or cgroup limit), at
+	// least 256 MiB and at most 16 GiB.
+	MaxMemoryBytes int64 `yaml:"max_memory_bytes"`
+	// MaxFunctionsPerUser, MaxTriggersPerUser and MaxModuleBytesPerUser
+	// are each user's quotas. Defaults 100, 100 and 256 MiB; -1: none.
+	MaxFunctionsPerUser   int   `yaml:"max_functions_per_user"`
+	MaxTriggersPerUser    int   `yaml:"max_triggers_per_user"`
+	MaxModuleBytesPerUser int64 `yaml:"max_module_bytes_per_user"`
+	// LogBytesPerSecond and LogLinesPerSecond bound what each function
+	// logs (a token bucket holding one second's worth); the excess is
+	// dropped and counted. Defaults 16 KiB and 50.
+	LogBytesPerSecond int `yaml:"log_bytes_per_second"`
+	LogLinesPerSecond int `yaml:"log_lines_per_second"`
 	// Timeout is the deadline of one function call. Default 5s.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxModuleBytes bounds an uploaded module. Default 32 MiB.
@@ -390,8 +404,29 @@ func (c *Config) Validate() error {
 	if c.Triggers.MemoryLimit < 0 || (c.Triggers.MemoryLimit > 0 && c.Triggers.MemoryLimit < 64<<10) {
 		bad("triggers.memory_limit", "want at least 65536 bytes (one wasm page), or 0 for the default 128 MiB")
 	}
+	if c.Triggers.MaxMemoryBytes < 0 || (c.Triggers.MaxMemoryBytes > 0 && c.Triggers.MaxMemoryBytes < 64<<10) {
+		bad("triggers.max_memory_bytes", "want at least 65536 bytes (one wasm page), or 0 for the default sized for the machine")
+	}
 	if c.Triggers.Timeout < 0 {
 		bad("triggers.timeout", "must not be negative")
+	}
+	for _, q := range []struct {
+		field string
+		v     int64
+	}{
+		{"triggers.max_functions_per_user", int64(c.Triggers.MaxFunctionsPerUser)},
+		{"triggers.max_triggers_per_user", int64(c.Triggers.MaxTriggersPerUser)},
+		{"triggers.max_module_bytes_per_user", c.Triggers.MaxModuleBytesPerUser},
+	} {
+		if q.v < -1 {
+			bad(q.field, "want a positive number, 0 for the default or -1 for no quota")
+		}
+	}
+	if c.Triggers.LogBytesPerSecond < 0 {
+		bad("triggers.log_bytes_per_second", "must not be negative (0 means the default, 16 KiB)")
+	}
+	if c.Triggers.LogLinesPerSecond < 0 {
+		bad("triggers.log_lines_per_second", "must not be negative (0 means the default, 50)")
 	}
 	if c.Triggers.MaxModuleBytes < 0 {
 		bad("triggers.max_module_bytes", "must not be negative")

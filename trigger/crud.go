@@ -104,6 +104,9 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	} else if taken {
 		return Trigger{}, fmt.Errorf("trigger %q of user %q: %w", t.Name, t.UserID, ErrExists)
 	}
+	if err := m.checkTriggerQuota(ctx, t.UserID); err != nil {
+		return Trigger{}, err
+	}
 	if err := m.startAtNow(&t); err != nil {
 		return Trigger{}, err
 	}
@@ -274,6 +277,11 @@ func (m *Manager) CreateFunction(ctx context.Context, f Function) (Function, err
 	if err := f.validate(); err != nil {
 		return Function{}, err
 	}
+	// Checked again under the lock; first here, so a user past a quota
+	// cannot make godwit compile modules it will refuse.
+	if err := m.checkFunctionQuota(ctx, f.UserID, "", int64(len(f.Wasm))); err != nil {
+		return Function{}, err
+	}
 	mod, err := m.compile(ctx, f.Wasm)
 	if err != nil {
 		return Function{}, err
@@ -288,6 +296,10 @@ func (m *Manager) CreateFunction(ctx context.Context, f Function) (Function, err
 		if err == nil {
 			err = fmt.Errorf("function %q of user %q: %w", f.Name, f.UserID, ErrExists)
 		}
+		return Function{}, err
+	}
+	if err := m.checkFunctionQuota(ctx, f.UserID, "", int64(len(f.Wasm))); err != nil {
+		_ = mod.Close(ctx)
 		return Function{}, err
 	}
 	f.Size, f.SHA256 = int64(len(f.Wasm)), digest(f.Wasm)
@@ -353,6 +365,9 @@ func (m *Manager) UpdateFunction(ctx context.Context, f Function) (Function, err
 	}
 	upd.UpdatedAt = now()
 	if len(f.Wasm) > 0 {
+		if err := m.checkFunctionQuota(ctx, upd.UserID, upd.ID, int64(len(f.Wasm))); err != nil {
+			return Function{}, err
+		}
 		upd.Size, upd.SHA256 = int64(len(f.Wasm)), digest(f.Wasm)
 		if upd.ModuleID, err = m.store.putModule(ctx, f.Wasm); err != nil {
 			return Function{}, err

@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
@@ -33,6 +37,14 @@ type Config struct {
 	Wasm wasm.Config
 	// MaxModuleBytes bounds a function's module. Default 32 MiB.
 	MaxModuleBytes int
+	// MaxFunctionsPerUser, MaxTriggersPerUser and MaxModuleBytesPerUser
+	// are each user's quotas: functions, triggers and the summed size of
+	// their modules. Going past one answers a *LimitError (ErrExhausted).
+	// Defaults DefaultMaxFunctionsPerUser, DefaultMaxTriggersPerUser and
+	// DefaultMaxModuleBytesPerUser; -1: no quota.
+	MaxFunctionsPerUser   int
+	MaxTriggersPerUser    int
+	MaxModuleBytesPerUser int64
 	// Delivery tunes every database trigger's runner: batch size, attempts
 	// per event before it is parked in the trigger's dead letters (default
 	// 5) and backoff between attempts (default 100ms doubling to 30s). The
@@ -70,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxModuleBytes < 0 {
 		return errors.New("max_module_bytes: must not be negative")
+	}
+	if c.MaxFunctionsPerUser < -1 || c.MaxTriggersPerUser < -1 || c.MaxModuleBytesPerUser < -1 {
+		return errors.New("max_functions_per_user, max_triggers_per_user, max_module_bytes_per_user: want a positive number, 0 for the default or -1 for no quota")
 	}
 	if c.Delivery.Policy == sink.PolicyHalt {
 		return errors.New("delivery.policy: triggers always park failed events in their dead letters")
@@ -173,6 +188,11 @@ type Status struct {
 	// LastFired is the last scheduled time run (scheduled triggers) or the
 	// time of the last successful call.
 	LastFired time.Time
+	// LogDroppedLines and LogDroppedBytes count what the trigger's function
+	// logged past its log budget (triggers.log_lines_per_second,
+	// triggers.log_bytes_per_second) since its module was loaded: shared
+	// by every trigger calling the function.
+	LogDroppedLines, LogDroppedBytes uint64
 }
 
 // Trigger states.
@@ -261,6 +281,7 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	if cfg.QueueMaxBytes == 0 {
 		cfg.QueueMaxBytes = DefaultQueueMaxBytes
 	}
+	cfg.quotaDefaults()
 	cfg.Delivery.Policy = sink.PolicyPark
 	queue, err := outbox.Open(cfg.QueuePath, outbox.Options{MaxBytes: cfg.QueueMaxBytes})
 	if err != nil {
@@ -274,6 +295,8 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
 		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt, queue: queue,
 		active: map[string]*active{}, started: make(chan struct{}), modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
+	m.log.Info().Int64("max_memory_bytes", rt.Config().MemoryBudget).Int64("memory_limit", rt.Config().MemoryLimit).
+		Msg("functions' memory budget (triggers.max_memory_bytes) and per-instance cap")
 	for id := range deps.DataSources {
 		m.sources = append(m.sources, id)
 	}
@@ -621,6 +644,13 @@ func (m *Manager) Status(t Trigger) Status {
 	default:
 		st.State = StateWaiting
 	}
+	// Status is shown one trigger per table row: a multi-line wasm stack
+	// trace must not break the table.
+	st.LastError = oneLine(st.LastError)
+	if a != nil && a.mod != nil {
+		ls := a.mod.mod.LogStats()
+		st.LogDroppedLines, st.LogDroppedBytes = ls.DroppedLines, ls.DroppedBytes
+	}
 	ob := m.outboxOf(t.Type)
 	_ = ob.View(func(v outbox.View) error {
 		ss, _, err := v.Sink(sinkID(t.ID))
@@ -631,6 +661,40 @@ func (m *Manager) Status(t Trigger) Status {
 		return err
 	})
 	return st
+}
+
+// MemoryStats returns the accounted memory of all function instances
+// against triggers.max_memory_bytes.
+func (m *Manager) MemoryStats() wasm.MemoryStats { return m.rt.MemoryStats() }
+
+// maxStatusError bounds an error shown in status.
+const maxStatusError = 1024
+
+// oneLine makes s one line of printable text of at most maxStatusError
+// bytes: line breaks (with the indentation after them) become " | ",
+// other control characters spaces.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) && len(s) <= maxStatusError {
+		return s
+	}
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return ' '
+			}
+			return r
+		}, l))
+	}
+	out := strings.Join(slices.DeleteFunc(lines, func(l string) bool { return l == "" }), " | ")
+	if len(out) > maxStatusError {
+		cut := maxStatusError
+		for cut > 0 && !utf8.RuneStart(out[cut]) {
+			cut--
+		}
+		out = out[:cut] + "…"
+	}
+	return out
 }
 
 // RetryDeadLetters calls running trigger id's function once more on its
@@ -789,7 +853,7 @@ func (m *Manager) compile(ctx context.Context, b []byte) (*wasm.Module, error) {
 	if errors.Is(err, wasm.ErrInvalidModule) || errors.Is(err, wasm.ErrABI) {
 		return nil, invalid("wasm", "%v", err)
 	}
-	return mod, err
+	return mod, budgetError(err)
 }
 
 func (m *Manager) check() error {

@@ -135,17 +135,21 @@ func printStatus(out io.Writer, s *pb.StatusResponse) {
 	if len(s.Problems) > 0 {
 		fmt.Fprintf(w, "\nNOT READY\n")
 		for _, p := range s.Problems {
-			fmt.Fprintf(w, "  - %s\n", p)
+			fmt.Fprintf(w, "  - %s\n", strings.TrimSpace(oneLineReplacer.Replace(p)))
 		}
 	}
 }
 
-// detail prints a reason or error under its row.
+// detail prints msg under a table row, on one line: a multi-line error (a
+// wasm stack trace) must not break the table.
 func detail(w io.Writer, msg string) {
+	msg = strings.TrimSpace(oneLineReplacer.Replace(msg))
 	if msg != "" {
 		fmt.Fprintf(w, "    └ %s\n", msg)
 	}
 }
+
+var oneLineReplacer = strings.NewReplacer("\r\n", " | ", "\n", " | ", "\r", " | ", "\t", " ")
 
 func when(t *timestamppb.Timestamp) string {
 	if t == nil {

@@ -129,6 +129,9 @@ type envOptions struct {
 	maxModuleBytes int
 	// queueMaxBytes bounds the trigger queue (default 64 MiB).
 	queueMaxBytes int64
+	// quotas sets the per-user quotas (MaxFunctionsPerUser,
+	// MaxTriggersPerUser, MaxModuleBytesPerUser; default the package's).
+	quotas trigger.Config
 }
 
 type auditLog struct {
@@ -198,6 +201,10 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 		Clock:          opts.clock,
 		MaxModuleBytes: opts.maxModuleBytes,
 		QueueMaxBytes:  opts.queueMaxBytes,
+
+		MaxFunctionsPerUser:   opts.quotas.MaxFunctionsPerUser,
+		MaxTriggersPerUser:    opts.quotas.MaxTriggersPerUser,
+		MaxModuleBytesPerUser: opts.quotas.MaxModuleBytesPerUser,
 	}, trigger.Deps{
 		Outbox: e.ob, Metadata: meta.Client,
 		DataSources: map[string]lungo.IClient{"src": src.Client, "other": src.Client},

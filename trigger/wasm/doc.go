@@ -15,7 +15,10 @@
 //
 // Guests get WASI with no preopened directories, no environment, no
 // arguments and no sockets; clocks and randomness are real. Memory is
-// capped per instance (Config.MemoryLimit) and every call has a deadline:
+// capped per instance (Config.MemoryLimit) and for all instances together
+// (Config.MemoryBudget: reserved before an instance gets it, idle pooled
+// instances closed to make room, memory.grow past it refused), and every
+// call has a deadline, as has the instantiation Compile validates with:
 // the runtime is built with WithCloseOnContextDone, so a guest looping
 // forever is stopped at its next loop header or call.
 //
@@ -32,5 +35,7 @@
 //   - What a guest hands the host is checked before anyone trusts it: results
 //     and written documents must be well-formed BSON nested at most MaxDepth
 //     levels (CheckDocument), results at most Config.MaxResultBytes; logs are
-//     cut at Config.MaxLogBytes.
+//     cut at Config.MaxLogBytes per call and at a per-module rate
+//     (Config.LogLinesPerSecond, Config.LogBytesPerSecond), the excess
+//     counted in Module.LogStats.
 package wasm

@@ -29,6 +29,12 @@ var (
 	// memory reached the cap.
 	ErrMemoryLimit = errors.New("function exceeded its memory limit")
 
+	// ErrMemoryBudget is returned by Compile and Call when the memory of
+	// all instances together would pass Config.MemoryBudget: no room was
+	// made for a new instance before the call's deadline, or the guest's
+	// memory.grow was refused and the guest failed.
+	ErrMemoryBudget = errors.New("functions' memory budget exhausted")
+
 	// ErrClosed is returned by Call on a closed Module or Runtime.
 	ErrClosed = errors.New("wasm runtime closed")
 

@@ -110,7 +110,13 @@ func hostLog(r *Runtime, _ context.Context, mod api.Module, stack []uint64) {
 		b = b[:room]
 	}
 	in.logged += len(b)
-	in.host.Log(Level(int32(stack[0])), string(b))
+	keep, notice := in.m.logs.take(len(b))
+	if notice != "" {
+		in.host.Log(LevelWarn, notice)
+	}
+	if keep > 0 {
+		in.host.Log(Level(int32(stack[0])), string(b[:keep]))
+	}
 }
 
 func hostSetError(r *Runtime, _ context.Context, mod api.Module, stack []uint64) {

@@ -75,6 +75,8 @@ type Module struct {
 	r        *Runtime
 	compiled wazero.CompiledModule
 	start    []string
+	minMem   uint64 // initial linear memory, reserved before instantiation
+	logs     *logBucket
 
 	idle  chan *instance
 	slots chan struct{} // one token per existing instance
@@ -85,12 +87,14 @@ type Module struct {
 }
 
 type instance struct {
+	m             *Module
 	mod           api.Module
 	mem           api.Memory
 	alloc, handle api.Function
 	bufPtr        uint32
 	bufCap        uint32
 	stack         [2]uint64
+	bm            *budgetMemory
 
 	// Per-call state, owned by the goroutine holding the instance.
 	host   Host
@@ -103,7 +107,11 @@ type instance struct {
 // Warm makes sure at least one instance exists, so the first event does not
 // pay for instantiation.
 func (m *Module) Warm(ctx context.Context) error {
-	in, err := m.get(ctx)
+	return m.warm(ctx, m.r.cfg.InitTimeout)
+}
+
+func (m *Module) warm(ctx context.Context, initTimeout time.Duration) error {
+	in, err := m.get(ctx, initTimeout)
 	if err != nil {
 		return err
 	}
@@ -121,6 +129,9 @@ func (m *Module) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	m.mu.Unlock()
+	m.r.modMu.Lock()
+	delete(m.r.modules, m)
+	m.r.modMu.Unlock()
 	done := make(chan struct{})
 	go func() { m.calls.Wait(); close(done) }()
 	select {
@@ -139,7 +150,9 @@ func (m *Module) Close(ctx context.Context) error {
 	return m.compiled.Close(ctx)
 }
 
-func (m *Module) get(ctx context.Context) (*instance, error) {
+// get takes an idle instance or instantiates one (bounded by
+// initTimeout).
+func (m *Module) get(ctx context.Context, initTimeout time.Duration) (*instance, error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -156,7 +169,7 @@ func (m *Module) get(ctx context.Context) (*instance, error) {
 	case in := <-m.idle:
 		return in, nil
 	case m.slots <- struct{}{}:
-		in, err := m.instantiate(ctx)
+		in, err := m.instantiate(ctx, initTimeout)
 		if err != nil {
 			<-m.slots
 			m.calls.Done()
@@ -178,6 +191,7 @@ func (m *Module) put(in *instance, healthy bool) {
 	m.mu.Unlock()
 	if healthy && !closed {
 		m.idle <- in // never blocks: at most PoolSize instances exist
+		m.r.budget.wake()
 	} else {
 		m.r.discard(context.Background(), in)
 		<-m.slots
@@ -190,8 +204,16 @@ func (r *Runtime) discard(ctx context.Context, in *instance) {
 	_ = in.mod.Close(ctx)
 }
 
-func (m *Module) instantiate(ctx context.Context) (*instance, error) {
-	in := &instance{}
+func (m *Module) instantiate(ctx context.Context, initTimeout time.Duration) (*instance, error) {
+	// Room for the initial memory is made before wazero asks for it (it
+	// cannot be refused then), waiting at most a call's deadline.
+	wctx, wcancel := context.WithTimeout(ctx, m.r.cfg.Timeout)
+	err := m.r.reserve(wctx, m.minMem)
+	wcancel()
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{m: m}
 	in.stderr.max = m.r.cfg.MaxLogBytes
 	cfg := wazero.NewModuleConfig().
 		WithName("").
@@ -199,30 +221,56 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithRandSource(rand.Reader).
 		WithStdout(&in.stderr).WithStderr(&in.stderr)
-	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.r.cfg.InitTimeout)
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), initTimeout)
 	defer cancel()
-	mod, err := m.r.rt.InstantiateModule(experimental.WithMemoryAllocator(ictx, mmapAllocator), m.compiled, cfg)
-	if err != nil {
-		msg := strings.TrimSpace(in.stderr.String())
-		if msg != "" {
-			msg = ": " + msg
+	mod, err := m.r.rt.InstantiateModule(experimental.WithMemoryAllocator(ictx, m.r.allocator(m.minMem, &in.bm)), m.compiled, cfg)
+	if err == nil {
+		var v []uint64
+		v, err = mod.ExportedFunction(ExportVersion).Call(ictx)
+		if err == nil && (len(v) != 1 || uint32(v[0]) != ABIVersion) {
+			err = fmt.Errorf("%w: guest speaks ABI version %d, this godwit version %d", ErrABI, uint32(v[0]), ABIVersion)
 		}
-		return nil, fmt.Errorf("%w: instantiation failed: %v%s", ErrABI, err, msg)
+		if err != nil {
+			_ = mod.Close(ctx)
+		}
+	}
+	if err != nil {
+		// wazero frees the memory of a module it closed; not always of one
+		// that failed before.
+		if in.bm != nil {
+			in.bm.Free()
+		} else {
+			m.r.budget.release(m.minMem)
+		}
+		return nil, m.initError(err, in, initTimeout)
 	}
 	in.mod = mod
 	in.mem = mod.Memory()
 	in.alloc = mod.ExportedFunction(ExportAlloc)
 	in.handle = mod.ExportedFunction(ExportHandle)
-	v, err := mod.ExportedFunction(ExportVersion).Call(ictx)
-	if err == nil && (len(v) != 1 || uint32(v[0]) != ABIVersion) {
-		err = fmt.Errorf("%w: guest speaks ABI version %d, this godwit version %d", ErrABI, uint32(v[0]), ABIVersion)
-	}
-	if err != nil {
-		_ = mod.Close(ctx)
-		return nil, err
-	}
 	m.r.instances.Store(mod, in)
 	return in, nil
+}
+
+// initError says why instantiation (start section, _initialize,
+// godwit_abi_version) failed. Every failure is the module's fault, ErrABI,
+// including running past the deadline: a module is refused, not retried.
+func (m *Module) initError(err error, in *instance, initTimeout time.Duration) error {
+	if errors.Is(err, ErrABI) || errors.Is(err, ErrMemoryBudget) {
+		return err
+	}
+	if in.bm != nil && in.bm.refused.Load() {
+		return fmt.Errorf("%w; while initialising: %v", m.r.budgetError(0), err)
+	}
+	msg := strings.TrimSpace(in.stderr.String())
+	if msg != "" {
+		msg = "; guest output: " + msg
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) {
+		return fmt.Errorf("%w: initialisation (start section, _initialize, %s) did not finish within %s%s", ErrABI, ExportVersion, initTimeout, msg)
+	}
+	return fmt.Errorf("%w: instantiation failed: %v%s", ErrABI, err, msg)
 }
 
 // Call runs the guest's handler on event (a BSON document, not modified
@@ -237,11 +285,12 @@ func (m *Module) CallTimeout(ctx context.Context, event []byte, host Host, timeo
 	if timeout <= 0 {
 		timeout = m.r.cfg.Timeout
 	}
-	in, err := m.get(ctx)
+	in, err := m.get(ctx, m.r.cfg.InitTimeout)
 	if err != nil {
 		return Result{}, err
 	}
 	in.host, in.logged = host, 0
+	in.bm.refused.Store(false)
 	in.stderr.Reset()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	res, err := m.call(cctx, in, event)
@@ -313,6 +362,9 @@ func (m *Module) classify(ctx context.Context, in *instance, err error, timeout 
 			}
 			return fmt.Errorf("%w: call cancelled", ErrTrap)
 		}
+	}
+	if in.bm.refused.Load() {
+		return fmt.Errorf("%w; the guest failed after its memory.grow was refused: %s", m.r.budgetError(0), detail)
 	}
 	// wazero does not say that a memory.grow was refused, so a failure
 	// close to the cap is taken as running out of memory (Go's runtime

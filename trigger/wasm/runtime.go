@@ -35,10 +35,19 @@ type Config struct {
 	// MemoryLimit caps each instance's linear memory in bytes (rounded
 	// down to 64 KiB pages). Default 128 MiB.
 	MemoryLimit int64
-	// Timeout is the deadline of one call. Default 5s.
+	// MemoryBudget bounds the linear memory of all instances of all
+	// modules together, in bytes: an instance reserves its memory before it
+	// gets it, idle pooled instances are closed to make room, a new
+	// instance waits for room until its call's deadline, and memory.grow
+	// past the budget is refused (the call then fails with
+	// ErrMemoryBudget). Default DefaultMemoryBudget().
+	MemoryBudget int64
+	// Timeout is the deadline of one call, and of the first instantiation
+	// Compile does to validate a module. Default 5s.
 	Timeout time.Duration
-	// InitTimeout bounds instantiation (a Go guest's runtime and package
-	// initialisation). Default 30s.
+	// InitTimeout bounds later instantiations of a module Compile accepted
+	// (a Go guest's runtime and package initialisation, when the pool
+	// grows). Default 30s.
 	InitTimeout time.Duration
 	// PoolSize is how many instances of one module may exist, and so how
 	// many calls run at once. Default GOMAXPROCS.
@@ -46,6 +55,13 @@ type Config struct {
 	// MaxLogBytes bounds the log and stderr text one call keeps. Default
 	// 64 KiB.
 	MaxLogBytes int
+	// LogBytesPerSecond and LogLinesPerSecond are each module's log
+	// budget, shared by its instances: a token bucket holding one second's
+	// worth. A line past it is dropped (or cut to the bytes left) and
+	// counted in Module.LogStats. Defaults DefaultLogBytesPerSecond and
+	// DefaultLogLinesPerSecond.
+	LogBytesPerSecond int
+	LogLinesPerSecond int
 	// MaxResultBytes bounds the document a guest passes to set_result; a
 	// larger one fails the call with ErrABI. Default 16 MiB, MongoDB's
 	// document limit.
@@ -64,6 +80,10 @@ func (c Config) Validate() error {
 		return errors.New("memory_limit: must be at least one 64 KiB page")
 	case c.MemoryLimit > 4<<30:
 		return errors.New("memory_limit: wasm32 memory is at most 4 GiB")
+	case c.MemoryBudget < 0:
+		return errors.New("max_memory_bytes: must not be negative")
+	case c.MemoryBudget > 0 && c.MemoryBudget < 1<<16:
+		return errors.New("max_memory_bytes: must be at least one 64 KiB page")
 	case c.Timeout < 0:
 		return errors.New("timeout: must not be negative")
 	case c.InitTimeout < 0:
@@ -72,6 +92,10 @@ func (c Config) Validate() error {
 		return errors.New("pool_size: must not be negative")
 	case c.MaxLogBytes < 0:
 		return errors.New("max_log_bytes: must not be negative")
+	case c.LogBytesPerSecond < 0:
+		return errors.New("log_bytes_per_second: must not be negative")
+	case c.LogLinesPerSecond < 0:
+		return errors.New("log_lines_per_second: must not be negative")
 	case c.MaxResultBytes < 0:
 		return errors.New("max_result_bytes: must not be negative")
 	}
@@ -81,6 +105,9 @@ func (c Config) Validate() error {
 func (c *Config) defaults() {
 	if c.MemoryLimit == 0 {
 		c.MemoryLimit = DefaultMemoryLimit
+	}
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget = DefaultMemoryBudget()
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second
@@ -93,6 +120,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = 64 << 10
+	}
+	if c.LogBytesPerSecond == 0 {
+		c.LogBytesPerSecond = DefaultLogBytesPerSecond
+	}
+	if c.LogLinesPerSecond == 0 {
+		c.LogLinesPerSecond = DefaultLogLinesPerSecond
 	}
 	if c.MaxResultBytes == 0 {
 		c.MaxResultBytes = 16 << 20
@@ -110,6 +143,11 @@ type Runtime struct {
 	// (which get the calling api.Module) find the call they belong to
 	// without a context value per call.
 	instances sync.Map // api.Module → *instance
+
+	budget  *budget
+	modMu   sync.Mutex
+	modules map[*Module]struct{} // open modules, whose idle instances may be evicted
+	onWait  func()               // tests: called when a reservation starts waiting
 }
 
 // New creates a runtime. It compiles nothing until Compile.
@@ -118,7 +156,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	r := &Runtime{cfg: cfg, pages: uint32(cfg.MemoryLimit >> 16)}
+	r := &Runtime{cfg: cfg, pages: uint32(cfg.MemoryLimit >> 16),
+		budget: newBudget(uint64(cfg.MemoryBudget)), modules: map[*Module]struct{}{}}
 	rc := wazero.NewRuntimeConfig().
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(r.pages)
@@ -158,20 +197,24 @@ func (r *Runtime) Close(ctx context.Context) error {
 }
 
 // Compile compiles wasm and checks it against the ABI, including one
-// instantiation (so a module whose initialisation fails is rejected here,
-// not at its first event). The instance is kept in the pool.
+// instantiation bounded by Config.Timeout (so a module whose initialisation
+// fails, loops or runs too long is rejected here with ErrABI, not at its
+// first event). The instance is kept in the pool.
 func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	compiled, err := r.rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidModule, err)
 	}
-	m := &Module{r: r, compiled: compiled,
+	m := &Module{r: r, compiled: compiled, logs: newLogBucket(r.cfg.LogLinesPerSecond, r.cfg.LogBytesPerSecond),
 		idle: make(chan *instance, r.cfg.PoolSize), slots: make(chan struct{}, r.cfg.PoolSize)}
 	if err := m.check(); err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
-	if err := m.Warm(ctx); err != nil {
+	r.modMu.Lock()
+	r.modules[m] = struct{}{}
+	r.modMu.Unlock()
+	if err := m.warm(ctx, r.cfg.Timeout); err != nil {
 		_ = m.Close(ctx)
 		return nil, err
 	}
@@ -201,6 +244,7 @@ func (m *Module) check() error {
 	if mem.Min() > m.r.pages {
 		return fmt.Errorf("%w: needs %d MiB of memory at start, more than the limit of %d MiB", ErrABI, mem.Min()>>4, m.r.pages>>4)
 	}
+	m.minMem = uint64(mem.Min()) << 16
 	i32 := api.ValueTypeI32
 	want := map[string][2][]api.ValueType{
 		ExportVersion: {nil, {i32}},

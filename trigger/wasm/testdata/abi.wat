@@ -5,6 +5,9 @@
 ;;   "trap"  executes unreachable
 ;;   "loop"  loops forever
 ;;   "hogm"  grows memory until the host refuses, then traps
+;;   "fill"  grows memory a page at a time until the host refuses, writing
+;;           to every 4 KiB of each new page (so it is resident), then
+;;           returns 0
 ;;   "fail"  reports an error through set_error and returns 1
 ;;   "writ"  inserts the event itself into test.out, returns the host's code
 ;;   other   logs "ok" at info level and returns 0
@@ -48,6 +51,7 @@
     (i32.const 0))
 
   (func (export "godwit_handle") (param $ptr i32) (param $len i32) (result i32)
+    (local $old i32) (local $i i32) (local $end i32)
     ;; "trap"
     (if (call $find (local.get $ptr) (local.get $len) (i32.const 0x70617274))
       (then unreachable))
@@ -60,6 +64,24 @@
         (loop $grow
           (br_if $grow (i32.ge_s (memory.grow (i32.const 16)) (i32.const 0))))
         unreachable))
+    ;; "fill"
+    (if (call $find (local.get $ptr) (local.get $len) (i32.const 0x6c6c6966))
+      (then
+        (block $full
+          (loop $more
+            (local.set $old (memory.grow (i32.const 1)))
+            (br_if $full (i32.lt_s (local.get $old) (i32.const 0)))
+            ;; one byte in each 4 KiB of the new page: all of it resident
+            (local.set $i (i32.shl (local.get $old) (i32.const 16)))
+            (local.set $end (i32.add (local.get $i) (i32.const 65536)))
+            (block $touched
+              (loop $touch
+                (br_if $touched (i32.ge_u (local.get $i) (local.get $end)))
+                (i32.store8 (local.get $i) (i32.const 1))
+                (local.set $i (i32.add (local.get $i) (i32.const 4096)))
+                (br $touch)))
+            (br $more)))
+        (return (i32.const 0))))
     ;; "fail"
     (if (call $find (local.get $ptr) (local.get $len) (i32.const 0x6c696166))
       (then
