@@ -25,6 +25,9 @@ type Status struct {
 	Pipeline string `json:"pipeline"`
 	Source   string `json:"source"`
 	Target   string `json:"target"`
+	// Transactions reports whether changes are applied in target
+	// transactions (see Config.Transactions).
+	Transactions bool `json:"transactions"`
 	// Phase is starting, copying, streaming or halted.
 	Phase string `json:"phase"`
 	// Namespace is the collection being copied (copying only).
@@ -112,6 +115,8 @@ type Sink struct {
 	mapper      mapper
 	peer        *Peer
 	onConflict  func(Conflict)
+	caps        Capabilities
+	txn         bool // apply in target transactions
 	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
@@ -188,6 +193,23 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 		return nil, errors.New("replicate config: bidirectional: the pipeline needs the capture of its target (replicate.WithPeer)")
 	}
 	var err error
+	if cfg.Transactions != TransactionsOff {
+		if s.caps, err = detectCapabilities(ctx, target, metadataDB, cfg.ID); err != nil {
+			return nil, fmt.Errorf("pipeline %s: %w", cfg.ID, err)
+		}
+	}
+	if s.txn, err = chooseMode(cfg, target.Redacted, s.caps); err != nil {
+		return nil, err
+	}
+	s.status.Transactions = s.txn
+	if !s.txn {
+		why := "transactions: off"
+		if cfg.Transactions != TransactionsOff {
+			why = s.caps.NoTransactions
+		}
+		s.log.Warn().Str("target", target.Redacted).Str("why", why).
+			Msg("applying without transactions: each change is its own idempotent write; a source transaction is not applied atomically")
+	}
 	if s.marks, err = loadApplied(ctx, target.Client, metadataDB, cfg.ID, cfg.Workers); err != nil {
 		return nil, err
 	}
@@ -220,7 +242,7 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 		s.status.Phase = PhaseStreaming
 	}
 	s.log.Info().Str("target", target.Redacted).Str("phase", s.status.Phase).Int("workers", cfg.Workers).
-		Bool("bidirectional", cfg.Bidirectional).Msg("replication pipeline open")
+		Bool("bidirectional", cfg.Bidirectional).Bool("transactions", s.txn).Msg("replication pipeline open")
 	return s, nil
 }
 
@@ -286,7 +308,7 @@ func (s *Sink) Deliver(ctx context.Context, batch []outbox.Record) error {
 	}
 	segs, bad, badErr := s.plan(batch)
 	for _, seg := range segs {
-		if err := s.runSegment(ctx, seg); err != nil {
+		if err := s.runSegmentWaiting(ctx, seg); err != nil {
 			s.set(func(x *Status) { x.LastError = err.Error() })
 			if seg.first == 0 {
 				return err
