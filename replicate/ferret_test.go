@@ -236,3 +236,11 @@ func (w lineWriter) Write(p []byte) (int, error) {
 	w(string(p))
 	return len(p), nil
 }
+
+// TestSink_SurvivesSIGKILLIntoFerretDB kills the replicator (a child
+// process) with SIGKILL during the initial copy and at random points while
+// it streams into FerretDB, which has no transactions: every restart replays
+// idempotently, and the target ends equal to the source.
+func TestSink_SurvivesSIGKILLIntoFerretDB(t *testing.T) {
+	survivesSIGKILL(t, ferrettest.Start(t).URI)
+}
