@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/change/changetest"
 	"github.com/godwit-dev/godwit/internal/ferrettest"
@@ -96,6 +99,53 @@ func TestSink_FerretDBTarget(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustEqual(t, src.Client, dst.Client, replicate.VerifyConfig(cfg, meta, nil))
+	})
+
+	t.Run("InsertOfAnExistingDocumentReplacesIt", func(t *testing.T) {
+		// Inserts are written as inserts; one that meets its document
+		// already there (a replay) must end as the event's document, and
+		// the writes after it in the same batch must still be applied.
+		ctx := ferretCtx(t)
+		srv, dst := ferret(t)
+		orders := dst.Client.Database("shop").Collection("orders")
+		if _, err := orders.InsertOne(ctx, bson.D{{Key: "_id", Value: 2}, {Key: "v", Value: "old"}, {Key: "gone", Value: true}}); err != nil {
+			t.Fatal(err)
+		}
+		no := false
+		s := openSink(t, replicate.Config{ID: "ins", Source: "r", Target: srv.URI, InitialSync: &no, Workers: 1}, dst)
+		var recs []outbox.Record
+		for i := int32(1); i <= 3; i++ {
+			raw, err := bson.Marshal(bson.D{
+				{Key: "_id", Value: bson.D{{Key: "_data", Value: fmt.Sprintf("82%08d", i)}}}, {Key: "operationType", Value: "insert"},
+				{Key: "clusterTime", Value: primitive.Timestamp{T: 1800000000, I: uint32(i)}},
+				{Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "coll", Value: "orders"}}},
+				{Key: "documentKey", Value: bson.D{{Key: "_id", Value: i}}},
+				{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: i}, {Key: "v", Value: "new"}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, outbox.Record{Seq: uint64(i), Source: "r", Raw: raw})
+		}
+		if err := s.Deliver(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		cur, err := orders.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []bson.D
+		if err := cur.All(ctx, &got); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprint([]bson.D{
+			{{Key: "_id", Value: int32(1)}, {Key: "v", Value: "new"}},
+			{{Key: "_id", Value: int32(2)}, {Key: "v", Value: "new"}},
+			{{Key: "_id", Value: int32(3)}, {Key: "v", Value: "new"}},
+		})
+		if fmt.Sprint(got) != want {
+			t.Fatalf("target holds %v, want %v", got, want)
+		}
 	})
 
 	t.Run("RecordedDDL", func(t *testing.T) {

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.mongodb.org/mongo-driver/mongo"
@@ -19,23 +20,22 @@ import (
 func (s *Sink) commitPlain(ctx context.Context, ops []*op, stream bool) error {
 	res := groupResult{marks: map[int]position{}}
 	var order []change.Namespace
-	models := map[change.Namespace][]mongo.WriteModel{}
+	byNS := map[change.Namespace][]*op{}
 	for _, o := range ops {
 		if o.kind == opNone {
 			res.skipped++
 			continue
 		}
-		if _, ok := models[o.dst]; !ok {
+		if _, ok := byNS[o.dst]; !ok {
 			order = append(order, o.dst)
 		}
-		models[o.dst] = append(models[o.dst], o.model())
+		byNS[o.dst] = append(byNS[o.dst], o)
 		res.applied++
 	}
 	for _, ns := range order {
-		coll := s.target.Client.Database(ns.DB, majority).Collection(ns.Coll)
-		if _, err := coll.BulkWrite(ctx, models[ns], ordered); err != nil {
-			return fmt.Errorf("apply %d changes to %s on %s: %w", len(models[ns]), ns, s.target.Redacted,
-				s.unsupported("these writes (replace with upsert, update, delete by document key)", err))
+		if err := s.writePlain(ctx, ns, byNS[ns]); err != nil {
+			return fmt.Errorf("apply %d changes to %s on %s: %w", len(byNS[ns]), ns, s.target.Redacted,
+				s.unsupported("these writes (insert, replace with upsert, update, delete by document key)", err))
 		}
 	}
 	for _, o := range ops {
@@ -54,6 +54,45 @@ func (s *Sink) commitPlain(ctx context.Context, ops []*op, stream bool) error {
 		s.marks[w] = p
 	}
 	s.note(res)
+	return nil
+}
+
+// writePlain writes ops to one namespace in one ordered bulk write. A
+// document expected to be new (an insert event, a document of the initial
+// copy) is written as an insert, which a server like FerretDB commits many
+// at a time where it commits every upsert on its own; when it is there
+// already (a replay after a crash, a document the target had before), the
+// server refuses it as a duplicate, and that one write is done again as a
+// replace with upsert, followed by the rest of the batch: the result is
+// that of the upsert. The embedded engine gets upserts only (its errors
+// do not say which write of a bulk failed).
+func (s *Sink) writePlain(ctx context.Context, ns change.Namespace, ops []*op) error {
+	coll := s.target.Client.Database(ns.DB, majority).Collection(ns.Coll)
+	models := make([]mongo.WriteModel, len(ops))
+	inserted := make([]bool, len(ops))
+	for i, o := range ops {
+		models[i] = o.model()
+		if s.target.Engine == nil && o.kind == opUpsert && (o.ev == nil || o.ev.OperationType == change.OpInsert) {
+			models[i], inserted[i] = mongo.NewInsertOneModel().SetDocument(o.doc), true
+		}
+	}
+	for start := 0; start < len(models); {
+		_, err := coll.BulkWrite(ctx, models[start:], ordered)
+		if err == nil {
+			return nil
+		}
+		var bwe mongo.BulkWriteException
+		if !errors.As(err, &bwe) || len(bwe.WriteErrors) != 1 || bwe.WriteConcernError != nil {
+			return err
+		}
+		i := start + bwe.WriteErrors[0].Index
+		if i < start || i >= len(models) || !inserted[i] || !isDuplicateKey(bwe) {
+			return err
+		}
+		// Writes before i are done; i and the rest are not (ordered).
+		models[i], inserted[i] = ops[i].model(), false
+		start = i
+	}
 	return nil
 }
 
