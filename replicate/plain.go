@@ -57,15 +57,23 @@ func (s *Sink) commitPlain(ctx context.Context, ops []*op, stream bool) error {
 	return nil
 }
 
-// writePlain writes ops to one namespace in one ordered bulk write. A
-// document expected to be new (an insert event, a document of the initial
-// copy) is written as an insert, which a server like FerretDB commits many
-// at a time where it commits every upsert on its own; when it is there
-// already (a replay after a crash, a document the target had before), the
-// server refuses it as a duplicate, and that one write is done again as a
-// replace with upsert, followed by the rest of the batch: the result is
-// that of the upsert. The embedded engine gets upserts only (its errors
-// do not say which write of a bulk failed).
+// maxUpdatesPerCommand bounds the updates (and replaces) of one bulk write
+// command in the plain mode. FerretDB v1 keeps a database connection for
+// every update statement of a command until the command ends, from a pool
+// of 100: a command of 100 updates, or a few large ones at once, wait for a
+// connection forever. Workers (at most 4 by default) times this stays well
+// below the pool.
+const maxUpdatesPerCommand = 16
+
+// writePlain writes ops to one namespace in ordered bulk writes, in order.
+// A document expected to be new (an insert event, a document of the
+// initial copy) is written as an insert, which a server like FerretDB
+// commits many at a time where it commits every upsert on its own; when it
+// is there already (a replay after a crash, a document the target had
+// before), the server refuses it as a duplicate, and that one write is done
+// again as a replace with upsert, followed by the rest: the result is that
+// of the upsert. The embedded engine gets upserts only (its errors do not
+// say which write of a bulk failed).
 func (s *Sink) writePlain(ctx context.Context, ns change.Namespace, ops []*op) error {
 	coll := s.target.Client.Database(ns.DB, majority).Collection(ns.Coll)
 	models := make([]mongo.WriteModel, len(ops))
@@ -77,16 +85,23 @@ func (s *Sink) writePlain(ctx context.Context, ns change.Namespace, ops []*op) e
 		}
 	}
 	for start := 0; start < len(models); {
-		_, err := coll.BulkWrite(ctx, models[start:], ordered)
+		end, updates := start, 0
+		for ; end < len(models) && (updates < maxUpdatesPerCommand || inserted[end]); end++ {
+			if !inserted[end] && ops[end].kind != opDelete {
+				updates++
+			}
+		}
+		_, err := coll.BulkWrite(ctx, models[start:end], ordered)
 		if err == nil {
-			return nil
+			start = end
+			continue
 		}
 		var bwe mongo.BulkWriteException
 		if !errors.As(err, &bwe) || len(bwe.WriteErrors) != 1 || bwe.WriteConcernError != nil {
 			return err
 		}
 		i := start + bwe.WriteErrors[0].Index
-		if i < start || i >= len(models) || !inserted[i] || !isDuplicateKey(bwe) {
+		if i < start || i >= end || !inserted[i] || !isDuplicateKey(bwe) {
 			return err
 		}
 		// Writes before i are done; i and the rest are not (ordered).
