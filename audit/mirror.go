@@ -156,7 +156,14 @@ func (m *mirror) sync(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		_, err = m.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: int64(rec.Index)}}, doc, options.Replace().SetUpsert(true))
+		filter := bson.D{{Key: "_id", Value: int64(rec.Index)}}
+		_, err = m.coll.ReplaceOne(ctx, filter, doc, options.Replace().SetUpsert(true))
+		if mongo.IsDuplicateKeyError(err) {
+			// An upsert is not atomic on every server: FerretDB still runs
+			// a copy whose client gave up (a cancelled sync), and both
+			// inserted. The record is there now: replace it.
+			_, err = m.coll.ReplaceOne(ctx, filter, doc, options.Replace().SetUpsert(true))
+		}
 		if err != nil {
 			return fmt.Errorf("copy record %d: %w", rec.Index, err)
 		}

@@ -349,7 +349,8 @@ func (d *Daemon) initialSync(ctx context.Context, p pipeline) bool {
 		if ctx.Err() == nil {
 			msg := fmt.Sprintf("initial sync failed: %v; the pipeline does not stream until godwit restarts", err)
 			p.syncErr.set(logging.RedactText(msg))
-			d.log.Error().Err(err).Str("source", p.sourceID).Msg("initial sync failed; the pipeline does not stream until godwit restarts")
+			d.log.Error().Err(err).Str("sink", p.sink.Status().Pipeline).Str("source", p.sourceID).
+				Msg("initial sync failed; the pipeline does not stream until godwit restarts")
 		}
 		return false
 	}

@@ -78,6 +78,16 @@ func (d *Daemon) Status() Status {
 			ps.Phase, ps.LastError = replicate.PhaseHalted, msg
 		}
 		st.Pipelines = append(st.Pipelines, ps)
+		// One story: the sink of a halted pipeline is halted too (its
+		// runner may never have started, or waits on a halted sink).
+		for i := range st.Sinks {
+			if ps.Phase == replicate.PhaseHalted && st.Sinks[i].ID == ps.Pipeline {
+				st.Sinks[i].Halted = true
+				if st.Sinks[i].LastError == "" {
+					st.Sinks[i].LastError = ps.LastError
+				}
+			}
+		}
 	}
 	return st
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
+	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/progress"
@@ -59,6 +60,10 @@ type Options struct {
 	// NATS, when set, adds a nats sink (id "nats") to this server: stream
 	// GODWIT_DEMO on godwit-demo.>, created if missing.
 	NATS string
+	// ReplicaURI replicates into a real deployment (mongodb://…) instead
+	// of the embedded replica, and checks the replica there. Its
+	// replicated databases (shop, crm, …) must be empty at the first run.
+	ReplicaURI string
 }
 
 // Summary is the demo's result.
@@ -99,11 +104,14 @@ const (
 
 // Config returns the configuration the demo runs with: one embedded source,
 // the jsonl and audit sinks, a replication pipeline into a second embedded
-// deployment, retention off (the final check reads the whole
+// deployment (or into replicaURI when it is not empty), retention off (the final check reads the whole
 // history). Mass-delete detection ignores the namespaces the random part of
 // the workload writes, so that only the workload's deliberate delete burst
 // counts and the check can be exact.
-func Config(dataDir string) (*config.Config, error) {
+func Config(dataDir, replicaURI string) (*config.Config, error) {
+	if replicaURI == "" {
+		replicaURI = "lungo:replica.lungo"
+	}
 	var ignore []string
 	for _, ns := range Namespaces {
 		ignore = append(ignore, fmt.Sprintf("%q", ns.String()))
@@ -132,9 +140,9 @@ sinks:
     on_failure: halt
     replicate:
       source: %s
-      target: lungo:replica.lungo
+      target: %q
       ignore: ["cache.*", "audit.*", "notify.*"]
-`, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "), replicaSinkID, sourceID)
+`, dataDir, sourceID, eventsSinkID, auditSinkID, MassDeleteThreshold, strings.Join(ignore, ", "), replicaSinkID, sourceID, replicaURI)
 	cfg, err := config.Parse([]byte(yaml), dataDir)
 	if err != nil {
 		return nil, err
@@ -185,7 +193,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	cfg, err := Config(dir)
+	cfg, err := Config(dir, opts.ReplicaURI)
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +205,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 
 	sum.AuditLog = cfg.Sinks[1].Audit.Path
 	sum.Replica = filepath.Join(dir, "replica.lungo")
+	if opts.ReplicaURI != "" {
+		sum.Replica = logging.RedactURI(opts.ReplicaURI)
+	}
 	if err := runDaemon(ctx, cfg, opts, sum); err != nil {
 		return sum, err
 	}

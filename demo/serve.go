@@ -26,6 +26,9 @@ type ServeOptions struct {
 	// and `godwit events tail` find the daemon without flags; port 0
 	// picks a free port.
 	GRPCAddr, HTTPAddr string
+	// ReplicaURI is the replica's deployment (the one Run used); empty: the
+	// embedded replica in DataDir.
+	ReplicaURI string
 	// Rate is how many workload operations per second to write meanwhile
 	// (0: none), continuing the deterministic workload.
 	Rate float64
@@ -65,7 +68,7 @@ func Serve(ctx context.Context, opts ServeOptions) (int, error) {
 	if opts.Rate < 0 {
 		return 0, errors.New("rate: must not be negative")
 	}
-	cfg, err := Config(opts.DataDir)
+	cfg, err := Config(opts.DataDir, opts.ReplicaURI)
 	if err != nil {
 		return 0, err
 	}

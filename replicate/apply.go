@@ -54,6 +54,9 @@ func (s *Sink) db(name string) lungo.IDatabase { return s.target.Client.Database
 // marker and ends by deleting it. With stream set, the same transaction
 // moves the applied position of every worker the ops belong to.
 func (s *Sink) commit(ctx context.Context, ops []*op, stream bool) error {
+	if !s.txn {
+		return s.commitPlain(ctx, ops, stream)
+	}
 	// Wait for the target's capture before the transaction takes the
 	// embedded engine's write lock, so that user writes to the target are
 	// held up as briefly as possible by the check inside.

@@ -76,9 +76,15 @@ type Config struct {
 	// resolved by last writer wins, and updates are applied as post-images.
 	// Set it on both pipelines. Default false.
 	Bidirectional bool `yaml:"bidirectional"`
-	// CopyBatchSize is the most documents per target transaction during the
-	// initial copy. Default 1000.
+	// CopyBatchSize is the most documents per target transaction (or, without
+	// transactions, per ordered bulk write) during the initial copy.
+	// Default 1000.
 	CopyBatchSize int `yaml:"copy_batch_size"`
+	// Transactions is the apply mode: "auto" (default: transactions when
+	// the target has them, learned at start), "required" (refuse to start
+	// without them) or "off" (each change its own idempotent write).
+	// Two-way pipelines need them.
+	Transactions string `yaml:"transactions"`
 }
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -126,6 +132,11 @@ func (c Config) Validate() error {
 	default:
 		bad("full_document_fallback", "%q: use %s or %s", c.FullDocumentFallback, FallbackAmbiguous, FallbackAlways)
 	}
+	switch c.Transactions {
+	case "", TransactionsAuto, TransactionsRequired, TransactionsOff:
+	default:
+		bad("transactions", "%q: use %s, %s or %s", c.Transactions, TransactionsAuto, TransactionsRequired, TransactionsOff)
+	}
 	if c.CopyBatchSize < 0 {
 		bad("copy_batch_size", "must not be negative (0 means the default, %d)", DefaultCopyBatchSize)
 	}
@@ -144,6 +155,9 @@ func (c *Config) defaults() {
 	}
 	if c.CopyBatchSize == 0 {
 		c.CopyBatchSize = DefaultCopyBatchSize
+	}
+	if c.Transactions == "" {
+		c.Transactions = TransactionsAuto
 	}
 }
 

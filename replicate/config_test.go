@@ -33,6 +33,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"BadWorkers", func(c *replicate.Config) { c.Workers = -1 }, "workers"},
 		{"BadFallback", func(c *replicate.Config) { c.FullDocumentFallback = "never" }, "full_document_fallback"},
 		{"BadCopyBatch", func(c *replicate.Config) { c.CopyBatchSize = -5 }, "copy_batch_size"},
+		{"TransactionsOff", func(c *replicate.Config) { c.Transactions = replicate.TransactionsOff }, ""},
+		{"BadTransactions", func(c *replicate.Config) { c.Transactions = "sometimes" }, "transactions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

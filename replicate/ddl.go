@@ -49,7 +49,7 @@ func (s *Sink) applyDDL(ctx context.Context, ev *change.Event, seq uint64) error
 		log.Warn().Msg("unknown operation type: not applied (set ddl: halt to stop on such events)")
 	default:
 		if err := s.ddl(ctx, ev, log); err != nil {
-			return err
+			return s.unsupported(op+" of "+s.mapper.Map(ev.NS).String(), err)
 		}
 		applied = true
 	}

@@ -34,6 +34,13 @@
 // the same document on both sides by last writer wins; docs/replicate.md
 // states the rule and why it converges.
 //
+// On a target without multi-document transactions (a standalone server,
+// FerretDB; detected when the pipeline opens, see Config.Transactions) each
+// change is its own idempotent single-document write, in order per document,
+// and the applied positions are stored after the writes: a crash replays
+// changes, which leaves the same end state. Source transactions are then not
+// applied atomically, and two-way pipelines are refused.
+//
 // [Verify] compares the included namespaces of two deployments document by
 // document.
 //

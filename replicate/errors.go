@@ -26,6 +26,14 @@ var (
 	// full_document: updateLookup.
 	ErrNoPostImage = errors.New("update needs a post-image")
 
+	// ErrUnsupported is returned by Open when the target lacks what the
+	// configuration needs (transactions: required, or a two-way pipeline,
+	// on a target without transactions), and (wrapped in sink.Permanent) by
+	// Deliver when the target refuses a write or DDL command as unknown or
+	// not implemented. The message names the pipeline, the target and the
+	// missing capability.
+	ErrUnsupported = errors.New("unsupported target")
+
 	// ErrFence is returned when the capture of a two-way target did not
 	// observe the target's latest writes in time, so the conflict rule
 	// cannot be evaluated yet. The runner retries.

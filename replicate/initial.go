@@ -167,7 +167,7 @@ func (s *Sink) copyCollection(ctx context.Context, source *mongodb.Conn, st *ini
 		return err
 	}
 	if err := s.bracket(ctx, change.OpCreateIndexes, dst, func() error { return s.createIndexes(ctx, dst, specs, log) }); err != nil {
-		return err
+		return s.unsupported("the indexes of "+n.Source, err)
 	}
 
 	at, err := s.snapshotCopy(ctx, source, coll, func(batch []bson.Raw, at primitive.Timestamp) error {

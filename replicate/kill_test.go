@@ -44,7 +44,7 @@ var childColls = []string{"orders", "items", "users"}
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(childEnv); dir != "" {
-		if err := runChild(dir, os.Getenv(childEnv+"_FINAL") != ""); err != nil {
+		if err := runChild(dir, os.Getenv(childEnv+"_TARGET"), os.Getenv(childEnv+"_FINAL") != ""); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(1)
 		}
@@ -54,6 +54,12 @@ func TestMain(m *testing.M) {
 }
 
 func TestSink_SurvivesSIGKILL(t *testing.T) {
+	survivesSIGKILL(t, "")
+}
+
+// survivesSIGKILL runs the crash test into target: a mongodb:// URI, or ""
+// for an embedded target file.
+func survivesSIGKILL(t *testing.T, target string) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
@@ -84,7 +90,7 @@ func TestSink_SurvivesSIGKILL(t *testing.T) {
 		triggers = append(triggers, func(l childLine) bool { return l.Message == "op" && l.Op >= at })
 	}
 	for run, trigger := range triggers {
-		lines, killed := runChildUntil(t, dir, false, trigger)
+		lines, killed := runChildUntil(t, dir, target, false, trigger)
 		if !killed {
 			t.Fatalf("run %d ended before it could be killed", run+1)
 		}
@@ -94,7 +100,7 @@ func TestSink_SurvivesSIGKILL(t *testing.T) {
 			}
 		}
 	}
-	lines, _ := runChildUntil(t, dir, true, nil)
+	lines, _ := runChildUntil(t, dir, target, true, nil)
 	for _, l := range lines {
 		if l.Message == "collection copied" {
 			copied[l.NS]++
@@ -111,7 +117,7 @@ func TestSink_SurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close(ctx)
-	dst, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, "target.lungo"), "")
+	dst, err := mongodb.Open(ctx, childTarget(dir, target), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +155,12 @@ func (l childLine) n() int { return l.count }
 
 // runChildUntil runs a child and kills it with SIGKILL as soon as trigger
 // accepts one of its log lines (nil: let it finish, which it must).
-func runChildUntil(t *testing.T, dir string, final bool, trigger func(childLine) bool) ([]childLine, bool) {
+func runChildUntil(t *testing.T, dir, target string, final bool, trigger func(childLine) bool) ([]childLine, bool) {
 	t.Helper()
 	start := time.Now()
 	defer func() { t.Logf("child run (final %v) took %v", final, time.Since(start)) }()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEnv+"_TARGET="+target)
 	if final {
 		cmd.Env = append(cmd.Env, childEnv+"_FINAL=1")
 	}
@@ -204,7 +210,15 @@ func runChildUntil(t *testing.T, dir string, final bool, trigger func(childLine)
 
 // runChild is the replicator process: capture, initial sync, runner, and
 // the workload, all on files in dir.
-func runChild(dir string, final bool) error {
+// childTarget is the target deployment of a crash test in dir.
+func childTarget(dir, target string) string {
+	if target == "" {
+		return "lungo:" + filepath.Join(dir, "target.lungo")
+	}
+	return target
+}
+
+func runChild(dir, target string, final bool) error {
 	// Every commit of a file-backed embedded engine rewrites the file,
 	// oplog included: a short oplog keeps the crash test fast. Capture
 	// stays far closer to the end than this.
@@ -216,7 +230,7 @@ func runChild(dir string, final bool) error {
 	if err != nil {
 		return err
 	}
-	dst, err := mongodb.Open(ctx, "lungo:"+filepath.Join(dir, "target.lungo"), "")
+	dst, err := mongodb.Open(ctx, childTarget(dir, target), "")
 	if err != nil {
 		return err
 	}
@@ -226,7 +240,7 @@ func runChild(dir string, final bool) error {
 		return err
 	}
 	defer ob.Close()
-	cfg := replicate.Config{ID: "k", Source: "src", Target: "lungo:target.lungo", Include: []string{"shop.*"}, CopyBatchSize: 20, Workers: 3}
+	cfg := replicate.Config{ID: "k", Source: "src", Target: childTarget(dir, target), Include: []string{"shop.*"}, CopyBatchSize: 20, Workers: 3}
 	s, err := replicate.Open(ctx, cfg, dst, meta, log)
 	if err != nil {
 		return err

@@ -25,6 +25,9 @@ type Status struct {
 	Pipeline string `json:"pipeline"`
 	Source   string `json:"source"`
 	Target   string `json:"target"`
+	// Transactions reports whether changes are applied in target
+	// transactions (see Config.Transactions).
+	Transactions bool `json:"transactions"`
 	// Phase is starting, copying, streaming or halted.
 	Phase string `json:"phase"`
 	// Namespace is the collection being copied (copying only).
@@ -114,6 +117,8 @@ type Sink struct {
 	onConflict  func(Conflict)
 	streamStart func() (primitive.Timestamp, bool)
 	ob          *outbox.Outbox // read ahead to complete a transaction (nil: never)
+	caps        Capabilities
+	txn         bool // apply in target transactions
 	fenceSeq    atomic.Int64
 
 	// marks[w] is the position of the last event worker w applied; events
@@ -193,6 +198,23 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 		return nil, err
 	}
 	var err error
+	if cfg.Transactions != TransactionsOff {
+		if s.caps, err = detectCapabilities(ctx, target, metadataDB, cfg.ID); err != nil {
+			return nil, fmt.Errorf("pipeline %s: %w", cfg.ID, err)
+		}
+	}
+	if s.txn, err = chooseMode(cfg, target.Redacted, s.caps); err != nil {
+		return nil, err
+	}
+	s.status.Transactions = s.txn
+	if !s.txn {
+		why := "transactions: off"
+		if cfg.Transactions != TransactionsOff {
+			why = s.caps.NoTransactions
+		}
+		s.log.Warn().Str("target", target.Redacted).Str("why", why).
+			Msg("applying without transactions: each change is its own idempotent write; a source transaction is not applied atomically")
+	}
 	if s.marks, err = loadApplied(ctx, target.Client, metadataDB, cfg.ID, cfg.Workers); err != nil {
 		return nil, err
 	}
@@ -225,7 +247,7 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 		s.status.Phase = PhaseStreaming
 	}
 	s.log.Info().Str("target", target.Redacted).Str("phase", s.status.Phase).Int("workers", cfg.Workers).
-		Bool("bidirectional", cfg.Bidirectional).Msg("replication pipeline open")
+		Bool("bidirectional", cfg.Bidirectional).Bool("transactions", s.txn).Msg("replication pipeline open")
 	return s, nil
 }
 
@@ -296,7 +318,7 @@ func (s *Sink) Deliver(ctx context.Context, batch []outbox.Record) error {
 		s.completeTxn(ctx, &segs[n-1], batch[len(batch)-1].Seq)
 	}
 	for _, seg := range segs {
-		if err := s.runSegment(ctx, seg); err != nil {
+		if err := s.runSegmentWaiting(ctx, seg); err != nil {
 			s.set(func(x *Status) { x.LastError = err.Error() })
 			if seg.first == 0 {
 				return err

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit-dev/godwit/demo"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
 )
 
@@ -21,10 +22,11 @@ func init() {
 }
 
 func runDemo(ctx context.Context, m *Main, args []string) error {
-	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--json] [--kafka BROKERS] [--nats URL] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A] [--listen A]]")
+	fs := m.newFlags("demo", "[--ops N] [--data DIR] [--replica-uri URI] [--json] [--kafka BROKERS] [--nats URL] [--keep-running [--rate R] [--grpc-addr A] [--http-addr A] [--listen A]]")
 	ops := fs.Int("ops", 1000, "total workload operations (a rerun with the same --data continues up to this number)")
 	data := fs.String("data", "", "data directory (default: a new temporary directory); rerun with the same one to continue")
 	asJSON := fs.Bool("json", false, "end with one JSON line summarising the run")
+	replicaURI := fs.String("replica-uri", "", "replicate into this deployment (mongodb://…; its demo databases empty) instead of an embedded replica, and check the replica there")
 	seed := fs.Uint64("seed", 1, "workload seed")
 	level := fs.String("log-level", "warn", "log level for the daemon's logs (debug, info, warn, error)")
 	keep := fs.Bool("keep-running", false, "after the verified run, keep the daemon running with its gRPC API and HTTP listener until Ctrl-C: try `godwit status`, `godwit events tail`, the trigger CLI")
@@ -50,12 +52,17 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 	if *listen != "" && !*keep {
 		return fmt.Errorf("--listen needs --keep-running: the source is served once the verified run is done")
 	}
+	if *replicaURI != "" {
+		if kind, _, err := mongodb.ParseURI(*replicaURI, ""); err != nil || kind != mongodb.Real {
+			return fmt.Errorf("--replica-uri %s: want a mongodb:// or mongodb+srv:// URI of a server whose demo databases are empty (%v)", logging.RedactURI(*replicaURI), err)
+		}
+	}
 	log, err := logging.New(os.Stderr, *level)
 	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	sum, err := demo.Run(ctx, demo.Options{Ops: *ops, DataDir: *data, Seed: *seed, Log: log, Progress: m.Stderr,
-		Kafka: brokers, NATS: *natsURL})
+		Kafka: brokers, NATS: *natsURL, ReplicaURI: *replicaURI})
 	if err != nil {
 		return err
 	}
@@ -89,7 +96,7 @@ func runDemo(ctx context.Context, m *Main, args []string) error {
 		return &exitError{code: 1, msg: "verification failed"}
 	}
 	if *keep {
-		return keepRunning(ctx, m, log, demo.ServeOptions{DataDir: sum.DataDir, Seed: *seed, GRPCAddr: *grpcAddr,
+		return keepRunning(ctx, m, log, demo.ServeOptions{DataDir: sum.DataDir, Seed: *seed, ReplicaURI: *replicaURI, GRPCAddr: *grpcAddr,
 			HTTPAddr: *httpAddr, Rate: *rate, Listen: *listen}, *asJSON)
 	}
 	return nil
