@@ -13,6 +13,7 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/httpapi"
+	"github.com/godwit-dev/godwit/internal/ferrettest"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/internal/wiretest"
 )
@@ -29,11 +30,41 @@ func TestDaemon_SourceWithoutChangeStreamsHalts(t *testing.T) {
 		}
 		return wiretest.Error(59, "CommandNotFound", "no such command: '"+req.Command+"'")
 	})
+	reason := sourceHalts(t, srv.URI())
+	if !strings.Contains(reason, "$changeStream is not implemented yet") {
+		t.Fatalf("reason %q lacks the server's words", reason)
+	}
+}
+
+// TestDaemon_FerretDBSourceHalts does the same against a real FerretDB
+// v1.24.2, whatever it answers: a database-scoped and a deployment-scoped
+// source both halt with the plain-words reason.
+func TestDaemon_FerretDBSourceHalts(t *testing.T) {
+	uri := ferrettest.Start(t).URI
+	for _, scope := range []string{"database: shop", "database: shop, collection: orders", ""} {
+		t.Run("scope "+scope, func(t *testing.T) {
+			t.Logf("halted: %s", sourceHalts(t, uri, scope))
+		})
+	}
+}
+
+// sourceHalts runs a daemon whose one source (id ferret, at uri, with the
+// given scope line) must halt because the server has no change streams,
+// checks the reason in status, /readyz and the audit log, and returns it.
+func sourceHalts(t *testing.T, uri string, scope ...string) string {
+	t.Helper()
+	sc := "database: shop"
+	if len(scope) > 0 {
+		sc = scope[0]
+	}
+	if sc != "" {
+		sc = ", " + sc
+	}
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(`
 api: {http_addr: "off", grpc_addr: "off"}
 sources:
-  - {id: ferret, uri: "`+srv.URI()+`", database: shop}
+  - {id: ferret, uri: "`+uri+`"`+sc+`}
 sinks:
   - {id: audit, type: audit, audit: {path: audit.jsonl}}
 `), dir)
@@ -64,8 +95,8 @@ sinks:
 
 	const want = "this deployment does not support change streams"
 	src := d.Status().Sources[0]
-	if src.State != "halted" || !strings.Contains(src.Reason, want) || !strings.Contains(src.Reason, "$changeStream is not implemented yet") {
-		t.Fatalf("status %q %q, want halted with %q and the server's words", src.State, src.Reason, want)
+	if src.State != "halted" || !strings.Contains(src.Reason, want) {
+		t.Fatalf("status %q %q, want halted with %q", src.State, src.Reason, want)
 	}
 	problems := strings.Join(httpapi.NotReady(d.Status()), "\n")
 	if !strings.Contains(problems, "source ferret is halted: "+want) {
@@ -86,4 +117,5 @@ sinks:
 	if len(halts) != 1 || halts[0].Source != "ferret" || halts[0].Message != src.Reason {
 		t.Fatalf("capture_halted records %+v, want one with the reason", halts)
 	}
+	return src.Reason
 }
