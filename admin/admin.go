@@ -122,7 +122,7 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 			tst := m.Status(t)
 			p := &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: tst.State,
 				Invocations: tst.Invocations, DeadLetters: tst.DeadLetters, LastError: tst.LastError, LastFired: timeOrNil(tst.LastFired),
-				Acked: tst.Acked, Backlog: tst.Backlog}
+				Acked: tst.Acked, Backlog: tst.Backlog, LogDroppedLines: tst.LogDroppedLines, LogDroppedBytes: tst.LogDroppedBytes}
 			res.Triggers = append(res.Triggers, p)
 		}
 	}

@@ -94,6 +94,9 @@ func printStatus(out io.Writer, s *pb.StatusResponse) {
 			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", t.Name, t.Id, t.UserId, t.Type, t.State,
 				t.Acked, t.Backlog, t.Invocations, t.DeadLetters)
 			detail(w, t.LastError)
+			if t.LogDroppedLines > 0 {
+				detail(w, fmt.Sprintf("log budget: %d lines (%d bytes) of the function's log dropped", t.LogDroppedLines, t.LogDroppedBytes))
+			}
 		}
 	}
 

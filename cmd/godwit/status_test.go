@@ -40,3 +40,19 @@ func TestPrintStatus_OneLinePerRow(t *testing.T) {
 		t.Fatalf("detail %q, want %q", details[0], want)
 	}
 }
+
+// TestPrintStatus_LogDrops shows a trigger whose function logged past its
+// budget, and nothing for one that did not.
+func TestPrintStatus_LogDrops(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &pb.StatusResponse{
+		Triggers: []*pb.TriggerStatus{
+			{Id: "t1", Name: "chatty", State: "running", LogDroppedLines: 995, LogDroppedBytes: 61000},
+			{Id: "t2", Name: "quiet", State: "running"},
+		},
+		Outbox: &pb.OutboxStatus{},
+	})
+	if got := strings.Count(out.String(), "log budget:"); got != 1 || !strings.Contains(out.String(), "995 lines (61000 bytes)") {
+		t.Fatalf("want one log-budget line for chatty with its counts:\n%s", out.String())
+	}
+}

@@ -411,11 +411,16 @@ type TriggerStatus struct {
 	Backlog     uint64 `protobuf:"varint,7,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	Invocations uint64 `protobuf:"varint,8,opt,name=invocations,proto3" json:"invocations,omitempty"`
 	// Events (or runs) in the trigger's dead letters now.
-	DeadLetters   uint64                 `protobuf:"varint,9,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
-	LastError     string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	LastFired     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_fired,json=lastFired,proto3" json:"last_fired,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DeadLetters uint64                 `protobuf:"varint,9,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	LastError   string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastFired   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_fired,json=lastFired,proto3" json:"last_fired,omitempty"`
+	// Log lines and bytes of the trigger's function dropped past its log
+	// budget (triggers.log_lines_per_second, log_bytes_per_second), since
+	// godwit started.
+	LogDroppedLines uint64 `protobuf:"varint,12,opt,name=log_dropped_lines,json=logDroppedLines,proto3" json:"log_dropped_lines,omitempty"`
+	LogDroppedBytes uint64 `protobuf:"varint,13,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TriggerStatus) Reset() {
@@ -523,6 +528,20 @@ func (x *TriggerStatus) GetLastFired() *timestamppb.Timestamp {
 		return x.LastFired
 	}
 	return nil
+}
+
+func (x *TriggerStatus) GetLogDroppedLines() uint64 {
+	if x != nil {
+		return x.LogDroppedLines
+	}
+	return 0
+}
+
+func (x *TriggerStatus) GetLogDroppedBytes() uint64 {
+	if x != nil {
+		return x.LogDroppedBytes
+	}
+	return 0
 }
 
 type SubscriptionStatus struct {
@@ -929,7 +948,7 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"\fdead_letters\x18\x06 \x01(\x04R\vdeadLetters\x12\x16\n" +
 	"\x06halted\x18\a \x01(\bR\x06halted\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"\xc5\x02\n" +
+	"last_error\x18\b \x01(\tR\tlastError\"\x9d\x03\n" +
 	"\rTriggerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
@@ -944,7 +963,9 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"last_error\x18\n" +
 	" \x01(\tR\tlastError\x129\n" +
 	"\n" +
-	"last_fired\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tlastFired\"\xc8\x02\n" +
+	"last_fired\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tlastFired\x12*\n" +
+	"\x11log_dropped_lines\x18\f \x01(\x04R\x0flogDroppedLines\x12*\n" +
+	"\x11log_dropped_bytes\x18\r \x01(\x04R\x0flogDroppedBytes\"\xc8\x02\n" +
 	"\x12SubscriptionStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\adurable\x18\x02 \x01(\bR\adurable\x12\x1c\n" +
