@@ -101,7 +101,8 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 	}
 	for _, sk := range st.Sinks {
 		res.Sinks = append(res.Sinks, &pb.SinkStatus{Id: sk.ID, Type: sinkTypes[sk.ID], Acked: sk.Acked, Backlog: sk.Backlog,
-			Delivered: sk.Delivered, DeadLetters: sk.Parked, Halted: sk.Halted, LastError: logging.RedactText(sk.LastError)})
+			Delivered: sk.Delivered, DeadLetters: sk.Parked, Halted: sk.Halted, LastError: logging.RedactText(sk.LastError),
+			Connection: logging.RedactText(sk.Connection)})
 	}
 	for _, p := range st.Pipelines {
 		var lag uint64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +86,11 @@ sinks:
 	for _, s := range d.Status().Sinks {
 		if s.Delivered != uint64(ops) || s.Backlog != 0 || s.LastError != "" {
 			t.Errorf("sink %s: %+v", s.ID, s)
+		}
+		// Both brokers just acknowledged every event: status says the
+		// sink is connected.
+		if !strings.HasPrefix(s.Connection, "connected") {
+			t.Errorf("sink %s: connection %q, want connected", s.ID, s.Connection)
 		}
 	}
 

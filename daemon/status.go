@@ -37,6 +37,8 @@ type SinkStatus struct {
 	sink.Status
 	// Backlog is how many events were appended after the sink's cursor.
 	Backlog uint64 `json:"backlog"`
+	// Connection is the state of a broker sink's connection (kafka, nats).
+	Connection string `json:"connection,omitempty"`
 }
 
 // Status returns a snapshot.
@@ -70,7 +72,11 @@ func (d *Daemon) Status() Status {
 		if st.Outbox.Last > rs.Acked {
 			backlog = st.Outbox.Last - rs.Acked
 		}
-		st.Sinks = append(st.Sinks, SinkStatus{Status: rs, Backlog: backlog})
+		ss := SinkStatus{Status: rs, Backlog: backlog}
+		if c, ok := d.sinks[i].(sink.Connection); ok {
+			ss.Connection = c.ConnectionState()
+		}
+		st.Sinks = append(st.Sinks, ss)
 	}
 	for _, p := range d.pipelines {
 		ps := p.sink.Status()

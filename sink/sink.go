@@ -19,7 +19,7 @@
 //     wrapping ErrHalted halts the runner whatever the policy.
 //
 // Optional abilities are separate interfaces: a sink that holds resources
-// implements Closer.
+// implements Closer; one that talks to a broker implements Connection.
 package sink
 
 import (
@@ -39,6 +39,13 @@ type Sink interface {
 // calls Close after the runner stopped.
 type Closer interface {
 	Close(ctx context.Context) error
+}
+
+// Connection is implemented by sinks that keep connections to a server
+// (Kafka, NATS): State says in a few words whether they are connected now,
+// for status. It must be cheap and never contain credentials.
+type Connection interface {
+	ConnectionState() string
 }
 
 // PartialError reports that the first Delivered events of a batch were

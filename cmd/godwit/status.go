@@ -76,6 +76,9 @@ func printStatus(out io.Writer, s *pb.StatusResponse) {
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%s\n", sk.Id, sk.Type, sk.Acked, sk.Backlog, sk.Delivered, sk.DeadLetters, state)
 		detail(w, sk.LastError)
+		if sk.Connection != "" {
+			detail(w, "connection: "+sk.Connection)
+		}
 	}
 
 	if len(s.Pipelines) > 0 {

@@ -30,13 +30,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/sink/envelope"
@@ -193,6 +196,50 @@ type Sink struct {
 	enc    *envelope.Encoder
 	topic  brokers.Template
 	last   uint64 // highest sequence Kafka acknowledged in this process
+	conns  *connTracker
+}
+
+// connTracker counts the client's open connections per broker, from
+// franz-go's connect and disconnect hooks, for status.
+type connTracker struct {
+	mu      sync.Mutex
+	open    map[int32]int // broker node id → open connections
+	lastErr string        // the last failed dial, redacted
+}
+
+func (c *connTracker) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.lastErr = logging.RedactText(err.Error())
+		return
+	}
+	c.open[meta.NodeID]++
+}
+
+func (c *connTracker) OnBrokerDisconnect(meta kgo.BrokerMetadata, _ net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[meta.NodeID]--; c.open[meta.NodeID] <= 0 {
+		delete(c.open, meta.NodeID)
+	}
+}
+
+// ConnectionState says to how many brokers the client is connected, or
+// why it is connected to none (it connects lazily: "not connected yet"
+// before the first delivery).
+func (s *Sink) ConnectionState() string {
+	c := s.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case len(c.open) > 0:
+		return fmt.Sprintf("connected to %d broker(s)", len(c.open))
+	case c.lastErr != "":
+		return "no broker connected: " + c.lastErr
+	default:
+		return "not connected yet"
+	}
 }
 
 // Open validates cfg and creates the client. Connections are made lazily:
@@ -223,6 +270,7 @@ func Open(cfg Config) (*Sink, error) {
 		return nil, fmt.Errorf("envelope.%w", err)
 	}
 	codec, _ := compression(cfg.Compression)
+	conns := &connTracker{open: map[int32]int{}}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
@@ -231,6 +279,7 @@ func Open(cfg Config) (*Sink, error) {
 		kgo.ProducerLinger(cfg.Linger),
 		kgo.ProducerBatchMaxBytes(cfg.BatchMaxBytes),
 		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
+		kgo.WithHooks(conns),
 	}
 	if cfg.CreateTopics {
 		opts = append(opts, kgo.AllowAutoTopicCreation())
@@ -256,7 +305,7 @@ func Open(cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	return &Sink{cfg: cfg, client: client, enc: enc, topic: topic}, nil
+	return &Sink{cfg: cfg, client: client, enc: enc, topic: topic, conns: conns}, nil
 }
 
 // TopicOf returns the topic an event of namespace db.coll from source goes

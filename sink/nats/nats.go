@@ -198,6 +198,10 @@ type Sink struct {
 	streamReady bool // the stream exists (or is not godwit's to create)
 }
 
+// ConnectionState is the NATS connection's state: connected,
+// reconnecting, disconnected or closed.
+func (s *Sink) ConnectionState() string { return strings.ToLower(s.nc.Status().String()) }
+
 // Open validates cfg, connects, and creates the stream when asked to (or,
 // when the servers cannot be reached yet, at the first delivery). The
 // connection reconnects by itself for as long as godwit runs.

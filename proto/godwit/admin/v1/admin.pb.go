@@ -295,7 +295,7 @@ func (x *SourceStatus) GetLagSeconds() float64 {
 type SinkStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// jsonl, audit or replicate.
+	// jsonl, audit, replicate, kafka or nats.
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// The highest outbox sequence the sink acknowledged.
 	Acked uint64 `protobuf:"varint,3,opt,name=acked,proto3" json:"acked,omitempty"`
@@ -303,9 +303,12 @@ type SinkStatus struct {
 	Backlog   uint64 `protobuf:"varint,4,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	Delivered uint64 `protobuf:"varint,5,opt,name=delivered,proto3" json:"delivered,omitempty"`
 	// Events parked in the sink's dead letters.
-	DeadLetters   uint64 `protobuf:"varint,6,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
-	Halted        bool   `protobuf:"varint,7,opt,name=halted,proto3" json:"halted,omitempty"`
-	LastError     string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	DeadLetters uint64 `protobuf:"varint,6,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	Halted      bool   `protobuf:"varint,7,opt,name=halted,proto3" json:"halted,omitempty"`
+	LastError   string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// kafka and nats: the state of the connection to the brokers
+	// ("connected to 3 broker(s)", "reconnecting", …).
+	Connection    string `protobuf:"bytes,9,opt,name=connection,proto3" json:"connection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -392,6 +395,13 @@ func (x *SinkStatus) GetHalted() bool {
 func (x *SinkStatus) GetLastError() string {
 	if x != nil {
 		return x.LastError
+	}
+	return ""
+}
+
+func (x *SinkStatus) GetConnection() string {
+	if x != nil {
+		return x.Connection
 	}
 	return ""
 }
@@ -937,7 +947,7 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"token_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ttokenTime\x12\x1f\n" +
 	"\vlag_seconds\x18\n" +
 	" \x01(\x01R\n" +
-	"lagSeconds\"\xd8\x01\n" +
+	"lagSeconds\"\xf8\x01\n" +
 	"\n" +
 	"SinkStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -948,7 +958,10 @@ const file_godwit_admin_v1_admin_proto_rawDesc = "" +
 	"\fdead_letters\x18\x06 \x01(\x04R\vdeadLetters\x12\x16\n" +
 	"\x06halted\x18\a \x01(\bR\x06halted\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"\x9d\x03\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x1e\n" +
+	"\n" +
+	"connection\x18\t \x01(\tR\n" +
+	"connection\"\x9d\x03\n" +
 	"\rTriggerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
