@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/256dpi/lungo"
 	"go.mongodb.org/mongo-driver/bson"
@@ -141,4 +143,39 @@ func (s *Sink) unsupported(what string, err error) error {
 	}
 	return sink.Permanent(fmt.Errorf("%w: pipeline %s: target %s does not support %s; the server said: %w",
 		ErrUnsupported, s.cfg.ID, s.target.Redacted, what, err))
+}
+
+// targetPrivileges is what a pipeline's target user needs: reading and
+// writing the replicated databases (those include globs name literally; all
+// of them when a glob or a mapping leaves that open), DDL on them unless
+// ddl is not apply, and the same on godwit's metadata database.
+func targetPrivileges(cfg Config, metadataDB string) []mongodb.Privilege {
+	dbs := map[string]bool{}
+	for _, g := range cfg.Include {
+		db, _, _ := strings.Cut(g, ".")
+		if len(cfg.Mapping) > 0 || strings.ContainsAny(db, `*?[\`) {
+			dbs = map[string]bool{"": true}
+			break
+		}
+		dbs[db] = true
+	}
+	if len(cfg.Include) == 0 {
+		dbs[""] = true
+	}
+	actions := []string{"find", "insert", "update", "remove"}
+	if cfg.DDL == DDLApply {
+		actions = append(actions, "createCollection", "createIndex", "dropCollection", "dropIndex")
+	}
+	var want []mongodb.Privilege
+	names := make([]string, 0, len(dbs))
+	for db := range dbs {
+		names = append(names, db)
+	}
+	sort.Strings(names)
+	for _, db := range append(names, metadataDB) {
+		for _, a := range actions {
+			want = append(want, mongodb.Privilege{DB: db, Action: a})
+		}
+	}
+	return want
 }

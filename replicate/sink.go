@@ -207,6 +207,15 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 		return nil, err
 	}
 	s.status.Transactions = s.txn
+	if missing, known := target.MissingPrivileges(ctx, targetPrivileges(cfg, metadataDB)); known && len(missing) > 0 {
+		// Logged and shown, not refused: the server has the last word, and
+		// a custom role may grant through a resource this check reads
+		// differently.
+		msg := fmt.Sprintf("pipeline %s: the target's user lacks %s (readWrite on the replicated databases and on %s grants everything a pipeline needs)",
+			cfg.ID, mongodb.Describe(missing), metadataDB)
+		s.status.LastError = msg
+		s.log.Warn().Str("target", target.Redacted).Msg(msg)
+	}
 	if !s.txn {
 		why := "transactions: off"
 		if cfg.Transactions != TransactionsOff {
