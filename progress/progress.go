@@ -137,7 +137,11 @@ func (m *Meter) line(now time.Time, final bool) string {
 	elapsed := now.Sub(m.start)
 	s := fmt.Sprintf("%s: %d", m.label, m.done)
 	if m.total > 0 {
-		s += fmt.Sprintf("/%d %s (%d%%)", m.total, m.unit, 100*m.done/m.total)
+		// The total is an estimate made before the work (documents counted
+		// before a copy): when more arrived meanwhile, the work done is the
+		// total, never more than 100%.
+		total := max(m.total, m.done)
+		s += fmt.Sprintf("/%d %s (%d%%)", total, m.unit, 100*m.done/total)
 	} else {
 		s += " " + m.unit
 	}

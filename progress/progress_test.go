@@ -70,6 +70,18 @@ func TestMeter(t *testing.T) {
 		}
 	})
 
+	t.Run("MoreThanTheEstimatedTotal", func(t *testing.T) {
+		// Documents counted before a copy: the source grew meanwhile.
+		var out bytes.Buffer
+		c := &clock{t: time.Unix(1000, 0)}
+		m := progress.New(&out, "initial sync", 3, "documents", progress.WithClock(c.now))
+		c.advance(5 * time.Second)
+		m.Add(5)
+		if got := strings.TrimSpace(out.String()); got != "initial sync: 5/5 documents (100%), 1.0/s" {
+			t.Fatalf("line = %q", got)
+		}
+	})
+
 	t.Run("UnknownTotal", func(t *testing.T) {
 		var out bytes.Buffer
 		c := &clock{t: time.Unix(1000, 0)}
