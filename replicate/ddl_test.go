@@ -60,7 +60,10 @@ func TestSink_DDL(t *testing.T) {
 	t.Run("IgnoreKeepsTheTarget", func(t *testing.T) {
 		r := runDDLUnderLoad(t, replicate.DDLIgnore)
 		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 55 {
-			t.Fatalf("target shop.tmp holds %d documents, want 55 (the drop is ignored)", n)
+			// The statuses say where the missing inserts went (seen once
+			// under load, never reproduced in isolation).
+			t.Fatalf("target shop.tmp holds %d documents, want 55 (the drop is ignored); sink %+v; runner %+v",
+				n, r.p.sink.Status(), r.p.runner.Status())
 		}
 		if n, m := count(t, r.src.conn.Client, "shop", "orders"), count(t, r.dst.conn.Client, "shop", "orders"); n != m {
 			t.Fatalf("shop.orders: source %d documents, target %d", n, m)
