@@ -190,6 +190,8 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	// an event reported then would be queued for none of them.
 	select {
 	case <-m.started:
+	case <-m.quitCtx.Done():
+		return AuthResult{}, ErrClosed
 	case <-ctx.Done():
 		return AuthResult{}, fmt.Errorf("triggers are still starting: %w", ctx.Err())
 	}

@@ -17,7 +17,8 @@ import (
 // Status is a trigger's runtime state.
 type Status struct {
 	// State is running, disabled, halted, waiting (its function is
-	// disabled) or error (it could not start; LastError says why).
+	// disabled, or it is stopping to start again, for example with a new
+	// module) or error (it could not start; LastError says why).
 	State     string
 	LastError string
 	// Acked is the highest sequence handled: of the outbox for database
@@ -114,7 +115,8 @@ func (m *Manager) WaitInvocations(ctx context.Context, id string, n uint64) erro
 	}
 }
 
-// Status returns the runtime state of trigger t.
+// Status returns the runtime state of trigger t. It never waits for a
+// mutation, a compile or a stopping trigger (reconcile.go).
 func (m *Manager) Status(t Trigger) Status {
 	m.statsMu.Lock()
 	s := *m.statsFor(t.ID)
