@@ -468,6 +468,9 @@ func TestManager_Close(t *testing.T) {
 		if _, err := m.DisableTrigger(ctx, tr.ID); !errors.Is(err, trigger.ErrClosed) {
 			t.Fatalf("DisableTrigger after Close: %v, want ErrClosed", err)
 		}
+		if _, err := m.ReportAuthEvent(ctx, trigger.AuthEvent{Operation: trigger.AuthLogin, Provider: "local", UserID: "u1"}); !errors.Is(err, trigger.ErrClosed) {
+			t.Fatalf("ReportAuthEvent after Close: %v, want ErrClosed", err)
+		}
 	})
 }
 
@@ -489,6 +492,21 @@ func TestManager_Run(t *testing.T) {
 			}
 		case <-ctx.Done():
 			t.Fatal("Run did not return after Close")
+		}
+	})
+}
+
+func TestManager_ReportAuthEvent(t *testing.T) {
+	t.Run("ClosedBeforeRun", func(t *testing.T) {
+		// A report waits for Run to start the triggers; after Close that
+		// never happens, so it answers ErrClosed instead of waiting.
+		ctx := testwait.Context(t)
+		m := newRig(t).open(t, trigger.Config{})
+		if err := m.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.ReportAuthEvent(ctx, trigger.AuthEvent{Operation: trigger.AuthLogin, Provider: "local", UserID: "u1"}); !errors.Is(err, trigger.ErrClosed) {
+			t.Fatalf("ReportAuthEvent after Close: %v, want ErrClosed", err)
 		}
 	})
 }
