@@ -33,7 +33,7 @@ import (
 // cacheupdater example as the demo embeds it, compiled once into the
 // compilation cache the whole suite shares.
 
-func abiWasm(t *testing.T) []byte {
+func abiWasm(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile("wasm/testdata/abi.wasm")
 	if err != nil {
@@ -42,7 +42,7 @@ func abiWasm(t *testing.T) []byte {
 	return b
 }
 
-func demoCacheUpdater(t *testing.T) []byte {
+func demoCacheUpdater(t testing.TB) []byte {
 	t.Helper()
 	b, err := demoguests.Wasm("cacheupdater")
 	if err != nil {
@@ -65,7 +65,7 @@ type gate struct {
 	testEnded context.Context
 }
 
-func newGate(t *testing.T) *gate {
+func newGate(t testing.TB) *gate {
 	return &gate{entered: make(chan struct{}), ctxEnded: make(chan struct{}), release: make(chan struct{}), testEnded: t.Context()}
 }
 
@@ -151,7 +151,10 @@ type rig struct {
 	metaGate, dataGate *gate
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig { return newRigOn(t, "lungo:memory") }
+
+// newRigOn is newRig with the metadata deployment at metaURI.
+func newRigOn(t testing.TB, metaURI string) *rig {
 	ctx := testwait.Context(t)
 	d := &rig{metaGate: newGate(t), dataGate: newGate(t)}
 	var err error
@@ -159,8 +162,8 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.ob.Close() })
-	for _, c := range []*lungo.IClient{&d.meta, &d.rawData} {
-		conn, err := mongodb.Open(ctx, "lungo:memory", "")
+	for c, uri := range map[*lungo.IClient]string{&d.meta: metaURI, &d.rawData: "lungo:memory"} {
+		conn, err := mongodb.Open(ctx, uri, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +177,7 @@ func newRig(t *testing.T) *rig {
 
 // open opens a manager on d; it is closed at cleanup unless the test
 // closed it.
-func (d *rig) open(t *testing.T, cfg trigger.Config) *trigger.Manager {
+func (d *rig) open(t testing.TB, cfg trigger.Config) *trigger.Manager {
 	t.Helper()
 	cfg.Wasm.CacheDir = servertest.SharedCompilationCache
 	// Two instances: a test calls a module while a trigger's call on it
@@ -191,7 +194,7 @@ func (d *rig) open(t *testing.T, cfg trigger.Config) *trigger.Manager {
 
 // run runs m until the test ends or stop is called; stop returns Run's
 // error.
-func run(t *testing.T, m *trigger.Manager) (stop func() error) {
+func run(t testing.TB, m *trigger.Manager) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -260,7 +263,7 @@ func (d *rig) capture(t *testing.T, ctx context.Context, ev []byte) uint64 {
 // createItems stores the ABI module as function "abi" and an enabled
 // database trigger calling it on src test.items, which may write test.out
 // and cache.*.
-func createItems(t *testing.T, ctx context.Context, m *trigger.Manager) (trigger.Function, trigger.Trigger) {
+func createItems(t testing.TB, ctx context.Context, m *trigger.Manager) (trigger.Function, trigger.Trigger) {
 	t.Helper()
 	fn, err := m.CreateFunction(ctx, trigger.Function{UserID: "ann", Name: "abi", Wasm: abiWasm(t)})
 	if err != nil {
@@ -419,7 +422,8 @@ func TestManager_Close(t *testing.T) {
 		// Registered first, so it runs last: after the deployment and
 		// everything else closed. Anything the manager started and did
 		// not wait for fails it.
-		t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
+		others := goleak.IgnoreCurrent()
+		t.Cleanup(func() { goleak.VerifyNone(t, others) })
 		ctx := testwait.Context(t)
 		d := newRig(t)
 		m := d.open(t, trigger.Config{Clock: stillClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}})
@@ -509,4 +513,69 @@ func TestManager_ReportAuthEvent(t *testing.T) {
 			t.Fatalf("ReportAuthEvent after Close: %v, want ErrClosed", err)
 		}
 	})
+}
+
+// BenchmarkManager_Status measures Status of a running trigger alone, and
+// while another goroutine disables and enables another trigger in a loop:
+// each a reconcile that reads and writes the metadata store (the embedded
+// engine's file store, as the demo runs, which syncs every write), waits
+// for the trigger's runner to stop, or starts it. Before Status had a lock
+// of its own it waited behind each of them. max-ns/op is the slowest
+// Status of the run:
+//
+//	go test -run XXX -bench Manager_Status -benchtime 2000x ./trigger/
+func BenchmarkManager_Status(b *testing.B) {
+	for _, busy := range []bool{false, true} {
+		name := "idle"
+		if busy {
+			name = "during-reconciles"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			m := newRigOn(b, "lungo:"+filepath.Join(b.TempDir(), "metadata.lungo")).open(b, trigger.Config{})
+			run(b, m)
+			<-m.Started()
+			fn, tr := createItems(b, ctx, m)
+			if busy {
+				other, err := m.CreateTrigger(ctx, trigger.Trigger{UserID: "ann", Name: "logins", Type: trigger.TypeAuthentication,
+					FunctionID: fn.ID, Enabled: true, Authentication: &trigger.AuthConfig{OperationTypes: []string{trigger.AuthLogin}}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				stop, done := make(chan struct{}), make(chan struct{})
+				go func() {
+					defer close(done)
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						var err error
+						if i%2 == 0 {
+							_, err = m.DisableTrigger(ctx, other.ID)
+						} else {
+							_, err = m.EnableTrigger(ctx, other.ID, false)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+				defer func() { close(stop); <-done }()
+			}
+			b.ResetTimer()
+			var slowest time.Duration
+			for range b.N {
+				start := time.Now()
+				st := m.Status(tr)
+				slowest = max(slowest, time.Since(start))
+				if st.State != trigger.StateRunning {
+					b.Fatalf("state %q", st.State)
+				}
+			}
+			b.ReportMetric(float64(slowest.Nanoseconds()), "max-ns/op")
+		})
+	}
 }
