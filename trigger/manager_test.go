@@ -500,6 +500,54 @@ func TestManager_Run(t *testing.T) {
 	})
 }
 
+func TestManager_EnableTrigger(t *testing.T) {
+	t.Run("ConcurrentWithDisable", func(t *testing.T) {
+		// Mutations run one at a time while Status reads beside them: after
+		// a storm of enables and disables and a last enable, exactly one
+		// runner delivers the trigger's events.
+		ctx := testwait.Context(t)
+		d := newRig(t)
+		m := d.open(t, trigger.Config{})
+		run(t, m)
+		await(t, ctx, m.Started(), "Run did not start")
+		_, tr := createItems(t, ctx, m)
+		var wg sync.WaitGroup
+		for i := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range 4 {
+					var err error
+					if (i+j)%2 == 0 {
+						_, err = m.DisableTrigger(ctx, tr.ID)
+					} else {
+						_, err = m.EnableTrigger(ctx, tr.ID, false)
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_ = m.Status(tr)
+				}
+			}()
+		}
+		wg.Wait()
+		if _, err := m.EnableTrigger(ctx, tr.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		seq := d.capture(t, ctx, insertEvent(t, 1, "plain"))
+		if err := m.WaitAcked(ctx, tr.ID, seq); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.WaitInvocations(ctx, tr.ID, 1); err != nil {
+			t.Fatal(err)
+		}
+		if st := m.Status(tr); st.State != trigger.StateRunning || st.Invocations != 1 {
+			t.Fatalf("status after the last enable and one event: %+v, want running with one invocation", st)
+		}
+	})
+}
+
 func TestManager_ReportAuthEvent(t *testing.T) {
 	t.Run("ClosedBeforeRun", func(t *testing.T) {
 		// A report waits for Run to start the triggers; after Close that
