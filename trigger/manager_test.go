@@ -208,6 +208,18 @@ func run(t testing.TB, m *trigger.Manager) (stop func() error) {
 	return stop
 }
 
+// runStarted is run, returning once Run started the stored triggers.
+func runStarted(t testing.TB, ctx context.Context, m *trigger.Manager) (stop func() error) {
+	t.Helper()
+	stop = run(t, m)
+	select {
+	case <-m.Started():
+	case <-ctx.Done():
+		t.Fatalf("Run did not start: %v", ctx.Err())
+	}
+	return stop
+}
+
 // await fails the test when ch is not closed before the test's deadline.
 func await(t *testing.T, ctx context.Context, ch <-chan struct{}, what string) {
 	t.Helper()
@@ -351,8 +363,7 @@ func TestManager_UpdateFunction(t *testing.T) {
 		ctx := testwait.Context(t)
 		d := newRig(t)
 		m := d.open(t, trigger.Config{})
-		run(t, m)
-		await(t, ctx, m.Started(), "Run did not start")
+		runStarted(t, ctx, m)
 		fn, tr := createItems(t, ctx, m)
 		old := trigger.RunningModule(m, tr.ID)
 		if old == nil {
@@ -427,8 +438,7 @@ func TestManager_Close(t *testing.T) {
 		ctx := testwait.Context(t)
 		d := newRig(t)
 		m := d.open(t, trigger.Config{Clock: stillClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}})
-		stopRun := run(t, m)
-		await(t, ctx, m.Started(), "Run did not start")
+		stopRun := runStarted(t, ctx, m)
 		fn, tr := createItems(t, ctx, m)
 		auth, err := m.CreateTrigger(ctx, trigger.Trigger{UserID: "ann", Name: "logins", Type: trigger.TypeAuthentication,
 			FunctionID: fn.ID, Enabled: true, Authentication: &trigger.AuthConfig{OperationTypes: []string{trigger.AuthLogin}}})
@@ -508,8 +518,7 @@ func TestManager_EnableTrigger(t *testing.T) {
 		ctx := testwait.Context(t)
 		d := newRig(t)
 		m := d.open(t, trigger.Config{})
-		run(t, m)
-		await(t, ctx, m.Started(), "Run did not start")
+		runStarted(t, ctx, m)
 		_, tr := createItems(t, ctx, m)
 		var wg sync.WaitGroup
 		for i := range 6 {
@@ -581,8 +590,7 @@ func BenchmarkManager_Status(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			m := newRigOn(b, "lungo:"+filepath.Join(b.TempDir(), "metadata.lungo")).open(b, trigger.Config{})
-			run(b, m)
-			<-m.Started()
+			runStarted(b, ctx, m)
 			fn, tr := createItems(b, ctx, m)
 			if busy {
 				other, err := m.CreateTrigger(ctx, trigger.Trigger{UserID: "ann", Name: "logins", Type: trigger.TypeAuthentication,
