@@ -43,15 +43,6 @@ type FunctionQuery struct {
 	UserID, Name string
 }
 
-func (m *Manager) lock() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return ErrClosed
-	}
-	return nil
-}
-
 // checkFunctionRef checks that the trigger's function exists and belongs
 // to the trigger's user.
 func (m *Manager) checkFunctionRef(ctx context.Context, t *Trigger) error {
@@ -92,10 +83,10 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if err := t.checkAllow(allow); err != nil {
 		return Trigger{}, err
 	}
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Trigger{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	if err := m.checkFunctionRef(ctx, &t); err != nil {
 		return Trigger{}, err
 	}
@@ -113,7 +104,7 @@ func (m *Manager) CreateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if err := m.store.putTrigger(ctx, t); err != nil {
 		return Trigger{}, err
 	}
-	m.reconcileLocked(ctx, &t, t.ID, false)
+	m.reconcile(ctx, &t, t.ID, false)
 	m.changed(ctx, "create", t)
 	return t, nil
 }
@@ -125,10 +116,10 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if t.ID == "" {
 		return Trigger{}, invalid("id", "required")
 	}
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Trigger{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	old, err := m.store.getTrigger(ctx, t.ID)
 	if err != nil {
 		return Trigger{}, err
@@ -166,7 +157,7 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 	if err := m.store.putTrigger(ctx, t); err != nil {
 		return Trigger{}, err
 	}
-	m.reconcileLocked(ctx, &t, t.ID, true)
+	m.reconcile(ctx, &t, t.ID, true)
 	m.changed(ctx, "update", t)
 	return t, nil
 }
@@ -175,10 +166,10 @@ func (m *Manager) UpdateTrigger(ctx context.Context, t Trigger) (Trigger, error)
 // trigger's cursor past every event captured (or queued) so far, and makes
 // a scheduled trigger forget the runs it missed.
 func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) (Trigger, error) {
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Trigger{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	t, err := m.store.getTrigger(ctx, id)
 	if err != nil {
 		return Trigger{}, err
@@ -187,7 +178,7 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 	t.Enabled, t.Halted = true, ""
 	t.UpdatedAt = now()
 	if skipToNow {
-		m.stopLocked(id)
+		m.stop(id)
 		if err := m.startAtNow(&t); err != nil {
 			return Trigger{}, err
 		}
@@ -195,7 +186,7 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 	if err := m.store.putTrigger(ctx, t); err != nil {
 		return Trigger{}, err
 	}
-	m.reconcileLocked(ctx, &t, id, restart)
+	m.reconcile(ctx, &t, id, restart)
 	m.changed(ctx, "enable", t)
 	return t, nil
 }
@@ -203,10 +194,10 @@ func (m *Manager) EnableTrigger(ctx context.Context, id string, skipToNow bool) 
 // DisableTrigger stops a trigger. A database trigger's cursor stays where
 // it is; enabling resumes from there.
 func (m *Manager) DisableTrigger(ctx context.Context, id string) (Trigger, error) {
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Trigger{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	t, err := m.store.getTrigger(ctx, id)
 	if err != nil {
 		return Trigger{}, err
@@ -216,22 +207,22 @@ func (m *Manager) DisableTrigger(ctx context.Context, id string) (Trigger, error
 	if err := m.store.putTrigger(ctx, t); err != nil {
 		return Trigger{}, err
 	}
-	m.reconcileLocked(ctx, &t, id, false)
+	m.reconcile(ctx, &t, id, false)
 	m.changed(ctx, "disable", t)
 	return t, nil
 }
 
 // DeleteTrigger stops and deletes a trigger.
 func (m *Manager) DeleteTrigger(ctx context.Context, id string) error {
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	t, err := m.store.getTrigger(ctx, id)
 	if err != nil {
 		return err
 	}
-	m.reconcileLocked(ctx, nil, id, false)
+	m.reconcile(ctx, nil, id, false)
 	if err := m.store.deleteTrigger(ctx, id); err != nil {
 		return err
 	}
@@ -286,11 +277,11 @@ func (m *Manager) CreateFunction(ctx context.Context, f Function) (Function, err
 	if err != nil {
 		return Function{}, err
 	}
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		_ = mod.Close(ctx)
 		return Function{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	if taken, err := nameTaken(ctx, m.store.functions, f.UserID, f.Name, f.ID); err != nil || taken {
 		_ = mod.Close(ctx)
 		if err == nil {
@@ -337,10 +328,10 @@ func (m *Manager) UpdateFunction(ctx context.Context, f Function) (Function, err
 			}
 		}()
 	}
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Function{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	old, err := m.store.getFunction(ctx, f.ID, false)
 	if err != nil {
 		return Function{}, err
@@ -380,7 +371,7 @@ func (m *Manager) UpdateFunction(ctx context.Context, f Function) (Function, err
 		_ = m.store.deleteModule(ctx, old.ModuleID)
 		m.adopt(upd.ID, upd.SHA256, mod)
 		mod = nil
-		if err := m.reconcileUsersLocked(ctx, upd.ID); err != nil {
+		if err := m.reconcileUsers(ctx, upd.ID); err != nil {
 			return Function{}, err
 		}
 	}
@@ -388,23 +379,23 @@ func (m *Manager) UpdateFunction(ctx context.Context, f Function) (Function, err
 	return upd, nil
 }
 
-// reconcileUsersLocked re-evaluates every trigger calling function id.
-func (m *Manager) reconcileUsersLocked(ctx context.Context, fnID string) error {
+// reconcileUsers re-evaluates every trigger calling function id.
+func (m *Manager) reconcileUsers(ctx context.Context, fnID string) error {
 	ts, err := m.store.findTriggers(ctx, bson.M{"function_id": fnID})
 	if err != nil {
 		return err
 	}
 	for i := range ts {
-		m.reconcileLocked(ctx, &ts[i], ts[i].ID, false)
+		m.reconcile(ctx, &ts[i], ts[i].ID, false)
 	}
 	return nil
 }
 
 func (m *Manager) setFunctionEnabled(ctx context.Context, id string, enabled bool) (Function, error) {
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return Function{}, err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	f, err := m.store.getFunction(ctx, id, false)
 	if err != nil {
 		return Function{}, err
@@ -419,7 +410,7 @@ func (m *Manager) setFunctionEnabled(ctx context.Context, id string, enabled boo
 		action = "enable"
 	}
 	m.functionChanged(ctx, action, f)
-	return f, m.reconcileUsersLocked(ctx, id)
+	return f, m.reconcileUsers(ctx, id)
 }
 
 // EnableFunction lets the function's triggers call it again.
@@ -435,10 +426,10 @@ func (m *Manager) DisableFunction(ctx context.Context, id string) (Function, err
 
 // DeleteFunction deletes a function no trigger calls.
 func (m *Manager) DeleteFunction(ctx context.Context, id string) error {
-	if err := m.lock(); err != nil {
+	if err := m.lockOps(); err != nil {
 		return err
 	}
-	defer m.mu.Unlock()
+	defer m.ops.Unlock()
 	f, err := m.store.getFunction(ctx, id, false)
 	if err != nil {
 		return err
@@ -458,9 +449,7 @@ func (m *Manager) DeleteFunction(ctx context.Context, id string) error {
 		return err
 	}
 	_ = m.store.deleteModule(ctx, f.ModuleID)
-	m.modMu.Lock()
-	m.retireLocked(id)
-	m.modMu.Unlock()
+	m.retire(id)
 	m.functionChanged(ctx, "delete", f)
 	return nil
 }

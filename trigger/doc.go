@@ -8,7 +8,12 @@
 // Open a Manager with the outbox, the metadata deployment and the data
 // sources (source id → deployment), call Run to start every enabled trigger,
 // and Close to stop. Mutations (CreateTrigger, EnableTrigger, UpdateFunction,
-// …) take effect at once while Run is active.
+// …) take effect at once while Run is active: they run one at a time and
+// may read the metadata store, compile a module and wait for a stopping
+// trigger's guest call; Status, WaitAcked, ReportAuthEvent and
+// RetryDeadLetters never wait for them and see a trigger as running from
+// when it started until a stop begins. Close stops every trigger and waits
+// for every goroutine the Manager started.
 //
 // Each enabled trigger drains its own cursor, "trigger:<id>", through a
 // sink.Runner: failures are retried with backoff and then parked in the

@@ -86,7 +86,7 @@ func (m *Manager) Execute(ctx context.Context, req ExecuteRequest) (Execution, e
 		if err != nil {
 			return Execution{}, err
 		}
-		defer lm.release()
+		defer m.release(lm)
 		mod = lm.mod
 	} else {
 		compiled, err := m.compile(ctx, req.Wasm)
@@ -190,11 +190,15 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 	// an event reported then would be queued for none of them.
 	select {
 	case <-m.started:
+	case <-m.quitCtx.Done():
+		return AuthResult{}, ErrClosed
 	case <-ctx.Done():
 		return AuthResult{}, fmt.Errorf("triggers are still starting: %w", ctx.Err())
 	}
-	if err := m.lock(); err != nil {
-		return AuthResult{}, err
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return AuthResult{}, ErrClosed
 	}
 	var targets []*active
 	for _, a := range m.active {
@@ -256,13 +260,7 @@ func (m *Manager) ReportAuthEvent(ctx context.Context, ev AuthEvent) (AuthResult
 func (m *Manager) waitHandled(ctx context.Context, a *active, seq uint64) (handled bool, parked string, err error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
+	defer context.AfterFunc(a.stopped, cancel)()
 	if err := a.runner.WaitAcked(wctx, seq); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return false, "", nil

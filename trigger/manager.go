@@ -2,25 +2,18 @@ package trigger
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/auth"
-	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/trigger/wasm"
@@ -167,43 +160,6 @@ type wallClock struct{}
 func (wallClock) Now() time.Time                         { return time.Now() }
 func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// Status is a trigger's runtime state.
-type Status struct {
-	// State is running, disabled, halted, waiting (its function is
-	// disabled) or error (it could not start; LastError says why).
-	State     string
-	LastError string
-	// Acked is the highest sequence handled: of the outbox for database
-	// triggers, of the trigger queue for the others.
-	Acked uint64
-	// Invocations counts successful calls since this process started.
-	Invocations uint64
-	// DeadLetters counts the events (or runs) in the trigger's dead letters
-	// now; Parked counts every one ever parked (retried ones included).
-	DeadLetters uint64
-	Parked      uint64
-	// Backlog counts the records after the trigger's cursor: captured
-	// events (database triggers) or queued ones, for it or not.
-	Backlog uint64
-	// LastFired is the last scheduled time run (scheduled triggers) or the
-	// time of the last successful call.
-	LastFired time.Time
-	// LogDroppedLines and LogDroppedBytes count what the trigger's function
-	// logged past its log budget (triggers.log_lines_per_second,
-	// triggers.log_bytes_per_second) since its module was loaded: shared
-	// by every trigger calling the function.
-	LogDroppedLines, LogDroppedBytes uint64
-}
-
-// Trigger states.
-const (
-	StateRunning  = "running"
-	StateDisabled = "disabled"
-	StateHalted   = "halted"
-	StateWaiting  = "waiting"
-	StateError    = "error"
-)
-
 // Manager owns triggers and functions: their storage, the wasm runtime,
 // one dispatcher per enabled trigger, and the scheduler.
 type Manager struct {
@@ -218,43 +174,36 @@ type Manager struct {
 	// events reach it through the writer (queue.go).
 	queue      *outbox.Outbox
 	queueCh    chan *queueRequest
-	quitCtx    context.Context // ends at Close
-	stopWriter context.CancelFunc
+	quitCtx    context.Context // ends at Close: stops the writer and Run
+	quit       context.CancelFunc
 	writerDone chan struct{}
 
-	// mu serialises mutations and guards the fields below.
-	mu     sync.Mutex
+	// ops serialises mutations and reconciles (see reconcile.go); runCtx
+	// is guarded by it.
+	ops    sync.Mutex
 	runCtx context.Context // nil outside Run
+
+	// mu guards active and closed, only ever over in-memory reads and
+	// writes: Status and metrics take it.
+	mu     sync.Mutex
 	active map[string]*active
 	closed bool
-	// started is closed once Run has started the enabled triggers.
-	started chan struct{}
 
+	// started is closed once Run has started the enabled triggers.
+	started     chan struct{}
+	startedOnce sync.Once
+
+	// modMu guards modules and retired (see modules.go).
 	modMu   sync.Mutex
 	modules map[string]*loadedModule // by function id
+	retired map[*loadedModule]struct{}
 
 	statsMu sync.Mutex
 	stats   map[string]*stats
-}
 
-// active is a started trigger.
-type active struct {
-	t      Trigger
-	fn     Function
-	mod    *loadedModule
-	host   *triggerHost
-	cancel context.CancelFunc
-	done   chan struct{}
-	runner *sink.Runner
-	sink   *triggerSink
-}
-
-type stats struct {
-	invocations uint64
-	lastErr     string
-	lastFired   time.Time
-	startErr    string
-	changed     chan struct{}
+	// compileHook, set by tests only, runs before a trigger's function
+	// is compiled.
+	compileHook func(context.Context)
 }
 
 // Open opens the metadata store and the wasm runtime. Triggers start
@@ -294,7 +243,8 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
 		store: newStore(deps.Metadata, cfg.MetadataDatabase), rt: rt, queue: queue,
-		active: map[string]*active{}, started: make(chan struct{}), modules: map[string]*loadedModule{}, stats: map[string]*stats{}}
+		active: map[string]*active{}, started: make(chan struct{}), modules: map[string]*loadedModule{},
+		retired: map[*loadedModule]struct{}{}, stats: map[string]*stats{}}
 	m.log.Info().Int64("max_memory_bytes", rt.Config().MemoryBudget).Int64("memory_limit", rt.Config().MemoryLimit).
 		Msg("functions' memory budget (triggers.max_memory_bytes) and per-instance cap")
 	for id := range deps.DataSources {
@@ -302,49 +252,46 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	}
 	sort.Strings(m.sources)
 	m.queueCh, m.writerDone = make(chan *queueRequest, 4*maxQueueBatch), make(chan struct{})
-	m.quitCtx, m.stopWriter = context.WithCancel(context.Background())
+	m.quitCtx, m.quit = context.WithCancel(context.Background())
 	go m.writeQueue()
 	return m, nil
 }
 
-// Run starts every enabled trigger and keeps them running until ctx ends;
-// then it stops them and returns nil. Mutations made while Run is active
-// take effect at once.
+// Run starts every enabled trigger and keeps them running until ctx ends
+// or Close is called; then it stops them and returns nil. Mutations made
+// while Run is active take effect at once.
 func (m *Manager) Run(ctx context.Context) error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return ErrClosed
-	}
-	if m.runCtx != nil {
-		m.mu.Unlock()
-		return errors.New("trigger manager is already running")
-	}
-	m.runCtx = ctx
-	all, err := m.store.findTriggers(ctx, bson.M{})
-	if err != nil {
-		m.runCtx = nil
-		m.mu.Unlock()
+	if err := m.lockOps(); err != nil {
 		return err
 	}
+	if m.runCtx != nil {
+		m.ops.Unlock()
+		return errors.New("trigger manager is already running")
+	}
+	all, err := m.store.findTriggers(ctx, bson.M{})
+	if err != nil {
+		m.ops.Unlock()
+		return err
+	}
+	m.runCtx = ctx
 	for i := range all {
-		m.reconcileLocked(ctx, &all[i], all[i].ID, false)
+		m.reconcile(ctx, &all[i], all[i].ID, false)
 	}
-	m.log.Info().Int("triggers", len(all)).Int("running", len(m.active)).Msg("triggers running")
-	select {
-	case <-m.started:
-	default:
-		close(m.started)
-	}
-	m.mu.Unlock()
-
-	<-ctx.Done()
 	m.mu.Lock()
-	for id := range m.active {
-		m.stopLocked(id)
-	}
-	m.runCtx = nil
+	running := len(m.active)
 	m.mu.Unlock()
+	m.log.Info().Int("triggers", len(all)).Int("running", running).Msg("triggers running")
+	m.startedOnce.Do(func() { close(m.started) })
+	m.ops.Unlock()
+
+	select {
+	case <-ctx.Done():
+	case <-m.quitCtx.Done():
+	}
+	m.ops.Lock()
+	m.stopAll()
+	m.runCtx = nil
+	m.ops.Unlock()
 	return nil
 }
 
@@ -352,7 +299,11 @@ func (m *Manager) Run(ctx context.Context) error {
 // could start) for the first time.
 func (m *Manager) Started() <-chan struct{} { return m.started }
 
-// Close stops every trigger, closes the function modules and the runtime.
+// Close stops every trigger and the queue writer and waits for them: a
+// guest call in flight ends first (its context is cancelled). Then it
+// closes the function modules (waiting for Execute calls until ctx ends),
+// the runtime and the queue, and returns their errors joined. When Close
+// returns, no goroutine of the Manager runs.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
@@ -360,21 +311,14 @@ func (m *Manager) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	for id := range m.active {
-		m.stopLocked(id)
-	}
 	m.mu.Unlock()
-	m.stopWriter()
+	m.quit()
+	// A mutation in progress finishes first; the next ones see closed.
+	m.ops.Lock()
+	m.stopAll()
+	m.ops.Unlock()
 	<-m.writerDone
-	m.modMu.Lock()
-	var errs []error
-	for id, lm := range m.modules {
-		errs = append(errs, lm.mod.Close(ctx))
-		delete(m.modules, id)
-	}
-	m.modMu.Unlock()
-	errs = append(errs, m.rt.Close(ctx), m.queue.Close())
-	return errors.Join(errs...)
+	return errors.Join(m.closeModules(ctx), m.rt.Close(ctx), m.queue.Close())
 }
 
 func sinkID(triggerID string) string { return "trigger:" + triggerID }
@@ -395,115 +339,6 @@ func (m *Manager) outboxOf(typ Type) *outbox.Outbox {
 // Queue returns the trigger queue (authentication events and scheduled
 // runs).
 func (m *Manager) Queue() *outbox.Outbox { return m.queue }
-
-// reconcileLocked makes the running state of trigger id match t (nil: the
-// trigger is gone). restart forces a running trigger to restart (its
-// configuration or function changed).
-func (m *Manager) reconcileLocked(ctx context.Context, t *Trigger, id string, restart bool) {
-	a := m.active[id]
-	want := t != nil && t.Enabled && t.Halted == "" && m.runCtx != nil
-	var fn Function
-	if want {
-		var err error
-		fn, err = m.store.getFunction(ctx, t.FunctionID, false)
-		if err != nil {
-			m.setStartErr(id, err.Error())
-			want = false
-		} else if !fn.Enabled {
-			want = false
-		}
-	}
-	if a != nil && (!want || restart || a.fn.SHA256 != fn.SHA256) {
-		m.stopLocked(id)
-		a = nil
-	}
-	if !want {
-		m.unregister(id)
-		return
-	}
-	if a != nil {
-		a.t = *t // same config: keep running (for example a rename)
-		return
-	}
-	if err := m.startLocked(ctx, *t, fn); err != nil {
-		m.setStartErr(id, err.Error())
-		m.log.Error().Err(err).Str("trigger", t.Name).Str("trigger_id", id).Msg("trigger did not start")
-		return
-	}
-	m.setStartErr(id, "")
-}
-
-// unregister stops a trigger's cursor from holding retention (of the
-// outbox or the queue: a trigger has a cursor in one of them); the cursor
-// stays, so enabling the trigger resumes from it.
-func (m *Manager) unregister(id string) {
-	for _, ob := range []*outbox.Outbox{m.deps.Outbox, m.queue} {
-		if err := ob.UnregisterSink(sinkID(id)); err != nil {
-			m.log.Warn().Err(err).Str("trigger_id", id).Msg("unregister trigger cursor")
-		}
-	}
-}
-
-func (m *Manager) startLocked(ctx context.Context, t Trigger, fn Function) error {
-	if m.allowOf(t.UserID).None() {
-		m.audit(ctx, AuditOwnerRevoked, t, fmt.Sprintf("not started: its owner %s has no token (revoked) and so no rights; "+
-			"an admin gives %s a token again (api.tokens) or moves the trigger to another owner (update with user_id)", t.UserID, t.UserID))
-		return fmt.Errorf("%w: its owner %s has no token (revoked); an admin gives %s a token again or moves the trigger to another owner",
-			ErrNotAllowed, t.UserID, t.UserID)
-	}
-	lm, err := m.acquire(ctx, fn)
-	if err != nil {
-		return err
-	}
-	host, err := m.newHost(t, fn)
-	if err != nil {
-		lm.release()
-		return err
-	}
-	actx, cancel := context.WithCancel(m.runCtx)
-	a := &active{t: t, fn: fn, mod: lm, host: host, cancel: cancel, done: make(chan struct{})}
-	log := m.log.With().Str("trigger", t.Name).Str("trigger_id", t.ID).Logger()
-	ts, err := m.newTriggerSink(ctx, a)
-	if err != nil || ts == nil { // nil: halted, behind retention
-		cancel()
-		lm.release()
-		return err
-	}
-	a.sink = ts
-	a.runner = sink.NewRunner(sinkID(t.ID), m.outboxOf(t.Type), ts, m.cfg.Delivery, log)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := a.runner.Run(actx); err != nil {
-			m.recordErr(t.ID, err.Error())
-			log.Error().Err(err).Msg("trigger stopped")
-		}
-	}()
-	if t.Type == TypeScheduled {
-		// The schedule queues runs; the runner above calls the function.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.runScheduled(actx, a, log)
-		}()
-	}
-	go func() { wg.Wait(); close(a.done) }()
-	m.active[t.ID] = a
-	log.Info().Str("type", string(t.Type)).Str("function", fn.Name).Msg("trigger started")
-	return nil
-}
-
-func (m *Manager) stopLocked(id string) {
-	a := m.active[id]
-	if a == nil {
-		return
-	}
-	a.cancel()
-	<-a.done
-	a.mod.release()
-	delete(m.active, id)
-}
 
 func (m *Manager) audit(ctx context.Context, kind string, t Trigger, detail string) {
 	m.log.Warn().Str("trigger", t.Name).Str("trigger_id", t.ID).Str("audit", kind).Msg(detail)
@@ -561,317 +396,4 @@ func (m *Manager) allowOf(user string) auth.Allow {
 		return auth.Allow{}
 	}
 	return m.deps.Allow(user)
-}
-
-// stats
-
-func (m *Manager) statsFor(id string) *stats {
-	s := m.stats[id]
-	if s == nil {
-		s = &stats{changed: make(chan struct{})}
-		m.stats[id] = s
-	}
-	return s
-}
-
-func (m *Manager) update(id string, fn func(*stats)) {
-	m.statsMu.Lock()
-	s := m.statsFor(id)
-	fn(s)
-	close(s.changed)
-	s.changed = make(chan struct{})
-	m.statsMu.Unlock()
-}
-
-func (m *Manager) recordOK(id string, at time.Time) {
-	m.update(id, func(s *stats) { s.invocations++; s.lastFired = at })
-}
-
-// recordErr keeps a trigger's last error for Status, which the API shows:
-// driver errors may quote URIs, so passwords are removed here.
-func (m *Manager) recordErr(id, msg string) {
-	msg = logging.RedactText(msg)
-	m.update(id, func(s *stats) { s.lastErr = msg })
-}
-
-func (m *Manager) setStartErr(id, msg string) {
-	msg = logging.RedactText(msg)
-	m.update(id, func(s *stats) { s.startErr = msg })
-}
-
-// WaitInvocations blocks until trigger id has run its function successfully
-// n times since this process started, or ctx ends.
-func (m *Manager) WaitInvocations(ctx context.Context, id string, n uint64) error {
-	for {
-		m.statsMu.Lock()
-		s := m.statsFor(id)
-		got, ch, last := s.invocations, s.changed, s.lastErr
-		m.statsMu.Unlock()
-		if got >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("trigger %s ran %d of %d times (last error: %q): %w", id, got, n, last, ctx.Err())
-		}
-	}
-}
-
-// Status returns the runtime state of trigger t.
-func (m *Manager) Status(t Trigger) Status {
-	m.statsMu.Lock()
-	s := *m.statsFor(t.ID)
-	m.statsMu.Unlock()
-	m.mu.Lock()
-	a := m.active[t.ID]
-	m.mu.Unlock()
-	st := Status{Invocations: s.invocations, LastError: s.lastErr, LastFired: s.lastFired}
-	if t.Type == TypeScheduled {
-		st.LastFired = t.LastFired
-	}
-	switch {
-	case !t.Enabled:
-		st.State = StateDisabled
-	case t.Halted != "":
-		st.State, st.LastError = StateHalted, t.Halted
-	case a != nil && a.runner != nil && a.runner.Status().Halted:
-		st.State = StateHalted
-	case a != nil:
-		st.State = StateRunning
-	case s.startErr != "":
-		st.State, st.LastError = StateError, s.startErr
-	default:
-		st.State = StateWaiting
-	}
-	// Status is shown one trigger per table row: a multi-line wasm stack
-	// trace must not break the table.
-	st.LastError = oneLine(st.LastError)
-	if a != nil && a.mod != nil {
-		ls := a.mod.mod.LogStats()
-		st.LogDroppedLines, st.LogDroppedBytes = ls.DroppedLines, ls.DroppedBytes
-	}
-	ob := m.outboxOf(t.Type)
-	_ = ob.View(func(v outbox.View) error {
-		ss, _, err := v.Sink(sinkID(t.ID))
-		if err == nil {
-			st.Acked, st.Parked, st.DeadLetters = ss.Acked, ss.Parked, ss.Parked-min(ss.Retried, ss.Parked)
-			st.Backlog = v.Last() - min(ss.Acked, v.Last())
-		}
-		return err
-	})
-	return st
-}
-
-// MemoryStats returns the accounted memory of all function instances
-// against triggers.max_memory_bytes.
-func (m *Manager) MemoryStats() wasm.MemoryStats { return m.rt.MemoryStats() }
-
-// maxStatusError bounds an error shown in status.
-const maxStatusError = 1024
-
-// oneLine makes s one line of printable text of at most maxStatusError
-// bytes: line breaks (with the indentation after them) become " | ",
-// other control characters spaces.
-func oneLine(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) && len(s) <= maxStatusError {
-		return s
-	}
-	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	for i, l := range lines {
-		lines[i] = strings.TrimSpace(strings.Map(func(r rune) rune {
-			if unicode.IsControl(r) {
-				return ' '
-			}
-			return r
-		}, l))
-	}
-	out := strings.Join(slices.DeleteFunc(lines, func(l string) bool { return l == "" }), " | ")
-	if len(out) > maxStatusError {
-		cut := maxStatusError
-		for cut > 0 && !utf8.RuneStart(out[cut]) {
-			cut--
-		}
-		out = out[:cut] + "…"
-	}
-	return out
-}
-
-// RetryDeadLetters calls running trigger id's function once more on its
-// dead letters with the given sequences (every one when seqs is empty),
-// oldest first. Those that succeed are removed from the dead letters;
-// those that fail again stay with the new error, which failed reports.
-// Unknown sequences are reported as failed too.
-func (m *Manager) RetryDeadLetters(ctx context.Context, id string, seqs []uint64) (succeeded []uint64, failed map[uint64]string, err error) {
-	if err := m.lock(); err != nil {
-		return nil, nil, err
-	}
-	a := m.active[id]
-	if a != nil {
-		m.modMu.Lock()
-		a.mod.refs++ // kept open even if the trigger stops meanwhile
-		m.modMu.Unlock()
-	}
-	m.mu.Unlock()
-	if a == nil {
-		return nil, nil, fmt.Errorf("%w: trigger %s is not running: enable it (and its function) first", ErrNotRunning, id)
-	}
-	defer a.mod.release()
-	ob, sid := m.outboxOf(a.t.Type), sinkID(id)
-	all, err := ob.DeadLetters(sid)
-	if err != nil {
-		return nil, nil, err
-	}
-	failed = map[uint64]string{}
-	want := map[uint64]bool{}
-	for _, s := range seqs {
-		want[s] = true
-	}
-	for _, dl := range all {
-		seq := dl.Record.Seq
-		if len(want) > 0 && !want[seq] {
-			continue
-		}
-		delete(want, seq)
-		ev, ok, err := a.sink.filter.apply(dl.Record)
-		if err == nil && !ok {
-			err = errors.New("the trigger no longer fires for this event (its configuration changed since)")
-		}
-		if err == nil {
-			err = a.sink.invoke(ctx, ev)
-		}
-		if ctx.Err() != nil {
-			return succeeded, failed, ctx.Err()
-		}
-		msg := ""
-		if err != nil {
-			msg = logging.RedactText(err.Error())
-			failed[seq] = msg
-		}
-		if _, err := ob.RetriedDeadLetter(sid, seq, msg); err != nil {
-			return succeeded, failed, err
-		}
-		if msg == "" {
-			succeeded = append(succeeded, seq)
-		}
-	}
-	for seq := range want {
-		failed[seq] = "no such dead letter"
-	}
-	return succeeded, failed, nil
-}
-
-// DeadLetters returns the events (database triggers), authentication
-// events or scheduled runs a trigger gave up on, oldest first.
-func (m *Manager) DeadLetters(ctx context.Context, id string) ([]outbox.DeadLetter, error) {
-	t, err := m.store.getTrigger(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return m.outboxOf(t.Type).DeadLetters(sinkID(id))
-}
-
-// modules
-
-// loadedModule is a compiled function shared by the triggers calling it;
-// it is closed when it was replaced and its last user released it.
-type loadedModule struct {
-	m       *Manager
-	mod     *wasm.Module
-	sha     string
-	refs    int
-	retired bool
-}
-
-func (lm *loadedModule) release() {
-	lm.m.modMu.Lock()
-	lm.refs--
-	closeIt := lm.retired && lm.refs == 0
-	lm.m.modMu.Unlock()
-	if closeIt {
-		_ = lm.mod.Close(context.Background())
-	}
-}
-
-// acquire returns the compiled module of fn, compiling it on first use.
-func (m *Manager) acquire(ctx context.Context, fn Function) (*loadedModule, error) {
-	m.modMu.Lock()
-	defer m.modMu.Unlock()
-	if lm := m.modules[fn.ID]; lm != nil && lm.sha == fn.SHA256 {
-		lm.refs++
-		return lm, nil
-	}
-	full, err := m.store.getFunction(ctx, fn.ID, true)
-	if err != nil {
-		return nil, err
-	}
-	mod, err := m.rt.Compile(ctx, full.Wasm)
-	if err != nil {
-		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
-	}
-	lm := &loadedModule{m: m, mod: mod, sha: full.SHA256, refs: 1}
-	m.retireLocked(fn.ID)
-	m.modules[fn.ID] = lm
-	return lm, nil
-}
-
-// adopt keeps a module compiled while validating a create or update, so
-// the first trigger does not compile it again.
-func (m *Manager) adopt(fnID, sha string, mod *wasm.Module) {
-	m.modMu.Lock()
-	defer m.modMu.Unlock()
-	m.retireLocked(fnID)
-	m.modules[fnID] = &loadedModule{m: m, mod: mod, sha: sha}
-}
-
-func (m *Manager) retireLocked(fnID string) {
-	old := m.modules[fnID]
-	if old == nil {
-		return
-	}
-	delete(m.modules, fnID)
-	old.retired = true
-	if old.refs == 0 {
-		go func() { _ = old.mod.Close(context.Background()) }()
-	}
-}
-
-func digest(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
-// compile validates a module for create and update.
-func (m *Manager) compile(ctx context.Context, b []byte) (*wasm.Module, error) {
-	if len(b) == 0 {
-		return nil, invalid("wasm", "required: the module's bytes")
-	}
-	if len(b) > m.cfg.MaxModuleBytes {
-		return nil, invalid("wasm", "%d bytes is more than the limit of %d", len(b), m.cfg.MaxModuleBytes)
-	}
-	mod, err := m.rt.Compile(ctx, b)
-	if errors.Is(err, wasm.ErrInvalidModule) || errors.Is(err, wasm.ErrABI) {
-		return nil, invalid("wasm", "%v", err)
-	}
-	return mod, budgetError(err)
-}
-
-func (m *Manager) check() error {
-	if m.closed {
-		return ErrClosed
-	}
-	return nil
-}
-
-// WaitAcked blocks until trigger id has handled every record up to seq of
-// its outbox (database triggers) or of the queue (the others), delivered
-// or parked in its dead letters, or ctx ends. The trigger must be running.
-func (m *Manager) WaitAcked(ctx context.Context, id string, seq uint64) error {
-	m.mu.Lock()
-	a := m.active[id]
-	m.mu.Unlock()
-	if a == nil || a.runner == nil {
-		return fmt.Errorf("trigger %s: %w (not running)", id, ErrNotFound)
-	}
-	return a.runner.WaitAcked(ctx, seq)
 }

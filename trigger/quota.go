@@ -58,7 +58,7 @@ func (c *Config) quotaDefaults() {
 }
 
 // checkTriggerQuota refuses a new trigger of a user who has as many as the
-// quota allows. Called with m.mu held, so concurrent creates cannot both
+// quota allows. Called with m.ops held, so concurrent creates cannot both
 // pass.
 func (m *Manager) checkTriggerQuota(ctx context.Context, user string) error {
 	q := m.cfg.MaxTriggersPerUser

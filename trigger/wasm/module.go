@@ -83,7 +83,8 @@ type Module struct {
 
 	mu     sync.Mutex
 	closed bool
-	calls  sync.WaitGroup
+	calls  int           // running calls
+	idled  chan struct{} // made by Close while calls run, closed by the last
 }
 
 type instance struct {
@@ -128,15 +129,22 @@ func (m *Module) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
+	// Counted rather than a WaitGroup: waiting for one until ctx ends
+	// would need a goroutine that outlives Close.
+	var idled chan struct{}
+	if m.calls > 0 {
+		idled = make(chan struct{})
+		m.idled = idled
+	}
 	m.mu.Unlock()
 	m.r.modMu.Lock()
 	delete(m.r.modules, m)
 	m.r.modMu.Unlock()
-	done := make(chan struct{})
-	go func() { m.calls.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if idled != nil {
+		select {
+		case <-idled:
+		case <-ctx.Done():
+		}
 	}
 	for {
 		select {
@@ -150,6 +158,17 @@ func (m *Module) Close(ctx context.Context) error {
 	return m.compiled.Close(ctx)
 }
 
+// callDone ends a call counted by get.
+func (m *Module) callDone() {
+	m.mu.Lock()
+	m.calls--
+	if m.calls == 0 && m.idled != nil {
+		close(m.idled)
+		m.idled = nil
+	}
+	m.mu.Unlock()
+}
+
 // get takes an idle instance or instantiates one (bounded by
 // initTimeout).
 func (m *Module) get(ctx context.Context, initTimeout time.Duration) (*instance, error) {
@@ -158,7 +177,7 @@ func (m *Module) get(ctx context.Context, initTimeout time.Duration) (*instance,
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	m.calls.Add(1)
+	m.calls++
 	m.mu.Unlock()
 	select {
 	case in := <-m.idle:
@@ -172,12 +191,12 @@ func (m *Module) get(ctx context.Context, initTimeout time.Duration) (*instance,
 		in, err := m.instantiate(ctx, initTimeout)
 		if err != nil {
 			<-m.slots
-			m.calls.Done()
+			m.callDone()
 			return nil, err
 		}
 		return in, nil
 	case <-ctx.Done():
-		m.calls.Done()
+		m.callDone()
 		return nil, ctx.Err()
 	}
 }
@@ -196,7 +215,7 @@ func (m *Module) put(in *instance, healthy bool) {
 		m.r.discard(context.Background(), in)
 		<-m.slots
 	}
-	m.calls.Done()
+	m.callDone()
 }
 
 func (r *Runtime) discard(ctx context.Context, in *instance) {
