@@ -280,9 +280,9 @@ func TestAuthTrigger_ConcurrentReportsGetTheirOwnSequence(t *testing.T) {
 // the trigger catches up.
 func TestAuthTrigger_FullQueueAnswersResourceExhausted(t *testing.T) {
 	// The first event makes the test module loop until its call deadline
-	// (6 s, twice): the trigger is held at the queue's head while the
+	// (8 s, twice): the trigger is held at the queue's head while the
 	// reports after it fill the queue, however slow the machine.
-	e := startEnv(t, t.TempDir(), envOptions{queueMaxBytes: 600, wasm: wasm.Config{Timeout: 6 * time.Second}})
+	e := startEnv(t, t.TempDir(), envOptions{queueMaxBytes: 600, wasm: wasm.Config{Timeout: 8 * time.Second}})
 	fn := e.createFunction("slow", abiWasm)
 	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
 	var queued []uint64
@@ -292,9 +292,11 @@ func TestAuthTrigger_FullQueueAnswersResourceExhausted(t *testing.T) {
 		if i == 0 {
 			details = `{"x": "loop"}`
 		}
-		// The server gives up a tenth of the caller's deadline early so that
-		// its answer arrives in time: 2 s leaves 200 ms for the answer.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// The server gives up a tenth of the caller's deadline early (at
+		// most 1 s) so that its answer arrives in time: 8 s leaves 800 ms
+		// for the answer (200 ms was too little on a 2-core machine under
+		// -race at load 13).
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc",
 			UserId: fmt.Sprint("u", i), Details: details})
 		cancel()
