@@ -72,7 +72,7 @@ func killHelper(dir string) error {
 	if err != nil {
 		return err
 	}
-	r := sink.NewRunner("audit", ob, s, sink.RunnerConfig{BatchSize: 5, MaxAttempts: 1000, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("audit"), ob, s, sink.RunnerConfig{BatchSize: 5, MaxAttempts: 1000, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()

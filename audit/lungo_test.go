@@ -89,7 +89,7 @@ func TestSink_embeddedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := sink.NewRunner("audit", ob, s, sink.RunnerConfig{BatchSize: 4}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("audit"), ob, s, sink.RunnerConfig{BatchSize: 4}, zerolog.Nop())
 	rctx, rcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()

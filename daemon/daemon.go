@@ -132,7 +132,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		if o.observe != nil {
 			rc.OnDeliver = o.observe(sc.ID)
 		}
-		r := sink.NewRunner(sc.ID, d.ob, s, rc, log)
+		r := sink.NewRunner(outbox.SinkCursor(sc.ID), d.ob, s, rc, log)
 		if _, err := r.Register(); err != nil {
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +49,6 @@ func (c *Config) defaults() {
 		c.CheckpointInterval = DefaultCheckpointInterval
 	}
 }
-
-// SinkPrefix starts the outbox cursor id of every durable subscription.
-const SinkPrefix = "sub:"
-
-// SinkID returns the outbox cursor id of durable subscription name.
-func SinkID(name string) string { return SinkPrefix + name }
 
 // Message is one message of a stream: exactly one field is set.
 type Message struct {
@@ -156,8 +149,8 @@ func Open(ob *outbox.Outbox, cfg Config, log zerolog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event subscriptions: %w", err)
 	}
-	for id := range sinks {
-		if strings.HasPrefix(id, SinkPrefix) {
+	for key := range sinks {
+		if id, err := outbox.ParseCursorID(key); err == nil && id.Kind() == outbox.KindSubscription {
 			if _, err := ob.RegisterSink(id); err != nil {
 				return nil, fmt.Errorf("open event subscriptions: %w", err)
 			}
@@ -281,7 +274,7 @@ func (e *Engine) start(s *sub) (uint64, Started, error) {
 		pos = first - 1
 	}
 	if s.durable {
-		id := SinkID(s.name)
+		id := outbox.SubscriptionCursor(s.name)
 		prev, existed, err := e.ob.Sink(id)
 		if err != nil {
 			return 0, started, err
@@ -451,7 +444,7 @@ func (e *Engine) lag(s *sub, send func(Message) error, reason string, first, las
 // Ack moves durable subscription name's cursor to seq and returns the
 // cursor. Acking backwards is a no-op.
 func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
-	id := SinkID(name)
+	id := outbox.SubscriptionCursor(name)
 	st, ok, err := e.ob.Sink(id)
 	if err != nil {
 		return outbox.SinkState{}, err
@@ -477,7 +470,7 @@ func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
 // Delete ends durable subscription name's stream (ErrDeleted) and removes
 // its cursor: retention no longer waits for it.
 func (e *Engine) Delete(name string) error {
-	if _, ok, err := e.ob.Sink(SinkID(name)); err != nil {
+	if _, ok, err := e.ob.Sink(outbox.SubscriptionCursor(name)); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
@@ -488,7 +481,7 @@ func (e *Engine) Delete(name string) error {
 	}
 	delete(e.lastErr, name)
 	e.mu.Unlock()
-	if err := e.ob.RemoveSink(SinkID(name)); err != nil {
+	if err := e.ob.RemoveSink(outbox.SubscriptionCursor(name)); err != nil {
 		return fmt.Errorf("delete subscription %s: %w", name, err)
 	}
 	e.log.Info().Str("subscription", name).Msg("durable subscription deleted")
@@ -520,15 +513,16 @@ func (e *Engine) Subscriptions() ([]Status, error) {
 				continue // taken over; the newer stream is listed
 			}
 			seen[s.name] = true
-			st.Cursor = sinks[SinkID(s.name)].Acked
+			st.Cursor = sinks[outbox.SubscriptionCursor(s.name).String()].Acked
 			st.LastError = e.lastErr[s.name]
 		}
 		st.Backlog = backlog(st.Cursor)
 		out = append(out, st)
 	}
-	for id, ss := range sinks {
-		name, ok := strings.CutPrefix(id, SinkPrefix)
-		if !ok || seen[name] {
+	for key, ss := range sinks {
+		id, err := outbox.ParseCursorID(key)
+		name := id.Name()
+		if err != nil || id.Kind() != outbox.KindSubscription || seen[name] {
 			continue
 		}
 		out = append(out, Status{Name: name, Durable: true, Cursor: ss.Acked, Backlog: backlog(ss.Acked), LastError: e.lastErr[name]})

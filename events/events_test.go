@@ -39,21 +39,21 @@ func TestEngine_Subscribe(t *testing.T) {
 	// events deleted under it.
 	t.Run("NotOvertakenBySinks", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("fast"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("fast")); err != nil {
 			t.Fatal(err)
 		}
 		gate := make(chan struct{})
 		s := subscribeGated(t, v.e, events.Request{}, gate)
 		s.started()
 		last := v.inserts("a", "shop.orders", 1, 10)
-		if err := v.ob.Ack("fast", last, 10); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("fast"), last, 10); err != nil {
 			t.Fatal(err)
 		}
 		close(gate)
 		if got := s.until(last, nil); !slices.Equal(seqs(got), seqRange(1, 10)) {
 			t.Fatalf("got %v, want 1..10", seqs(got))
 		}
-		if err := v.ob.Ack("fast", last, 0); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("fast"), last, 0); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 0 {
@@ -80,11 +80,11 @@ func TestEngine_Subscribe(t *testing.T) {
 
 	t.Run("FromSequenceBehindRetention", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		v.inserts("a", "shop.orders", 1, 10)
-		if err := v.ob.Ack("sink", 6, 6); err != nil { // retention deletes 1..6
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), 6, 6); err != nil { // retention deletes 1..6
 			t.Fatal(err)
 		}
 		s := subscribe(t, v.e, events.Request{Start: events.StartSequence, FromSequence: 3})
@@ -199,7 +199,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 		// keeps events until the bound needs their space, then yields; if
 		// it did not, the appends below would wait for it forever.
 		v := newEnv(t, outbox.Options{MaxBytes: 20 << 10})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		gate := make(chan struct{})
@@ -219,7 +219,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 			if _, err := v.e.Ack("healthy", last); err != nil {
 				t.Fatal(err)
 			}
-			if err := v.ob.Ack("sink", last, 1); err != nil {
+			if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 1); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -274,7 +274,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 func TestEngine_Subscribe_Durable(t *testing.T) {
 	t.Run("ResumesAfterRestart", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil { // a sink that acks everything
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil { // a sink that acks everything
 			t.Fatal(err)
 		}
 		v.inserts("a", "shop.orders", 1, 5) // before the subscription: not sent (live)
@@ -299,7 +299,7 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 		// arrive and the other sink acks them all.
 		last = v.inserts("a", "shop.orders", 11, 5)
 		v.restart(outbox.Options{})
-		if err := v.ob.Ack("sink", last, 0); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 0); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 9 {
@@ -327,7 +327,7 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 			t.Fatalf("got %v", seqs(got))
 		}
 		sinks, _ := v.ob.Sinks()
-		if c := sinks[events.SinkID("replay")].Acked; c != 1 {
+		if c := sinks[outbox.SubscriptionCursor("replay").String()].Acked; c != 1 {
 			t.Fatalf("cursor = %d, want 1 (before the first event asked for)", c)
 		}
 	})
@@ -385,13 +385,13 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 
 	t.Run("Delete", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		s := subscribe(t, v.e, events.Request{Durable: "gone"})
 		s.started()
 		last := v.inserts("a", "shop.orders", 1, 5)
-		if err := v.ob.Ack("sink", last, 5); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 5); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 1 {

@@ -77,7 +77,7 @@ func runChild(dir string) error {
 		return err
 	}
 	defer ob.Close()
-	sink, err := ob.RegisterSink("k")
+	sink, err := ob.RegisterSink(outbox.SinkCursor("k"))
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func runChild(dir string) error {
 		}
 		if len(recs) > 0 {
 			acked = recs[len(recs)-1].Seq
-			if err := ob.Ack("k", acked, uint64(len(recs))); err != nil {
+			if err := ob.Ack(outbox.SinkCursor("k"), acked, uint64(len(recs))); err != nil {
 				return err
 			}
 		}
@@ -180,7 +180,7 @@ func checkAfterCrash(t *testing.T, dir string) (last, acked uint64) {
 	if token := strconv.FormatUint(st.Last, 10); st.Last > 0 && string(src.Token) != token {
 		t.Fatalf("checkpoint %q, last sequence %d: the checkpoint must cover exactly the appended events", src.Token, st.Last)
 	}
-	sink, ok, err := ob.Sink("k")
+	sink, ok, err := ob.Sink(outbox.SinkCursor("k"))
 	if err != nil || (!ok && st.Last > 0) {
 		t.Fatalf("cursor of sink k: %v, %v", ok, err)
 	}

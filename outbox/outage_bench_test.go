@@ -316,7 +316,7 @@ func openGodwitStore(dir string) (*godwitStore, error) {
 	if s.ob, err = outbox.Open(s.path, outbox.Options{MaxBytes: -1}); err != nil {
 		return nil, err
 	}
-	_, err = s.ob.RegisterSink("sink")
+	_, err = s.ob.RegisterSink(outbox.SinkCursor("sink"))
 	return s, err
 }
 
@@ -334,7 +334,7 @@ func (s *godwitStore) read(after uint64, n int) (uint64, int, error) {
 }
 
 func (s *godwitStore) wait(ctx context.Context, after uint64) error { return s.ob.Wait(ctx, after) }
-func (s *godwitStore) ack(seq uint64) error                         { return s.ob.Ack("sink", seq, 1) }
+func (s *godwitStore) ack(seq uint64) error                         { return s.ob.Ack(outbox.SinkCursor("sink"), seq, 1) }
 func (s *godwitStore) close() error                                 { return s.ob.Close() }
 
 func (s *godwitStore) state() (int64, string) {

@@ -151,9 +151,9 @@ type Outbox struct {
 	last    uint64
 	oldest  uint64
 	bytes   int64
-	sinks   map[string]uint64 // registered sinks → acked
-	holds   map[string]uint64 // readers without a cursor → last read (see Hold)
-	changed chan struct{}     // closed and replaced on every append, retention or pause
+	sinks   map[CursorID]uint64 // registered cursors → acked
+	holds   map[string]uint64   // readers without a cursor → last read (see Hold)
+	changed chan struct{}       // closed and replaced on every append, retention or pause
 	// committed is closed and replaced after every committed write
 	// transaction (see WaitUntil).
 	committed chan struct{}
@@ -180,7 +180,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Outbox{db: db, path: path, dir: SegmentDir(path), opts: opts, sinks: map[string]uint64{}, holds: map[string]uint64{},
+	o := &Outbox{db: db, path: path, dir: SegmentDir(path), opts: opts, sinks: map[CursorID]uint64{}, holds: map[string]uint64{},
 		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = closeSegments(o.segs)
@@ -402,7 +402,7 @@ func (o *Outbox) broadcastLocked() {
 
 // DeadLetter returns the sink's dead letter for sequence seq, if it parked
 // that event.
-func (o *Outbox) DeadLetter(sink string, seq uint64) (DeadLetter, bool, error) {
+func (o *Outbox) DeadLetter(sink CursorID, seq uint64) (DeadLetter, bool, error) {
 	var dl DeadLetter
 	var found bool
 	err := o.viewTx(func(tx *bolt.Tx) error {

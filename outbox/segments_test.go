@@ -83,10 +83,10 @@ func TestOpen_SingleFileOutbox(t *testing.T) {
 	if src, ok, _ := ob.Source("s"); !ok || string(src.Token) != "300" || src.Captured != 300 || src.Fingerprint != "fp" {
 		t.Errorf("migrated source = %+v", src)
 	}
-	if sink, ok, _ := ob.Sink("k"); !ok || sink.Acked != 120 || sink.Parked != 1 {
+	if sink, ok, _ := ob.Sink(outbox.SinkCursor("k")); !ok || sink.Acked != 120 || sink.Parked != 1 {
 		t.Errorf("migrated sink = %+v", sink)
 	}
-	if dead, err := ob.DeadLetters("k"); err != nil || len(dead) != 1 || dead[0].Record.Seq != 120 || dead[0].Error != "boom" {
+	if dead, err := ob.DeadLetters(outbox.SinkCursor("k")); err != nil || len(dead) != 1 || dead[0].Record.Seq != 120 || dead[0].Error != "boom" {
 		t.Errorf("migrated dead letters = %+v, %v", dead, err)
 	}
 	recs := mustRead(t, ob, 120, 1000, 0)

@@ -124,7 +124,7 @@ func openSink(t testing.TB, cfg replicate.Config, target *mongodb.Conn, opts ...
 // startRunner drains ob into s. The runner registers its cursor first.
 func startRunner(t testing.TB, ob *outbox.Outbox, id string, s sink.Sink, policy string) *pipe {
 	t.Helper()
-	r := sink.NewRunner(id, ob, s, sink.RunnerConfig{BatchSize: 200, MaxAttempts: 3, Policy: policy,
+	r := sink.NewRunner(outbox.SinkCursor(id), ob, s, sink.RunnerConfig{BatchSize: 200, MaxAttempts: 3, Policy: policy,
 		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}, testLog(t))
 	if _, err := r.Register(); err != nil {
 		t.Fatal(err)

@@ -245,7 +245,7 @@ func runChild(dir, target string, final bool) error {
 	if err != nil {
 		return err
 	}
-	r := sink.NewRunner("k", ob, s, sink.RunnerConfig{BatchSize: 100, Policy: sink.PolicyHalt}, log)
+	r := sink.NewRunner(outbox.SinkCursor("k"), ob, s, sink.RunnerConfig{BatchSize: 100, Policy: sink.PolicyHalt}, log)
 	if _, err := r.Register(); err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func TestRunner_SinkHaltOverridesParkPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &haltingSink{}
-	r := sink.NewRunner("h", ob, h, sink.RunnerConfig{Policy: sink.PolicyPark, MinBackoff: time.Millisecond}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("h"), ob, h, sink.RunnerConfig{Policy: sink.PolicyPark, MinBackoff: time.Millisecond}, zerolog.Nop())
 	err = r.Run(context.Background())
 	if !errors.Is(err, sink.ErrHalted) {
 		t.Fatalf("Run = %v, want ErrHalted", err)

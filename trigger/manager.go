@@ -377,12 +377,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func sinkID(triggerID string) string { return "trigger:" + triggerID }
+func sinkID(triggerID string) outbox.CursorID { return outbox.TriggerCursor(triggerID) }
 
 // SinkID returns the outbox sink id of a trigger's cursor (and dead
 // letters): in the outbox for database triggers, in the trigger queue for
 // the others.
-func SinkID(triggerID string) string { return sinkID(triggerID) }
+func SinkID(triggerID string) outbox.CursorID { return sinkID(triggerID) }
 
 // outboxOf returns where triggers of type typ read their events.
 func (m *Manager) outboxOf(typ Type) *outbox.Outbox {

@@ -97,7 +97,7 @@ func drain(t *testing.T, ob *outbox.Outbox, s sink.Sink, upTo uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := sink.NewRunner("conf", ob, s, sink.RunnerConfig{BatchSize: 7, MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("conf"), ob, s, sink.RunnerConfig{BatchSize: 7, MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	if err := r.WaitAcked(ctx, upTo); err != nil {
