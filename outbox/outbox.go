@@ -65,7 +65,7 @@ type SourceState struct {
 	// obtained with.
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// State is StateRunning or StateHalted.
-	State string `json:"state"`
+	State State `json:"state"`
 	// Reason says why a halted source stopped and what to do.
 	Reason string `json:"reason,omitempty"`
 	// Captured counts events appended for this source.
@@ -76,10 +76,18 @@ type SourceState struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// State is whether a source captures. It is stored, and shown by status
+// and the admin API, as its string.
+type State string
+
 // Source states.
 const (
-	StateRunning = "running"
-	StateHalted  = "halted"
+	// StateRunning: the source captures (also after a restart).
+	StateRunning State = "running"
+	// StateHalted: capture stopped for a reason someone must act on
+	// (SourceState.Reason says which, typically `godwit resync`); a
+	// restart does not resume it.
+	StateHalted State = "halted"
 )
 
 // SinkState is a sink's cursor and counters.

@@ -171,7 +171,7 @@ func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 type Status struct {
 	// State is running, disabled, halted, waiting (its function is
 	// disabled) or error (it could not start; LastError says why).
-	State     string
+	State     State
 	LastError string
 	// Acked is the highest sequence handled: of the outbox for database
 	// triggers, of the trigger queue for the others.
