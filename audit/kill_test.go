@@ -62,7 +62,7 @@ func killHelper(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if ob.LastSeq() == 0 {
 		if _, err := ob.Append(ctx, "src", killEvents(), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
 			return err

@@ -78,7 +78,7 @@ func TestSink_embeddedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	last, err := ob.Append(ctx, "embedded", raws, outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}})
 	if err != nil {
 		t.Fatal(err)

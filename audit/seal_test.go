@@ -349,7 +349,7 @@ func TestSink_refusesForgedTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	drops := func(from, n int) [][]byte {
 		var out [][]byte
 		for i := range n {

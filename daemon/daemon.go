@@ -369,7 +369,7 @@ func (d *Daemon) Close(ctx context.Context) error {
 		errs = append(errs, c.Close(ctx))
 	}
 	if d.ob != nil {
-		errs = append(errs, d.ob.Close())
+		errs = append(errs, d.ob.Close(ctx))
 	}
 	return errors.Join(errs...)
 }

@@ -219,7 +219,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	sinks, err := ob.Sinks()
 	if err != nil {
 		return sum, err

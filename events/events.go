@@ -117,8 +117,11 @@ type Engine struct {
 	cfg Config
 	log zerolog.Logger
 
-	mu      sync.Mutex
-	closed  bool
+	mu     sync.Mutex
+	closed bool
+	// drained is closed once the engine is closed and every stream has
+	// ended.
+	drained chan struct{}
 	nextID  uint64
 	subs    map[uint64]*sub
 	durable map[string]*sub   // connected durable subscriptions by name
@@ -144,7 +147,7 @@ type sub struct {
 func Open(ob *outbox.Outbox, cfg Config, log zerolog.Logger) (*Engine, error) {
 	cfg.defaults()
 	e := &Engine{ob: ob, cfg: cfg, log: log.With().Str("component", "events").Logger(),
-		subs: map[uint64]*sub{}, durable: map[string]*sub{}, lastErr: map[string]string{}}
+		subs: map[uint64]*sub{}, durable: map[string]*sub{}, lastErr: map[string]string{}, drained: make(chan struct{})}
 	sinks, err := ob.Sinks()
 	if err != nil {
 		return nil, fmt.Errorf("open event subscriptions: %w", err)
@@ -159,23 +162,43 @@ func Open(ob *outbox.Outbox, cfg Config, log zerolog.Logger) (*Engine, error) {
 	return e, nil
 }
 
-// Run waits until ctx ends, then closes the engine: running streams end
-// with ErrClosed. (gRPC's graceful stop waits for streams, which end only
-// when told to.)
+// Run waits until ctx ends, then tells every stream to end with ErrClosed
+// and refuses new ones, without waiting for them (gRPC's graceful stop
+// waits for streams, which end only when told to). Close waits.
 func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
-	e.Close()
+	e.stop()
 	return nil
 }
 
-// Close ends every stream with ErrClosed and refuses new ones. Durable
-// cursors stay registered until the outbox closes.
-func (e *Engine) Close() {
+// Close ends every stream with ErrClosed, refuses new ones and waits until
+// every Subscribe call has returned, so that the outbox can be closed
+// after it; when ctx ends first it returns ctx's error. A stream blocked
+// in its send function ends when send returns. Durable cursors stay
+// registered until the outbox closes.
+func (e *Engine) Close(ctx context.Context) error {
+	e.stop()
+	select {
+	case <-e.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close event subscriptions: %w: a stream is still sending", ctx.Err())
+	}
+}
+
+// stop ends every stream and refuses new ones.
+func (e *Engine) stop() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
 	e.closed = true
 	for _, s := range e.subs {
 		s.cancel(ErrClosed)
+	}
+	if len(e.subs) == 0 {
+		close(e.drained)
 	}
 }
 
@@ -244,6 +267,9 @@ func (e *Engine) remove(s *sub, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.subs, s.id)
+	if e.closed && len(e.subs) == 0 {
+		close(e.drained)
+	}
 	if s.durable && e.durable[s.name] == s {
 		delete(e.durable, s.name)
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrDeleted) {

@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/events"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
@@ -416,17 +417,69 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 }
 
 func TestEngine_Close(t *testing.T) {
-	v := newEnv(t, outbox.Options{})
-	s := subscribe(t, v.e, events.Request{})
-	s.started()
-	v.e.Close()
-	if err := s.end(); !errors.Is(err, events.ErrClosed) {
-		t.Fatalf("stream ended with %v, want ErrClosed", err)
-	}
-	err := v.e.Subscribe(context.Background(), events.Request{}, func(events.Message) error { return nil })
-	if !errors.Is(err, events.ErrClosed) {
-		t.Fatalf("Subscribe after Close = %v", err)
-	}
+	t.Run("EndsStreams", func(t *testing.T) {
+		v := newEnv(t, outbox.Options{})
+		s := subscribe(t, v.e, events.Request{})
+		s.started()
+		if err := v.e.Close(testwait.Context(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.end(); !errors.Is(err, events.ErrClosed) {
+			t.Fatalf("stream ended with %v, want ErrClosed", err)
+		}
+		err := v.e.Subscribe(context.Background(), events.Request{}, func(events.Message) error { return nil })
+		if !errors.Is(err, events.ErrClosed) {
+			t.Fatalf("Subscribe after Close = %v", err)
+		}
+	})
+
+	// Close returns once no stream can read the outbox any more, so the
+	// outbox may be closed next; a stream stuck in its send holds it.
+	t.Run("WaitsForStreams", func(t *testing.T) {
+		v := newEnv(t, outbox.Options{})
+		started, sending, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- v.e.Subscribe(context.Background(), events.Request{}, func(m events.Message) error {
+				switch {
+				case m.Started != nil:
+					close(started)
+				case m.Event != nil:
+					close(sending)
+					<-release
+				}
+				return nil
+			})
+		}()
+		recv := func(ch chan struct{}, what string) {
+			t.Helper()
+			select {
+			case <-ch:
+			case <-time.After(wait):
+				t.Fatalf("no %s within the test's bound", what)
+			}
+		}
+		recv(started, "Started message")
+		v.inserts("a", "shop.orders", 1, 1)
+		recv(sending, "event")
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := v.e.Close(cancelled); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Close with a stream in send = %v, want context.Canceled", err)
+		}
+		close(release)
+		if err := v.e.Close(testwait.Context(t)); err != nil {
+			t.Fatalf("Close after the send returned = %v", err)
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, events.ErrClosed) {
+				t.Fatalf("stream ended with %v, want ErrClosed", err)
+			}
+		default:
+			t.Fatal("Close returned before the stream did")
+		}
+	})
 }
 
 func TestEngine_Subscriptions(t *testing.T) {

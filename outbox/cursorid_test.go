@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -112,7 +113,7 @@ func TestOutbox_Open_stringKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ob.Close(); err != nil {
+	if err := ob.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -176,7 +177,7 @@ func TestOutbox_Open_stringKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := ob.Close(); err != nil {
+	if err := ob.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	db, err = bolt.Open(path, 0o600, nil)

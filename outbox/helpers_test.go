@@ -23,7 +23,7 @@ func openOutbox(t testing.TB, path string, opts outbox.Options) *outbox.Outbox {
 		t.Fatalf("open outbox: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Errorf("close outbox: %v", err)
 		}
 		checkFile(t, path)
@@ -45,7 +45,7 @@ func checkFile(t testing.TB, path string) {
 		t.Errorf("reopen outbox for the check: %v", err)
 		return
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if err := ob.Check(); err != nil {
 		t.Errorf("outbox check: %v", err)
 	}

@@ -76,7 +76,7 @@ func runChild(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	sink, err := ob.RegisterSink(outbox.SinkCursor("k"))
 	if err != nil {
 		return err
@@ -168,7 +168,7 @@ func checkAfterCrash(t *testing.T, dir string) (last, acked uint64) {
 	if err != nil {
 		t.Fatalf("reopen after the crash: %v", err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if err := ob.Check(); err != nil {
 		t.Fatalf("check after the crash: %v", err)
 	}
@@ -299,7 +299,7 @@ func finish(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if st := ob.Stats(); st.Segments != 1 || st.Bytes != 0 {
 		t.Fatalf("drained outbox keeps %d segments, %d bytes; want 1 and 0", st.Segments, st.Bytes)
 	}

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,8 +167,12 @@ type Outbox struct {
 	// transaction (see WaitUntil).
 	committed chan struct{}
 	closed    bool
-	paused    int           // appends waiting for space
-	pauseCh   chan struct{} // closed and replaced when an append starts waiting
+	// filesClosed is closed when Close has closed the files, with the
+	// result in closeErr.
+	filesClosed chan struct{}
+	closeErr    error
+	paused      int           // appends waiting for space
+	pauseCh     chan struct{} // closed and replaced when an append starts waiting
 }
 
 // Open opens or creates the outbox at path: a small bbolt file with the
@@ -189,7 +194,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 		return nil, err
 	}
 	o := &Outbox{db: db, path: path, dir: SegmentDir(path), opts: opts, sinks: map[CursorID]uint64{}, holds: map[string]uint64{},
-		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{})}
+		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{}), filesClosed: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = closeSegments(o.segs)
 		_ = o.db.Close()
@@ -381,18 +386,35 @@ func (o *Outbox) removeSegments(segs []*segment) error {
 // Path returns the file path.
 func (o *Outbox) Path() string { return o.path }
 
-// Close closes the file. Blocked Append and Wait calls return ErrClosed.
-func (o *Outbox) Close() error {
+// Close closes the outbox. Blocked Append, Wait, WaitUntil and WaitPaused
+// calls return ErrClosed at once and new calls are refused; Close then
+// waits for the transactions in flight (writes, and reads of every file)
+// to end, closes the files and returns every error doing so. When ctx ends
+// first, Close returns ctx's error and the files close as soon as the last
+// transaction ends; a later Close waits for that again. Once the files are
+// closed, every call returns the same result.
+func (o *Outbox) Close(ctx context.Context) error {
 	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
-		return nil
+	if !o.closed {
+		o.closed = true
+		o.broadcastLocked()
+		close(o.committed)
+		close(o.pauseCh)
+		go o.closeFiles()
 	}
-	o.closed = true
-	o.broadcastLocked()
-	close(o.committed)
-	close(o.pauseCh)
 	o.mu.Unlock()
+	select {
+	case <-o.filesClosed:
+		return o.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("close outbox %s: %w: reads or writes are still in flight; the files close when they end", o.path, ctx.Err())
+	}
+}
+
+// closeFiles waits for the writers, closes the files (bbolt waits for
+// their readers) and publishes the result (once, after o.closed is set).
+func (o *Outbox) closeFiles() {
+	defer close(o.filesClosed)
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	o.metaMu.Lock()
@@ -400,7 +422,7 @@ func (o *Outbox) Close() error {
 	o.mu.Lock()
 	segs := o.segs
 	o.mu.Unlock()
-	return errors.Join(closeSegments(segs), o.db.Close())
+	o.closeErr = errors.Join(closeSegments(segs), o.db.Close())
 }
 
 func (o *Outbox) broadcastLocked() {

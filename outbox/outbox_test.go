@@ -518,7 +518,7 @@ func TestOutbox_Ack(t *testing.T) {
 		if ob.Stats().Oldest != 3 {
 			t.Fatalf("oldest = %d, want 3 while both are registered", ob.Stats().Oldest)
 		}
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		// The sink "gone" was removed from the configuration.
@@ -542,7 +542,7 @@ func TestOutbox_Ack(t *testing.T) {
 		ob, _ := newOutbox(t, outbox.Options{})
 		mustRegister(t, ob, "k")
 		mustAppend(t, ob, "s", events(1, 2, 30), "t")
-		ob.Close()
+		ob.Close(context.Background())
 		if err := ob.Ack(outbox.SinkCursor("k"), 1, 1); !errors.Is(err, outbox.ErrClosed) {
 			t.Fatalf("Ack after Close = %v, want ErrClosed", err)
 		}
@@ -719,7 +719,7 @@ func TestOpen(t *testing.T) {
 		sources, _ := ob.Sources()
 		dead, _ := ob.DeadLetters(outbox.SinkCursor("b"))
 		retained := mustRead(t, ob, stats.Oldest-1, 100, 0)
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 
@@ -806,39 +806,86 @@ func TestOpen(t *testing.T) {
 }
 
 func TestOutbox_Close(t *testing.T) {
-	size := 100 - int(recordBytes("s", 0))
-	ob, _ := newOutbox(t, outbox.Options{MaxBytes: 250})
-	mustRegister(t, ob, "k")
-	mustAppend(t, ob, "s", events(1, 2, size), "t")
-	ctx := waitCtx(t)
-	blocked := appendAsync(ctx, ob, "s", events(3, 1, size), "t3")
-	if err := ob.WaitPaused(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waiting := make(chan error, 1)
-	go func() { waiting <- ob.Wait(ctx, 2) }()
+	t.Run("EndsWaiters", func(t *testing.T) {
+		size := 100 - int(recordBytes("s", 0))
+		ob, _ := newOutbox(t, outbox.Options{MaxBytes: 250})
+		mustRegister(t, ob, "k")
+		mustAppend(t, ob, "s", events(1, 2, size), "t")
+		ctx := waitCtx(t)
+		blocked := appendAsync(ctx, ob, "s", events(3, 1, size), "t3")
+		if err := ob.WaitPaused(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiting := make(chan error, 1)
+		go func() { waiting <- ob.Wait(ctx, 2) }()
 
-	if err := ob.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-blocked; !errors.Is(r.err, outbox.ErrClosed) {
-		t.Errorf("blocked Append after Close = %v, want ErrClosed", r.err)
-	}
-	if err := <-waiting; !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Wait after Close = %v, want ErrClosed", err)
-	}
-	if err := ob.WaitPaused(ctx); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("WaitPaused after Close = %v, want ErrClosed", err)
-	}
-	if _, err := ob.Append(ctx, "s", events(4, 1, 30), outbox.Checkpoint{}); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Append after Close = %v, want ErrClosed", err)
-	}
-	if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Read after Close = %v, want ErrClosed", err)
-	}
-	if err := ob.Close(); err != nil {
-		t.Errorf("second Close = %v", err)
-	}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-blocked; !errors.Is(r.err, outbox.ErrClosed) {
+			t.Errorf("blocked Append after Close = %v, want ErrClosed", r.err)
+		}
+		if err := <-waiting; !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Wait after Close = %v, want ErrClosed", err)
+		}
+		if err := ob.WaitPaused(ctx); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("WaitPaused after Close = %v, want ErrClosed", err)
+		}
+		if _, err := ob.Append(ctx, "s", events(4, 1, 30), outbox.Checkpoint{}); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Append after Close = %v, want ErrClosed", err)
+		}
+		if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Errorf("second Close = %v", err)
+		}
+	})
+
+	// Close waits for a read in flight before it closes the files, as
+	// long as its context allows; then the files close when the read ends.
+	t.Run("WaitsForReaders", func(t *testing.T) {
+		ob, path := newOutbox(t, outbox.Options{})
+		mustAppend(t, ob, "s", events(1, 2, 30), "t")
+		reading, release := make(chan struct{}), make(chan struct{})
+		read := make(chan error, 1)
+		go func() {
+			read <- ob.View(func(v outbox.View) error {
+				close(reading)
+				<-release
+				if _, _, err := v.Source("s"); err != nil {
+					return err
+				}
+				return nil
+			})
+		}()
+		<-reading
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := ob.Close(cancelled); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "in flight") {
+			t.Fatalf("Close with a read in flight = %v, want context.Canceled saying why", err)
+		}
+		if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if _, err := outbox.Open(path, outbox.Options{LockTimeout: time.Millisecond}); !errors.Is(err, outbox.ErrLocked) {
+			t.Fatalf("Open while the read holds the file = %v, want ErrLocked", err)
+		}
+		close(release)
+		if err := <-read; err != nil {
+			t.Fatalf("the read in flight failed: %v", err)
+		}
+		if err := ob.Close(waitCtx(t)); err != nil {
+			t.Fatalf("Close after the read ended = %v", err)
+		}
+		again, err := outbox.Open(path, outbox.Options{LockTimeout: time.Millisecond})
+		if err != nil {
+			t.Fatalf("Open after Close = %v", err)
+		}
+		if err := again.Close(waitCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestOutbox_Check(t *testing.T) {
@@ -852,7 +899,7 @@ func TestOutbox_Check(t *testing.T) {
 	if err := ob.Check(); err != nil {
 		t.Fatalf("check of a sound outbox: %v", err)
 	}
-	ob.Close()
+	ob.Close(context.Background())
 	segs, err := filepath.Glob(filepath.Join(outbox.SegmentDir(path), "*.seg"))
 	if err != nil || len(segs) != 1 {
 		t.Fatalf("segments of a new outbox: %v, %v", segs, err)
@@ -864,7 +911,7 @@ func TestOutbox_Check(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	err = ob.Check()
 	if !errors.Is(err, outbox.ErrCorruptRecord) || !strings.Contains(err.Error(), "stored size") {
 		t.Fatalf("check of a damaged outbox = %v, want a corrupt record and a size mismatch", err)

@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,7 +25,7 @@ func TestOutbox_Segments(t *testing.T) {
 			t.Fatalf("read across segments = %v", got)
 		}
 		src, _, _ := ob.Source("s")
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		ob = openOutbox(t, path, opts)
@@ -62,7 +63,7 @@ func TestOutbox_Segments(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 		if err := os.RemoveAll(outbox.SegmentDir(path)); err != nil {
 			t.Fatal(err)
 		}

@@ -120,7 +120,7 @@ func TestOutbox_WaitUntil(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- ob.WaitUntil(waitCtx(t), never) }()
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-done; !errors.Is(err, outbox.ErrClosed) {

@@ -62,7 +62,7 @@ func openOutbox(t testing.TB) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 	})
 	return ob
 }

@@ -239,7 +239,7 @@ func runChild(dir, target string, final bool) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	cfg := replicate.Config{ID: "k", Source: "src", Target: childTarget(dir, target), Include: []string{"shop.*"}, CopyBatchSize: 20, Workers: 3}
 	s, err := replicate.Open(ctx, cfg, dst, meta, log)
 	if err != nil {

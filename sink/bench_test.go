@@ -24,7 +24,7 @@ func BenchmarkRunnerDrain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if _, err := ob.RegisterSink(outbox.SinkCursor("nop")); err != nil {
 		b.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func newOutbox(t testing.TB, opts outbox.Options) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Errorf("close outbox: %v", err)
 		}
 	})

@@ -32,7 +32,7 @@ func TestRunner_SinkHaltOverridesParkPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if _, err := ob.Append(context.Background(), "s", sinktest.Inserts(5), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
 		t.Fatal(err)
 	}

@@ -285,7 +285,7 @@ func TestRunner_Run(t *testing.T) {
 		if err := r.WaitAcked(waitCtx(t), last); err != nil {
 			t.Fatal(err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 		if err := <-done; err != nil {
 			t.Fatalf("Run after the outbox closed = %v, want nil", err)
 		}

@@ -289,7 +289,7 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	}
 	rt, err := wasm.New(ctx, cfg.Wasm)
 	if err != nil {
-		_ = queue.Close()
+		_ = queue.Close(ctx)
 		return nil, fmt.Errorf("open triggers: %w", err)
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
@@ -373,7 +373,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		delete(m.modules, id)
 	}
 	m.modMu.Unlock()
-	errs = append(errs, m.rt.Close(ctx), m.queue.Close())
+	errs = append(errs, m.rt.Close(ctx), m.queue.Close(ctx))
 	return errors.Join(errs...)
 }
 

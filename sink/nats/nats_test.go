@@ -484,7 +484,7 @@ func TestSink_StartsWhileServerIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	want := records(brokertest.Events(5, 2, 100))
 	raws := make([][]byte, len(want))
 	for i, r := range want {

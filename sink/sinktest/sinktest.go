@@ -74,7 +74,7 @@ func newOutbox(t *testing.T, dir string) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 	})
 	return ob
 }

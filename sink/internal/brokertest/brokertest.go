@@ -84,7 +84,7 @@ func BackPressure(t *testing.T, s sink.Sink, down, up func()) []outbox.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	failures := make(chan error, 100)
 	r := sink.NewRunner(outbox.SinkCursor("broker"), ob, s, sink.RunnerConfig{BatchSize: 4, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		MaxAttempts: 1 << 30, OnDeliver: func(_ time.Duration, _ int, err error) {
@@ -181,7 +181,7 @@ func runChild(dir string, open Opener) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if ob.LastSeq() == 0 {
 		// One transaction: a kill leaves all of them or none.
 		if _, err := ob.Append(ctx, "src", Events(CrashEvents, 100, 256), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
