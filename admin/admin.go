@@ -91,7 +91,7 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 	}
 	stored, _ := ob.Sources()
 	for _, src := range st.Sources {
-		p := &pb.SourceStatus{Id: src.ID, Uri: uris[src.ID], State: src.State, Reason: src.Reason,
+		p := &pb.SourceStatus{Id: src.ID, Uri: uris[src.ID], State: string(src.State), Reason: src.Reason,
 			LastError: logging.RedactText(src.LastError), Captured: src.Captured, Filtered: src.Filtered,
 			LagSeconds: src.LagSeconds, TokenTime: timeOrNil(src.TokenTime)}
 		if ct := stored[src.ID].LastClusterTime; ct != 0 {
@@ -121,7 +121,7 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 		}
 		for _, t := range triggers {
 			tst := m.Status(t)
-			p := &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: tst.State,
+			p := &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: string(tst.State),
 				Invocations: tst.Invocations, DeadLetters: tst.DeadLetters, LastError: tst.LastError, LastFired: timeOrNil(tst.LastFired),
 				Acked: tst.Acked, Backlog: tst.Backlog, LogDroppedLines: tst.LogDroppedLines, LogDroppedBytes: tst.LogDroppedBytes}
 			res.Triggers = append(res.Triggers, p)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/godwit-dev/godwit/admin"
 	"github.com/godwit-dev/godwit/auth"
+	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/outbox"
@@ -277,7 +278,7 @@ func TestWatchHealth(t *testing.T) {
 		}
 		return cur
 	}
-	src := func(state string) daemon.Status {
+	src := func(state capture.State) daemon.Status {
 		st := daemon.Status{Sources: []daemon.SourceStatus{{}}, Sinks: []daemon.SinkStatus{{}}}
 		st.Sources[0].ID, st.Sources[0].State = "a", state
 		st.Sinks[0].ID = "s"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/daemon"
 )
 
@@ -28,7 +29,7 @@ func Health(st daemon.Status) map[string]bool {
 	out := map[string]bool{}
 	all := true
 	for _, s := range st.Sources {
-		ok := s.State == "running"
+		ok := s.State == capture.StateRunning
 		out[SourceHealthName(s.ID)] = ok
 		all = all && ok
 	}

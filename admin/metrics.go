@@ -74,7 +74,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			states := map[string]float64{}
 			for _, t := range triggers {
 				st := m.Status(t)
-				states[st.State]++
+				states[string(st.State)]++
 				if !c.names {
 					continue
 				}
@@ -83,7 +83,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				if st.State == trigger.StateRunning {
 					up = 1
 				}
-				ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, st.State)
+				ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, string(st.State))
 				ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(st.Parked), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(st.DeadLetters), t.ID, t.Name)
 				ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(st.Backlog), t.ID, t.Name)

@@ -62,7 +62,7 @@ func killHelper(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if ob.LastSeq() == 0 {
 		if _, err := ob.Append(ctx, "src", killEvents(), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
 			return err
@@ -72,7 +72,7 @@ func killHelper(dir string) error {
 	if err != nil {
 		return err
 	}
-	r := sink.NewRunner("audit", ob, s, sink.RunnerConfig{BatchSize: 5, MaxAttempts: 1000, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("audit"), ob, s, sink.RunnerConfig{BatchSize: 5, MaxAttempts: 1000, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()

@@ -78,7 +78,7 @@ func TestSink_embeddedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	last, err := ob.Append(ctx, "embedded", raws, outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func TestSink_embeddedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := sink.NewRunner("audit", ob, s, sink.RunnerConfig{BatchSize: 4}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("audit"), ob, s, sink.RunnerConfig{BatchSize: 4}, zerolog.Nop())
 	rctx, rcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()

@@ -349,7 +349,7 @@ func TestSink_refusesForgedTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	drops := func(from, n int) [][]byte {
 		var out [][]byte
 		for i := range n {
@@ -358,7 +358,7 @@ func TestSink_refusesForgedTail(t *testing.T) {
 		return out
 	}
 	run := func(s *audit.Sink, wantAcked uint64) (*sink.Runner, error) {
-		r := sink.NewRunner("audit", ob, s, sink.RunnerConfig{MaxAttempts: 1}, zerolog.Nop())
+		r := sink.NewRunner(outbox.SinkCursor("audit"), ob, s, sink.RunnerConfig{MaxAttempts: 1}, zerolog.Nop())
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- r.Run(rctx) }()

@@ -153,7 +153,7 @@ type EchoFilter interface {
 // Status is a snapshot of a source.
 type Status struct {
 	ID        string    `json:"id"`
-	State     string    `json:"state"`
+	State     State     `json:"state"`
 	Reason    string    `json:"reason,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	Captured  uint64    `json:"captured"`
@@ -161,18 +161,30 @@ type Status struct {
 	LastEvent time.Time `json:"last_event_time,omitempty"`
 }
 
-// States reported in Status besides the outbox's running and halted.
+// State is what a source is doing now, as status shows it: the stored
+// states of the outbox (running, halted) and those only a running
+// process has.
+type State string
+
+// States reported in Status.
 const (
-	StateStarting = "starting"
+	// StateStarting: Run has not opened the stream yet.
+	StateStarting State = "starting"
+	// StateRunning: the stream is open and events are captured.
+	StateRunning = State(outbox.StateRunning)
+	// StateHalted: capture stopped until someone acts; Reason says how
+	// (the state is stored: a restart stays halted).
+	StateHalted = State(outbox.StateHalted)
 	// StateReconnecting: the stream failed in a way the change-streams
 	// specification calls resumable (network, failover); capture reopens it
 	// with backoff.
-	StateReconnecting = "reconnecting"
+	StateReconnecting State = "reconnecting"
 	// StateFailing: the server refused the stream in a way that needs
 	// someone to act (a missing privilege, an unexpected server error);
 	// capture retries slowly and LastError says what is wrong.
-	StateFailing = "failing"
-	StateStopped = "stopped"
+	StateFailing State = "failing"
+	// StateStopped: Run returned after its context ended.
+	StateStopped State = "stopped"
 )
 
 // Source captures one deployment's change stream.
@@ -247,7 +259,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return s.halt(fmt.Sprintf("stored state is unreadable: %v; run `godwit resync --config FILE --source %s`", err, s.cfg.ID), true)
 	}
 	if st.State == outbox.StateHalted {
-		s.set(func(x *Status) { x.State, x.Reason, x.Captured = outbox.StateHalted, st.Reason, st.Captured })
+		s.set(func(x *Status) { x.State, x.Reason, x.Captured = StateHalted, st.Reason, st.Captured })
 		s.haltedOnce.Do(func() { close(s.halted) })
 		s.log.Error().Str("reason", st.Reason).Msg("source is halted; not capturing")
 		return fmt.Errorf("source %s: %w: %s", s.cfg.ID, ErrHalted, st.Reason)
@@ -333,7 +345,7 @@ func (s *Source) halt(reason string, persistent bool) error {
 			s.log.Error().Err(err).Msg("could not store halted state")
 		}
 	}
-	s.set(func(x *Status) { x.State, x.Reason = outbox.StateHalted, reason })
+	s.set(func(x *Status) { x.State, x.Reason = StateHalted, reason })
 	s.log.Error().Str("reason", reason).Bool("until_resync", persistent).Msg("source halted")
 	if s.cfg.OnHalt != nil {
 		s.cfg.OnHalt(s.cfg.ID, reason)
@@ -424,7 +436,7 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 			token = initial
 		}
 	}
-	s.set(func(x *Status) { x.State, x.LastError = outbox.StateRunning, "" })
+	s.set(func(x *Status) { x.State, x.LastError = StateRunning, "" })
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.log.Info().Str("uri", s.conn.Redacted).Bool("resumed", len(token) > 0).Msg("change stream open")
 

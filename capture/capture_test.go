@@ -216,7 +216,7 @@ func TestSource_BackPressurePausesWithoutLoss(t *testing.T) {
 	ob := openOutbox(t, outbox.Options{MaxBytes: bound})
 	var got []outbox.Record
 	g := gate{open: make(chan struct{}), got: &got}
-	runner := sink.NewRunner("stalled", ob, g, sink.RunnerConfig{BatchSize: 10}, zerolog.Nop())
+	runner := sink.NewRunner(outbox.SinkCursor("stalled"), ob, g, sink.RunnerConfig{BatchSize: 10}, zerolog.Nop())
 	if _, err := runner.Register(); err != nil {
 		t.Fatal(err)
 	}

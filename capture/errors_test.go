@@ -67,7 +67,7 @@ func TestSource_Real_PermanentErrorsHalt(t *testing.T) {
 				t.Fatalf("Run = %v, want ErrHalted", err)
 			}
 			st := src.Status()
-			if st.State != outbox.StateHalted || !strings.Contains(st.Reason, tc.want) {
+			if st.State != capture.StateHalted || !strings.Contains(st.Reason, tc.want) {
 				t.Fatalf("status %q reason %q, want halted with %q", st.State, st.Reason, tc.want)
 			}
 			if strings.Contains(st.Reason, "history") || strings.Contains(st.Reason, "resync") {
@@ -142,7 +142,7 @@ func TestSource_Real_UnauthorizedIsFailing(t *testing.T) {
 		}
 	}
 	waitEvents(t, ob, 1)
-	if st := src.Status(); st.State != outbox.StateRunning {
+	if st := src.Status(); st.State != capture.StateRunning {
 		t.Fatalf("after the grant: %q %q", st.State, st.LastError)
 	}
 }

@@ -76,7 +76,7 @@ func openOutbox(t *testing.T, opts outbox.Options) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox consistency: %v", err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 	})
 	return ob
 }

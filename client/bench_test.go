@@ -148,7 +148,7 @@ func benchServer(b *testing.B, raw []byte, n int) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ob.Close() })
+	b.Cleanup(func() { ob.Close(context.Background()) })
 	evs := make([][]byte, 1000)
 	for i := range evs {
 		evs[i] = raw
@@ -169,6 +169,6 @@ func benchServer(b *testing.B, raw []byte, n int) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
-	b.Cleanup(func() { e.Close(); cancel(); <-served })
+	b.Cleanup(func() { e.Close(context.Background()); cancel(); <-served })
 	return srv.Addr()
 }

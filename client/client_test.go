@@ -16,7 +16,6 @@ import (
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/client"
-	"github.com/godwit-dev/godwit/events"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
@@ -392,7 +391,7 @@ func TestStream_AckCheckpoint(t *testing.T) {
 	}()
 	others := write(t, srv, 20, insertN("other", 0, 20))
 	err := srv.Daemon.Outbox().WaitUntil(ctx, func(v outbox.View) (bool, error) {
-		st, _, err := v.Sink(events.SinkID("cp"))
+		st, _, err := v.Sink(outbox.SubscriptionCursor("cp"))
 		return st.Acked >= others, err
 	})
 	if err != nil {

@@ -247,7 +247,7 @@ func TestStream_ResumesAfterKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	var want []uint64
 	for pos := uint64(0); pos < last; {
 		recs, err := ob.Read(pos, 1000, 1<<20)

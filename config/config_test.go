@@ -68,6 +68,10 @@ func TestParse_Invalid(t *testing.T) {
 		{"sink id clashes with source", `
 sources: [{id: a, uri: "lungo:memory"}]
 sinks: [{id: a, type: jsonl, jsonl: {path: x}}]`, []string{`sinks[0].id: "a" is already used`}},
+		// A sink's id is its outbox cursor's key: "trigger:x" would be trigger x's.
+		{"sink id with a cursor prefix", `
+sources: [{id: a, uri: "lungo:memory"}]
+sinks: [{id: "trigger:x", type: jsonl, jsonl: {path: x}}]`, []string{`sinks[0].id: "trigger:x"`, "letters, digits"}},
 		{"missing uri", `sources: [{id: a}]`, []string{"sources[0].uri: required"}},
 		{"unknown scheme", `sources: [{id: a, uri: "postgres://u:pw@h/db"}]`, []string{"sources[0].uri", `unknown URI scheme "postgres"`}},
 		{"malformed mongodb uri", `sources: [{id: a, uri: "mongodb://h:notaport"}]`, []string{"sources[0].uri"}},

@@ -132,7 +132,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		if o.observe != nil {
 			rc.OnDeliver = o.observe(sc.ID)
 		}
-		r := sink.NewRunner(sc.ID, d.ob, s, rc, log)
+		r := sink.NewRunner(outbox.SinkCursor(sc.ID), d.ob, s, rc, log)
 		if _, err := r.Register(); err != nil {
 			return nil, err
 		}
@@ -369,7 +369,7 @@ func (d *Daemon) Close(ctx context.Context) error {
 		errs = append(errs, c.Close(ctx))
 	}
 	if d.ob != nil {
-		errs = append(errs, d.ob.Close())
+		errs = append(errs, d.ob.Close(ctx))
 	}
 	return errors.Join(errs...)
 }

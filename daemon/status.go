@@ -54,7 +54,7 @@ func (d *Daemon) Status() Status {
 				ss.LagSeconds = max(time.Since(ss.TokenTime).Seconds(), 0)
 			}
 			if cp.State == outbox.StateHalted {
-				ss.State, ss.Reason = cp.State, cp.Reason
+				ss.State, ss.Reason = capture.StateHalted, cp.Reason
 			}
 		}
 		st.Sources = append(st.Sources, ss)

@@ -26,6 +26,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/audit"
+	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/daemon"
@@ -218,7 +219,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	sinks, err := ob.Sinks()
 	if err != nil {
 		return sum, err
@@ -283,7 +284,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("capture did not start: %s", src.Status().LastError)
 	}
-	if st := src.Status(); st.State == outbox.StateHalted {
+	if st := src.Status(); st.State == capture.StateHalted {
 		return fmt.Errorf("source halted: %s", st.Reason)
 	}
 

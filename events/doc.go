@@ -23,11 +23,11 @@
 // [LagMaxLag]), whenever it is more than MaxLag events behind the newest
 // one.
 //
-// A durable subscription (Request.Durable) has an outbox cursor named
-// [SinkID] ("sub:NAME") that the subscriber moves with [Engine.Ack]. A
-// stream of an existing durable subscription starts after its cursor, so
-// every event is delivered at least once across reconnects and daemon
-// restarts. [Checkpoint] messages let a subscriber acknowledge events its
+// A durable subscription (Request.Durable) has an outbox cursor,
+// [outbox.SubscriptionCursor] ("sub:NAME"), that the subscriber moves with
+// [Engine.Ack]. A stream of an existing durable subscription starts after
+// its cursor, so every event is delivered at least once across reconnects
+// and daemon restarts. [Checkpoint] messages let a subscriber acknowledge events its
 // filters dropped.
 //
 // # Caveats

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +49,6 @@ func (c *Config) defaults() {
 		c.CheckpointInterval = DefaultCheckpointInterval
 	}
 }
-
-// SinkPrefix starts the outbox cursor id of every durable subscription.
-const SinkPrefix = "sub:"
-
-// SinkID returns the outbox cursor id of durable subscription name.
-func SinkID(name string) string { return SinkPrefix + name }
 
 // Message is one message of a stream: exactly one field is set.
 type Message struct {
@@ -124,8 +117,11 @@ type Engine struct {
 	cfg Config
 	log zerolog.Logger
 
-	mu      sync.Mutex
-	closed  bool
+	mu     sync.Mutex
+	closed bool
+	// drained is closed once the engine is closed and every stream has
+	// ended.
+	drained chan struct{}
 	nextID  uint64
 	subs    map[uint64]*sub
 	durable map[string]*sub   // connected durable subscriptions by name
@@ -151,13 +147,13 @@ type sub struct {
 func Open(ob *outbox.Outbox, cfg Config, log zerolog.Logger) (*Engine, error) {
 	cfg.defaults()
 	e := &Engine{ob: ob, cfg: cfg, log: log.With().Str("component", "events").Logger(),
-		subs: map[uint64]*sub{}, durable: map[string]*sub{}, lastErr: map[string]string{}}
+		subs: map[uint64]*sub{}, durable: map[string]*sub{}, lastErr: map[string]string{}, drained: make(chan struct{})}
 	sinks, err := ob.Sinks()
 	if err != nil {
 		return nil, fmt.Errorf("open event subscriptions: %w", err)
 	}
-	for id := range sinks {
-		if strings.HasPrefix(id, SinkPrefix) {
+	for key := range sinks {
+		if id, err := outbox.ParseCursorID(key); err == nil && id.Kind() == outbox.KindSubscription {
 			if _, err := ob.RegisterSink(id); err != nil {
 				return nil, fmt.Errorf("open event subscriptions: %w", err)
 			}
@@ -166,23 +162,43 @@ func Open(ob *outbox.Outbox, cfg Config, log zerolog.Logger) (*Engine, error) {
 	return e, nil
 }
 
-// Run waits until ctx ends, then closes the engine: running streams end
-// with ErrClosed. (gRPC's graceful stop waits for streams, which end only
-// when told to.)
+// Run waits until ctx ends, then tells every stream to end with ErrClosed
+// and refuses new ones, without waiting for them (gRPC's graceful stop
+// waits for streams, which end only when told to). Close waits.
 func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
-	e.Close()
+	e.stop()
 	return nil
 }
 
-// Close ends every stream with ErrClosed and refuses new ones. Durable
-// cursors stay registered until the outbox closes.
-func (e *Engine) Close() {
+// Close ends every stream with ErrClosed, refuses new ones and waits until
+// every Subscribe call has returned, so that the outbox can be closed
+// after it; when ctx ends first it returns ctx's error. A stream blocked
+// in its send function ends when send returns. Durable cursors stay
+// registered until the outbox closes.
+func (e *Engine) Close(ctx context.Context) error {
+	e.stop()
+	select {
+	case <-e.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close event subscriptions: %w: a stream is still sending", ctx.Err())
+	}
+}
+
+// stop ends every stream and refuses new ones.
+func (e *Engine) stop() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
 	e.closed = true
 	for _, s := range e.subs {
 		s.cancel(ErrClosed)
+	}
+	if len(e.subs) == 0 {
+		close(e.drained)
 	}
 }
 
@@ -251,6 +267,9 @@ func (e *Engine) remove(s *sub, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.subs, s.id)
+	if e.closed && len(e.subs) == 0 {
+		close(e.drained)
+	}
 	if s.durable && e.durable[s.name] == s {
 		delete(e.durable, s.name)
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrDeleted) {
@@ -281,7 +300,7 @@ func (e *Engine) start(s *sub) (uint64, Started, error) {
 		pos = first - 1
 	}
 	if s.durable {
-		id := SinkID(s.name)
+		id := outbox.SubscriptionCursor(s.name)
 		prev, existed, err := e.ob.Sink(id)
 		if err != nil {
 			return 0, started, err
@@ -451,7 +470,7 @@ func (e *Engine) lag(s *sub, send func(Message) error, reason string, first, las
 // Ack moves durable subscription name's cursor to seq and returns the
 // cursor. Acking backwards is a no-op.
 func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
-	id := SinkID(name)
+	id := outbox.SubscriptionCursor(name)
 	st, ok, err := e.ob.Sink(id)
 	if err != nil {
 		return outbox.SinkState{}, err
@@ -477,7 +496,7 @@ func (e *Engine) Ack(name string, seq uint64) (outbox.SinkState, error) {
 // Delete ends durable subscription name's stream (ErrDeleted) and removes
 // its cursor: retention no longer waits for it.
 func (e *Engine) Delete(name string) error {
-	if _, ok, err := e.ob.Sink(SinkID(name)); err != nil {
+	if _, ok, err := e.ob.Sink(outbox.SubscriptionCursor(name)); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
@@ -488,7 +507,7 @@ func (e *Engine) Delete(name string) error {
 	}
 	delete(e.lastErr, name)
 	e.mu.Unlock()
-	if err := e.ob.RemoveSink(SinkID(name)); err != nil {
+	if err := e.ob.RemoveSink(outbox.SubscriptionCursor(name)); err != nil {
 		return fmt.Errorf("delete subscription %s: %w", name, err)
 	}
 	e.log.Info().Str("subscription", name).Msg("durable subscription deleted")
@@ -520,15 +539,16 @@ func (e *Engine) Subscriptions() ([]Status, error) {
 				continue // taken over; the newer stream is listed
 			}
 			seen[s.name] = true
-			st.Cursor = sinks[SinkID(s.name)].Acked
+			st.Cursor = sinks[outbox.SubscriptionCursor(s.name).String()].Acked
 			st.LastError = e.lastErr[s.name]
 		}
 		st.Backlog = backlog(st.Cursor)
 		out = append(out, st)
 	}
-	for id, ss := range sinks {
-		name, ok := strings.CutPrefix(id, SinkPrefix)
-		if !ok || seen[name] {
+	for key, ss := range sinks {
+		id, err := outbox.ParseCursorID(key)
+		name := id.Name()
+		if err != nil || id.Kind() != outbox.KindSubscription || seen[name] {
 			continue
 		}
 		out = append(out, Status{Name: name, Durable: true, Cursor: ss.Acked, Backlog: backlog(ss.Acked), LastError: e.lastErr[name]})

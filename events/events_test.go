@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/events"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 )
 
@@ -39,21 +40,21 @@ func TestEngine_Subscribe(t *testing.T) {
 	// events deleted under it.
 	t.Run("NotOvertakenBySinks", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("fast"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("fast")); err != nil {
 			t.Fatal(err)
 		}
 		gate := make(chan struct{})
 		s := subscribeGated(t, v.e, events.Request{}, gate)
 		s.started()
 		last := v.inserts("a", "shop.orders", 1, 10)
-		if err := v.ob.Ack("fast", last, 10); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("fast"), last, 10); err != nil {
 			t.Fatal(err)
 		}
 		close(gate)
 		if got := s.until(last, nil); !slices.Equal(seqs(got), seqRange(1, 10)) {
 			t.Fatalf("got %v, want 1..10", seqs(got))
 		}
-		if err := v.ob.Ack("fast", last, 0); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("fast"), last, 0); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 0 {
@@ -80,11 +81,11 @@ func TestEngine_Subscribe(t *testing.T) {
 
 	t.Run("FromSequenceBehindRetention", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		v.inserts("a", "shop.orders", 1, 10)
-		if err := v.ob.Ack("sink", 6, 6); err != nil { // retention deletes 1..6
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), 6, 6); err != nil { // retention deletes 1..6
 			t.Fatal(err)
 		}
 		s := subscribe(t, v.e, events.Request{Start: events.StartSequence, FromSequence: 3})
@@ -199,7 +200,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 		// keeps events until the bound needs their space, then yields; if
 		// it did not, the appends below would wait for it forever.
 		v := newEnv(t, outbox.Options{MaxBytes: 20 << 10})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		gate := make(chan struct{})
@@ -219,7 +220,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 			if _, err := v.e.Ack("healthy", last); err != nil {
 				t.Fatal(err)
 			}
-			if err := v.ob.Ack("sink", last, 1); err != nil {
+			if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 1); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -274,7 +275,7 @@ func TestEngine_Subscribe_Stalled(t *testing.T) {
 func TestEngine_Subscribe_Durable(t *testing.T) {
 	t.Run("ResumesAfterRestart", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil { // a sink that acks everything
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil { // a sink that acks everything
 			t.Fatal(err)
 		}
 		v.inserts("a", "shop.orders", 1, 5) // before the subscription: not sent (live)
@@ -299,7 +300,7 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 		// arrive and the other sink acks them all.
 		last = v.inserts("a", "shop.orders", 11, 5)
 		v.restart(outbox.Options{})
-		if err := v.ob.Ack("sink", last, 0); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 0); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 9 {
@@ -327,7 +328,7 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 			t.Fatalf("got %v", seqs(got))
 		}
 		sinks, _ := v.ob.Sinks()
-		if c := sinks[events.SinkID("replay")].Acked; c != 1 {
+		if c := sinks[outbox.SubscriptionCursor("replay").String()].Acked; c != 1 {
 			t.Fatalf("cursor = %d, want 1 (before the first event asked for)", c)
 		}
 	})
@@ -385,13 +386,13 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 
 	t.Run("Delete", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		if _, err := v.ob.RegisterSink("sink"); err != nil {
+		if _, err := v.ob.RegisterSink(outbox.SinkCursor("sink")); err != nil {
 			t.Fatal(err)
 		}
 		s := subscribe(t, v.e, events.Request{Durable: "gone"})
 		s.started()
 		last := v.inserts("a", "shop.orders", 1, 5)
-		if err := v.ob.Ack("sink", last, 5); err != nil {
+		if err := v.ob.Ack(outbox.SinkCursor("sink"), last, 5); err != nil {
 			t.Fatal(err)
 		}
 		if st := v.ob.Stats(); st.Oldest != 1 {
@@ -416,17 +417,69 @@ func TestEngine_Subscribe_Durable(t *testing.T) {
 }
 
 func TestEngine_Close(t *testing.T) {
-	v := newEnv(t, outbox.Options{})
-	s := subscribe(t, v.e, events.Request{})
-	s.started()
-	v.e.Close()
-	if err := s.end(); !errors.Is(err, events.ErrClosed) {
-		t.Fatalf("stream ended with %v, want ErrClosed", err)
-	}
-	err := v.e.Subscribe(context.Background(), events.Request{}, func(events.Message) error { return nil })
-	if !errors.Is(err, events.ErrClosed) {
-		t.Fatalf("Subscribe after Close = %v", err)
-	}
+	t.Run("EndsStreams", func(t *testing.T) {
+		v := newEnv(t, outbox.Options{})
+		s := subscribe(t, v.e, events.Request{})
+		s.started()
+		if err := v.e.Close(testwait.Context(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.end(); !errors.Is(err, events.ErrClosed) {
+			t.Fatalf("stream ended with %v, want ErrClosed", err)
+		}
+		err := v.e.Subscribe(context.Background(), events.Request{}, func(events.Message) error { return nil })
+		if !errors.Is(err, events.ErrClosed) {
+			t.Fatalf("Subscribe after Close = %v", err)
+		}
+	})
+
+	// Close returns once no stream can read the outbox any more, so the
+	// outbox may be closed next; a stream stuck in its send holds it.
+	t.Run("WaitsForStreams", func(t *testing.T) {
+		v := newEnv(t, outbox.Options{})
+		started, sending, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- v.e.Subscribe(context.Background(), events.Request{}, func(m events.Message) error {
+				switch {
+				case m.Started != nil:
+					close(started)
+				case m.Event != nil:
+					close(sending)
+					<-release
+				}
+				return nil
+			})
+		}()
+		recv := func(ch chan struct{}, what string) {
+			t.Helper()
+			select {
+			case <-ch:
+			case <-time.After(wait):
+				t.Fatalf("no %s within the test's bound", what)
+			}
+		}
+		recv(started, "Started message")
+		v.inserts("a", "shop.orders", 1, 1)
+		recv(sending, "event")
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := v.e.Close(cancelled); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Close with a stream in send = %v, want context.Canceled", err)
+		}
+		close(release)
+		if err := v.e.Close(testwait.Context(t)); err != nil {
+			t.Fatalf("Close after the send returned = %v", err)
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, events.ErrClosed) {
+				t.Fatalf("stream ended with %v, want ErrClosed", err)
+			}
+		default:
+			t.Fatal("Close returned before the stream did")
+		}
+	})
 }
 
 func TestEngine_Subscriptions(t *testing.T) {

@@ -56,8 +56,10 @@ func (v *env) close() {
 	if v.ob == nil {
 		return
 	}
-	v.e.Close()
-	if err := v.ob.Close(); err != nil {
+	if err := v.e.Close(testwait.Context(v.t)); err != nil {
+		v.t.Errorf("close event subscriptions: %v", err)
+	}
+	if err := v.ob.Close(context.Background()); err != nil {
 		v.t.Errorf("close outbox: %v", err)
 	}
 	v.ob, v.e = nil, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/daemon"
 )
 
@@ -96,10 +97,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFiltered, prometheus.CounterValue, float64(s.Filtered), s.ID)
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, s.LagSeconds, s.ID)
 		up := 0.0
-		if s.State == "running" {
+		if s.State == capture.StateRunning {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(descSourceUp, prometheus.GaugeValue, up, s.ID, s.State)
+		ch <- prometheus.MustNewConstMetric(descSourceUp, prometheus.GaugeValue, up, s.ID, string(s.State))
 	}
 	for _, s := range st.Sinks {
 		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(s.Delivered), s.ID)

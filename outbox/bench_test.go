@@ -25,7 +25,7 @@ func BenchmarkAppend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer ob.Close()
+			defer ob.Close(context.Background())
 			batch := events(0, n, benchEventSize)
 			cp := outbox.Checkpoint{Token: make([]byte, 64), Fingerprint: "fp"}
 			ctx := context.Background()

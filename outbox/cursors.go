@@ -2,9 +2,9 @@ package outbox
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,23 +13,23 @@ import (
 // RegisterSink makes a sink's cursor hold retention and returns its state.
 // A new sink starts at the current oldest retained event: it sees everything
 // still in the outbox.
-func (o *Outbox) RegisterSink(id string) (SinkState, error) {
-	if id == "" {
-		return SinkState{}, errors.New("register sink: empty id")
+func (o *Outbox) RegisterSink(id CursorID) (SinkState, error) {
+	if err := id.Validate(); err != nil {
+		return SinkState{}, fmt.Errorf("register sink: %w", err)
 	}
 	o.lockMeta()
 	defer o.unlockMeta()
 	var st SinkState
 	err := o.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSinks)
-		if v := b.Get([]byte(id)); v != nil {
+		if v := b.Get(id.key()); v != nil {
 			return json.Unmarshal(v, &st)
 		}
 		// The watermark moves under metaMu only; an append committed
 		// meanwhile comes after it.
 		st.Acked = min(o.from-1, o.LastSeq())
 		st.UpdatedAt = time.Now().UTC()
-		return putJSON(b, id, st)
+		return putJSON(b, id.String(), st)
 	})
 	if err != nil {
 		return st, fmt.Errorf("register sink %s: %w", id, err)
@@ -42,11 +42,11 @@ func (o *Outbox) RegisterSink(id string) (SinkState, error) {
 
 // Sink returns the stored state of one sink cursor; ok is false when none
 // exists.
-func (o *Outbox) Sink(id string) (SinkState, bool, error) {
+func (o *Outbox) Sink(id CursorID) (SinkState, bool, error) {
 	var st SinkState
 	var ok bool
 	err := o.viewTx(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketSinks).Get([]byte(id))
+		v := tx.Bucket(bucketSinks).Get(id.key())
 		if v == nil {
 			return nil
 		}
@@ -59,7 +59,9 @@ func (o *Outbox) Sink(id string) (SinkState, bool, error) {
 	return st, ok, nil
 }
 
-// Sinks returns the stored state of every sink cursor, by id.
+// Sinks returns the stored state of every cursor, by key
+// (CursorID.String: a configured sink's id, "trigger:<id>", "sub:<name>");
+// ParseCursorID tells the kind and name of a key.
 func (o *Outbox) Sinks() (map[string]SinkState, error) {
 	out := map[string]SinkState{}
 	err := o.viewTx(func(tx *bolt.Tx) error {
@@ -78,18 +80,21 @@ func (o *Outbox) Sinks() (map[string]SinkState, error) {
 // Ack moves a sink's cursor to seq, counting delivered events, and deletes
 // the prefix every registered sink has acknowledged. Acking backwards is a
 // no-op.
-func (o *Outbox) Ack(sink string, seq uint64, delivered uint64) error {
+func (o *Outbox) Ack(sink CursorID, seq uint64, delivered uint64) error {
 	return o.update(sink, seq, func(tx *bolt.Tx, st *SinkState) error {
 		st.Delivered += delivered
 		return nil
 	})
 }
 
-func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) error) error {
+func (o *Outbox) update(sink CursorID, seq uint64, fn func(*bolt.Tx, *SinkState) error) error {
+	if err := sink.Validate(); err != nil {
+		return fmt.Errorf("ack sink %s at %d: %w", sink, seq, err)
+	}
 	var st SinkState
-	err := o.retaining(true, func(tx *bolt.Tx, acked map[string]uint64) error {
+	err := o.retaining(true, func(tx *bolt.Tx, acked map[CursorID]uint64) error {
 		b := tx.Bucket(bucketSinks)
-		if v := b.Get([]byte(sink)); v != nil {
+		if v := b.Get(sink.key()); v != nil {
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("cursor of sink %s is corrupt: %w", sink, err)
 			}
@@ -101,7 +106,7 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 			return err
 		}
 		st.UpdatedAt = time.Now().UTC()
-		if err := putJSON(b, sink, st); err != nil {
+		if err := putJSON(b, sink.String(), st); err != nil {
 			return err
 		}
 		if _, ok := acked[sink]; ok {
@@ -127,7 +132,7 @@ func (o *Outbox) update(sink string, seq uint64, fn func(*bolt.Tx, *SinkState) e
 // publication of what retention released, and the segments wholly before
 // the watermark are deleted: retention costs one small write however much
 // it releases, and returns space a whole file at a time.
-func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) error {
+func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[CursorID]uint64) error, publish func()) error {
 	doomed, err := o.retainingLocked(withHolds, fn, publish)
 	if err != nil {
 		return err
@@ -137,7 +142,7 @@ func (o *Outbox) retaining(withHolds bool, fn func(tx *bolt.Tx, acked map[string
 	return o.removeSegments(doomed)
 }
 
-func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[string]uint64) error, publish func()) ([]*segment, error) {
+func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[CursorID]uint64) error, publish func()) ([]*segment, error) {
 	o.lockMeta()
 	defer o.unlockMeta()
 	o.mu.Lock()
@@ -182,7 +187,7 @@ func (o *Outbox) retainingLocked(withHolds bool, fn func(tx *bolt.Tx, acked map[
 // retain moves the watermark past the events every registered cursor has
 // acknowledged, up to last, and returns it with the freed-bytes counter
 // (under metaMu).
-func (o *Outbox) retain(tx *bolt.Tx, acked map[string]uint64, last uint64, segs []*segment) (uint64, int64, error) {
+func (o *Outbox) retain(tx *bolt.Tx, acked map[CursorID]uint64, last uint64, segs []*segment) (uint64, int64, error) {
 	if o.opts.KeepAcked || len(acked) == 0 {
 		return o.from, o.freed, nil
 	}
@@ -225,15 +230,15 @@ func sizeOf(segs []*segment, first, last uint64) (int64, error) {
 	return size, nil
 }
 
-// SinkIDs returns the ids of registered sinks, sorted.
-func (o *Outbox) SinkIDs() []string {
+// SinkIDs returns the ids of registered cursors, sorted by key.
+func (o *Outbox) SinkIDs() []CursorID {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ids := make([]string, 0, len(o.sinks))
+	ids := make([]CursorID, 0, len(o.sinks))
 	for id := range o.sinks {
 		ids = append(ids, id)
 	}
-	sort.Strings(ids)
+	slices.SortFunc(ids, func(a, b CursorID) int { return strings.Compare(a.String(), b.String()) })
 	return ids
 }
 
@@ -241,7 +246,7 @@ func (o *Outbox) SinkIDs() []string {
 // trigger, for example) and leaves its stored state alone: RegisterSink
 // later resumes from it, or reports ErrBehindRetention from Read if its
 // events were deleted meanwhile.
-func (o *Outbox) UnregisterSink(id string) error {
+func (o *Outbox) UnregisterSink(id CursorID) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -255,16 +260,16 @@ func (o *Outbox) UnregisterSink(id string) error {
 // deleted trigger, for example). The events only it was holding are deleted
 // at once: when it held retention at the bound, capture is paused and the
 // other sinks, having acked everything, would never ack again to free them.
-func (o *Outbox) RemoveSink(id string) error {
+func (o *Outbox) RemoveSink(id CursorID) error {
 	if err := o.UnregisterSink(id); err != nil {
 		return err
 	}
-	err := o.retaining(true, func(tx *bolt.Tx, _ map[string]uint64) error {
-		if err := tx.Bucket(bucketSinks).Delete([]byte(id)); err != nil {
+	err := o.retaining(true, func(tx *bolt.Tx, _ map[CursorID]uint64) error {
+		if err := tx.Bucket(bucketSinks).Delete(id.key()); err != nil {
 			return err
 		}
-		if tx.Bucket([]byte(deadPrefix+id)) != nil {
-			return tx.DeleteBucket([]byte(deadPrefix + id))
+		if tx.Bucket(deadBucket(id)) != nil {
+			return tx.DeleteBucket(deadBucket(id))
 		}
 		return nil
 	}, nil)
@@ -277,8 +282,8 @@ func (o *Outbox) RemoveSink(id string) error {
 // cursorsLocked copies what retention respects: the registered sinks'
 // cursors and, with withHolds and no append waiting for space, the holds.
 // Without registered sinks retention deletes nothing, holds or not.
-func (o *Outbox) cursorsLocked(withHolds bool) map[string]uint64 {
-	acked := make(map[string]uint64, len(o.sinks)+len(o.holds))
+func (o *Outbox) cursorsLocked(withHolds bool) map[CursorID]uint64 {
+	acked := make(map[CursorID]uint64, len(o.sinks)+len(o.holds))
 	if len(o.sinks) == 0 {
 		return acked
 	}
@@ -287,7 +292,7 @@ func (o *Outbox) cursorsLocked(withHolds bool) map[string]uint64 {
 	}
 	if withHolds && o.paused == 0 {
 		for k, v := range o.holds {
-			acked[holdKey+k] = v
+			acked[holdCursor(k)] = v
 		}
 	}
 	return acked

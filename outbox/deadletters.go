@@ -18,9 +18,9 @@ type DeadLetter struct {
 }
 
 // Park moves rec to the sink's dead letters with the last error and acks it.
-func (o *Outbox) Park(sink string, rec Record, lastErr string, attempts int) error {
+func (o *Outbox) Park(sink CursorID, rec Record, lastErr string, attempts int) error {
 	return o.update(sink, rec.Seq, func(tx *bolt.Tx, st *SinkState) error {
-		b, err := tx.CreateBucketIfNotExists([]byte(deadPrefix + sink))
+		b, err := tx.CreateBucketIfNotExists(deadBucket(sink))
 		if err != nil {
 			return err
 		}
@@ -36,10 +36,10 @@ func (o *Outbox) Park(sink string, rec Record, lastErr string, attempts int) err
 }
 
 // DeadLetters returns a sink's parked events in sequence order.
-func (o *Outbox) DeadLetters(sink string) ([]DeadLetter, error) {
+func (o *Outbox) DeadLetters(sink CursorID) ([]DeadLetter, error) {
 	var out []DeadLetter
 	err := o.viewTx(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(deadPrefix + sink))
+		b := tx.Bucket(deadBucket(sink))
 		if b == nil {
 			return nil
 		}
@@ -60,10 +60,14 @@ func (o *Outbox) DeadLetters(sink string) ([]DeadLetter, error) {
 	return out, err
 }
 
+// deadBucket names the bucket of a cursor's dead letters: "dead/" and its
+// key.
+func deadBucket(sink CursorID) []byte { return []byte(deadPrefix + sink.String()) }
+
 // deadLetterValue returns the sink's dead-letter bucket and the stored
 // value for seq (nil when there is none).
-func deadLetterValue(tx *bolt.Tx, sink string, seq uint64) (*bolt.Bucket, []byte) {
-	b := tx.Bucket([]byte(deadPrefix + sink))
+func deadLetterValue(tx *bolt.Tx, sink CursorID, seq uint64) (*bolt.Bucket, []byte) {
+	b := tx.Bucket(deadBucket(sink))
 	if b == nil {
 		return nil, nil
 	}
@@ -74,7 +78,7 @@ func deadLetterValue(tx *bolt.Tx, sink string, seq uint64) (*bolt.Bucket, []byte
 // seq by hand: with retryErr empty it succeeded and the dead letter is
 // removed; otherwise the dead letter stays with retryErr as its last error
 // and one more attempt. It reports false when there is no such dead letter.
-func (o *Outbox) RetriedDeadLetter(sink string, seq uint64, retryErr string) (bool, error) {
+func (o *Outbox) RetriedDeadLetter(sink CursorID, seq uint64, retryErr string) (bool, error) {
 	o.lockMeta()
 	defer o.unlockMeta()
 	found := false
@@ -101,14 +105,14 @@ func (o *Outbox) RetriedDeadLetter(sink string, seq uint64, retryErr string) (bo
 		}
 		sinks := tx.Bucket(bucketSinks)
 		var st SinkState
-		if v := sinks.Get([]byte(sink)); v != nil {
+		if v := sinks.Get(sink.key()); v != nil {
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("cursor of sink %s is corrupt: %w", sink, err)
 			}
 		}
 		st.Retried++
 		st.UpdatedAt = time.Now().UTC()
-		return putJSON(sinks, sink, st)
+		return putJSON(sinks, sink.String(), st)
 	})
 	if err != nil {
 		return false, fmt.Errorf("dead letter %d of sink %s: %w", seq, sink, err)

@@ -14,10 +14,12 @@
 // segment starts after [Options.SegmentBytes] of events and copies every
 // checkpoint in the transaction that creates it.
 //
-// Each sink has a cursor: the highest sequence it has acknowledged. Sinks read
-// with [Outbox.Read] and acknowledge with [Outbox.Ack]; an event a sink cannot
-// deliver is parked with [Outbox.Park] in that sink's dead letters, which
-// keeps a copy of the event.
+// Each sink has a cursor: the highest sequence it has acknowledged, named by
+// a [CursorID] of its kind ([SinkCursor], [TriggerCursor],
+// [SubscriptionCursor]), whose key in the file has a prefix per kind. Sinks
+// read with [Outbox.Read] and acknowledge with [Outbox.Ack]; an event a
+// sink cannot deliver is parked with [Outbox.Park] in that sink's dead
+// letters, which keeps a copy of the event.
 //
 // Retention deletes the prefix of events that every registered sink has
 // acknowledged, and that no reader holds, by moving a watermark in the

@@ -20,6 +20,12 @@ var (
 	// while they were acknowledged by all others).
 	ErrBehindRetention = errors.New("sink cursor is behind retention")
 
+	// ErrCursorID is returned (wrapped, with the reason) when a cursor is
+	// registered, acked or parked under an id that cannot name one: the
+	// zero CursorID, an empty name, or a sink id that could be taken for
+	// another kind's key ("trigger:x"); and by ParseCursorID for such a key.
+	ErrCursorID = errors.New("invalid cursor id")
+
 	// ErrClosed is returned by operations on a closed outbox.
 	ErrClosed = errors.New("outbox closed")
 )

@@ -81,3 +81,27 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseCursorID feeds ParseCursorID cursor keys, as a damaged or
+// foreign outbox file would hold them. Whatever it accepts must name a
+// valid cursor whose key is the input, so no two ids share a key.
+func FuzzParseCursorID(f *testing.F) {
+	for _, k := range keys {
+		f.Add(k.key)
+	}
+	for _, k := range []string{"", "trigger:", "sub:", "a:b", "\x00hold:x", "x\x00", "sub:\x00"} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		id, err := outbox.ParseCursorID(key)
+		if err != nil {
+			return
+		}
+		if err := id.Validate(); err != nil {
+			t.Fatalf("ParseCursorID(%q) = %v, which is not valid: %v", key, id, err)
+		}
+		if id.String() != key {
+			t.Fatalf("ParseCursorID(%q).String() = %q", key, id.String())
+		}
+	})
+}

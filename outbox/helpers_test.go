@@ -23,7 +23,7 @@ func openOutbox(t testing.TB, path string, opts outbox.Options) *outbox.Outbox {
 		t.Fatalf("open outbox: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Errorf("close outbox: %v", err)
 		}
 		checkFile(t, path)
@@ -45,7 +45,7 @@ func checkFile(t testing.TB, path string) {
 		t.Errorf("reopen outbox for the check: %v", err)
 		return
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if err := ob.Check(); err != nil {
 		t.Errorf("outbox check: %v", err)
 	}
@@ -128,7 +128,7 @@ func mustAppend(t testing.TB, ob *outbox.Outbox, source string, evs [][]byte, to
 
 func mustRegister(t testing.TB, ob *outbox.Outbox, id string) outbox.SinkState {
 	t.Helper()
-	st, err := ob.RegisterSink(id)
+	st, err := ob.RegisterSink(outbox.SinkCursor(id))
 	if err != nil {
 		t.Fatalf("register sink %s: %v", id, err)
 	}
@@ -137,7 +137,7 @@ func mustRegister(t testing.TB, ob *outbox.Outbox, id string) outbox.SinkState {
 
 func mustAck(t testing.TB, ob *outbox.Outbox, sink string, seq uint64) {
 	t.Helper()
-	if err := ob.Ack(sink, seq, 1); err != nil {
+	if err := ob.Ack(outbox.SinkCursor(sink), seq, 1); err != nil {
 		t.Fatalf("ack %s at %d: %v", sink, seq, err)
 	}
 }

@@ -1,9 +1,5 @@
 package outbox
 
-// holdKey prefixes holds among the cursors retention respects; sink ids
-// never contain a NUL byte.
-const holdKey = "\x00hold:"
-
 // Hold keeps the events after seq from retention for reader id: a reader
 // without a cursor, such as a live event subscription, which would
 // otherwise find the events it is about to read deleted by fast sinks. A

@@ -76,8 +76,8 @@ func runChild(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
-	sink, err := ob.RegisterSink("k")
+	defer ob.Close(context.Background())
+	sink, err := ob.RegisterSink(outbox.SinkCursor("k"))
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func runChild(dir string) error {
 		}
 		if len(recs) > 0 {
 			acked = recs[len(recs)-1].Seq
-			if err := ob.Ack("k", acked, uint64(len(recs))); err != nil {
+			if err := ob.Ack(outbox.SinkCursor("k"), acked, uint64(len(recs))); err != nil {
 				return err
 			}
 		}
@@ -168,7 +168,7 @@ func checkAfterCrash(t *testing.T, dir string) (last, acked uint64) {
 	if err != nil {
 		t.Fatalf("reopen after the crash: %v", err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if err := ob.Check(); err != nil {
 		t.Fatalf("check after the crash: %v", err)
 	}
@@ -180,7 +180,7 @@ func checkAfterCrash(t *testing.T, dir string) (last, acked uint64) {
 	if token := strconv.FormatUint(st.Last, 10); st.Last > 0 && string(src.Token) != token {
 		t.Fatalf("checkpoint %q, last sequence %d: the checkpoint must cover exactly the appended events", src.Token, st.Last)
 	}
-	sink, ok, err := ob.Sink("k")
+	sink, ok, err := ob.Sink(outbox.SinkCursor("k"))
 	if err != nil || (!ok && st.Last > 0) {
 		t.Fatalf("cursor of sink k: %v, %v", ok, err)
 	}
@@ -299,7 +299,7 @@ func finish(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if st := ob.Stats(); st.Segments != 1 || st.Bytes != 0 {
 		t.Fatalf("drained outbox keeps %d segments, %d bytes; want 1 and 0", st.Segments, st.Bytes)
 	}

@@ -316,7 +316,7 @@ func openGodwitStore(dir string) (*godwitStore, error) {
 	if s.ob, err = outbox.Open(s.path, outbox.Options{MaxBytes: -1}); err != nil {
 		return nil, err
 	}
-	_, err = s.ob.RegisterSink("sink")
+	_, err = s.ob.RegisterSink(outbox.SinkCursor("sink"))
 	return s, err
 }
 
@@ -334,8 +334,8 @@ func (s *godwitStore) read(after uint64, n int) (uint64, int, error) {
 }
 
 func (s *godwitStore) wait(ctx context.Context, after uint64) error { return s.ob.Wait(ctx, after) }
-func (s *godwitStore) ack(seq uint64) error                         { return s.ob.Ack("sink", seq, 1) }
-func (s *godwitStore) close() error                                 { return s.ob.Close() }
+func (s *godwitStore) ack(seq uint64) error                         { return s.ob.Ack(outbox.SinkCursor("sink"), seq, 1) }
+func (s *godwitStore) close() error                                 { return s.ob.Close(context.Background()) }
 
 func (s *godwitStore) state() (int64, string) {
 	st := s.ob.Stats()
@@ -343,7 +343,7 @@ func (s *godwitStore) state() (int64, string) {
 }
 
 func (s *godwitStore) reopen() (time.Duration, error) {
-	if err := s.ob.Close(); err != nil {
+	if err := s.ob.Close(context.Background()); err != nil {
 		return 0, err
 	}
 	t0 := time.Now()

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,7 +66,7 @@ type SourceState struct {
 	// obtained with.
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// State is StateRunning or StateHalted.
-	State string `json:"state"`
+	State State `json:"state"`
 	// Reason says why a halted source stopped and what to do.
 	Reason string `json:"reason,omitempty"`
 	// Captured counts events appended for this source.
@@ -76,10 +77,18 @@ type SourceState struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// State is whether a source captures. It is stored, and shown by status
+// and the admin API, as its string.
+type State string
+
 // Source states.
 const (
-	StateRunning = "running"
-	StateHalted  = "halted"
+	// StateRunning: the source captures (also after a restart).
+	StateRunning State = "running"
+	// StateHalted: capture stopped for a reason someone must act on
+	// (SourceState.Reason says which, typically `godwit resync`); a
+	// restart does not resume it.
+	StateHalted State = "halted"
 )
 
 // SinkState is a sink's cursor and counters.
@@ -151,15 +160,19 @@ type Outbox struct {
 	last    uint64
 	oldest  uint64
 	bytes   int64
-	sinks   map[string]uint64 // registered sinks → acked
-	holds   map[string]uint64 // readers without a cursor → last read (see Hold)
-	changed chan struct{}     // closed and replaced on every append, retention or pause
+	sinks   map[CursorID]uint64 // registered cursors → acked
+	holds   map[string]uint64   // readers without a cursor → last read (see Hold)
+	changed chan struct{}       // closed and replaced on every append, retention or pause
 	// committed is closed and replaced after every committed write
 	// transaction (see WaitUntil).
 	committed chan struct{}
 	closed    bool
-	paused    int           // appends waiting for space
-	pauseCh   chan struct{} // closed and replaced when an append starts waiting
+	// filesClosed is closed when Close has closed the files, with the
+	// result in closeErr.
+	filesClosed chan struct{}
+	closeErr    error
+	paused      int           // appends waiting for space
+	pauseCh     chan struct{} // closed and replaced when an append starts waiting
 }
 
 // Open opens or creates the outbox at path: a small bbolt file with the
@@ -180,8 +193,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Outbox{db: db, path: path, dir: SegmentDir(path), opts: opts, sinks: map[string]uint64{}, holds: map[string]uint64{},
-		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{})}
+	o := &Outbox{db: db, path: path, dir: SegmentDir(path), opts: opts, sinks: map[CursorID]uint64{}, holds: map[string]uint64{},
+		changed: make(chan struct{}), committed: make(chan struct{}), pauseCh: make(chan struct{}), filesClosed: make(chan struct{})}
 	if err := o.init(); err != nil {
 		_ = closeSegments(o.segs)
 		_ = o.db.Close()
@@ -373,18 +386,35 @@ func (o *Outbox) removeSegments(segs []*segment) error {
 // Path returns the file path.
 func (o *Outbox) Path() string { return o.path }
 
-// Close closes the file. Blocked Append and Wait calls return ErrClosed.
-func (o *Outbox) Close() error {
+// Close closes the outbox. Blocked Append, Wait, WaitUntil and WaitPaused
+// calls return ErrClosed at once and new calls are refused; Close then
+// waits for the transactions in flight (writes, and reads of every file)
+// to end, closes the files and returns every error doing so. When ctx ends
+// first, Close returns ctx's error and the files close as soon as the last
+// transaction ends; a later Close waits for that again. Once the files are
+// closed, every call returns the same result.
+func (o *Outbox) Close(ctx context.Context) error {
 	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
-		return nil
+	if !o.closed {
+		o.closed = true
+		o.broadcastLocked()
+		close(o.committed)
+		close(o.pauseCh)
+		go o.closeFiles()
 	}
-	o.closed = true
-	o.broadcastLocked()
-	close(o.committed)
-	close(o.pauseCh)
 	o.mu.Unlock()
+	select {
+	case <-o.filesClosed:
+		return o.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("close outbox %s: %w: reads or writes are still in flight; the files close when they end", o.path, ctx.Err())
+	}
+}
+
+// closeFiles waits for the writers, closes the files (bbolt waits for
+// their readers) and publishes the result (once, after o.closed is set).
+func (o *Outbox) closeFiles() {
+	defer close(o.filesClosed)
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
 	o.metaMu.Lock()
@@ -392,7 +422,7 @@ func (o *Outbox) Close() error {
 	o.mu.Lock()
 	segs := o.segs
 	o.mu.Unlock()
-	return errors.Join(closeSegments(segs), o.db.Close())
+	o.closeErr = errors.Join(closeSegments(segs), o.db.Close())
 }
 
 func (o *Outbox) broadcastLocked() {
@@ -402,7 +432,7 @@ func (o *Outbox) broadcastLocked() {
 
 // DeadLetter returns the sink's dead letter for sequence seq, if it parked
 // that event.
-func (o *Outbox) DeadLetter(sink string, seq uint64) (DeadLetter, bool, error) {
+func (o *Outbox) DeadLetter(sink CursorID, seq uint64) (DeadLetter, bool, error) {
 	var dl DeadLetter
 	var found bool
 	err := o.viewTx(func(tx *bolt.Tx) error {

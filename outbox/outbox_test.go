@@ -234,7 +234,7 @@ func TestOutbox_Append(t *testing.T) {
 					return
 				}
 				last := ob.LastSeq()
-				if err := ob.Ack("k", last, last-acked); err != nil {
+				if err := ob.Ack(outbox.SinkCursor("k"), last, last-acked); err != nil {
 					consumed <- err
 					return
 				}
@@ -518,7 +518,7 @@ func TestOutbox_Ack(t *testing.T) {
 		if ob.Stats().Oldest != 3 {
 			t.Fatalf("oldest = %d, want 3 while both are registered", ob.Stats().Oldest)
 		}
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		// The sink "gone" was removed from the configuration.
@@ -542,8 +542,8 @@ func TestOutbox_Ack(t *testing.T) {
 		ob, _ := newOutbox(t, outbox.Options{})
 		mustRegister(t, ob, "k")
 		mustAppend(t, ob, "s", events(1, 2, 30), "t")
-		ob.Close()
-		if err := ob.Ack("k", 1, 1); !errors.Is(err, outbox.ErrClosed) {
+		ob.Close(context.Background())
+		if err := ob.Ack(outbox.SinkCursor("k"), 1, 1); !errors.Is(err, outbox.ErrClosed) {
 			t.Fatalf("Ack after Close = %v, want ErrClosed", err)
 		}
 	})
@@ -567,7 +567,7 @@ func TestOutbox_RegisterSink(t *testing.T) {
 		if ob.Stats().Oldest != 7 {
 			t.Fatalf("oldest = %d, want 7 held by the new sink", ob.Stats().Oldest)
 		}
-		if !slices.Equal(ob.SinkIDs(), []string{"a", "b"}) {
+		if !slices.Equal(ob.SinkIDs(), []outbox.CursorID{outbox.SinkCursor("a"), outbox.SinkCursor("b")}) {
 			t.Fatalf("SinkIDs = %v", ob.SinkIDs())
 		}
 	})
@@ -600,7 +600,7 @@ func TestOutbox_RegisterSink(t *testing.T) {
 
 	t.Run("EmptyIDIsRefused", func(t *testing.T) {
 		ob, _ := newOutbox(t, outbox.Options{})
-		if _, err := ob.RegisterSink(""); err == nil {
+		if _, err := ob.RegisterSink(outbox.SinkCursor("")); err == nil {
 			t.Fatal("registered a sink with an empty id")
 		}
 	})
@@ -616,7 +616,7 @@ func TestOutbox_Park(t *testing.T) {
 	bad := recs[2]
 	want := bad
 	want.Raw = bytes.Clone(bad.Raw)
-	if err := ob.Park("a", bad, "boom: document too large", 4); err != nil {
+	if err := ob.Park(outbox.SinkCursor("a"), bad, "boom: document too large", 4); err != nil {
 		t.Fatal(err)
 	}
 	bad.Raw[5] ^= 0xff // the dead letter is a copy
@@ -625,10 +625,10 @@ func TestOutbox_Park(t *testing.T) {
 	if sinks["a"].Acked != 3 || sinks["a"].Parked != 1 || sinks["a"].Delivered != 0 {
 		t.Fatalf("cursor after park = %+v, want acked 3, parked 1", sinks["a"])
 	}
-	if one, ok, err := ob.Sink("a"); err != nil || !ok || one != sinks["a"] {
+	if one, ok, err := ob.Sink(outbox.SinkCursor("a")); err != nil || !ok || one != sinks["a"] {
 		t.Fatalf("Sink(a) = %+v %v %v, want %+v", one, ok, err, sinks["a"])
 	}
-	if _, ok, err := ob.Sink("nobody"); ok || err != nil {
+	if _, ok, err := ob.Sink(outbox.SinkCursor("nobody")); ok || err != nil {
 		t.Fatalf("Sink(nobody) found one (%v)", err)
 	}
 	// Retention deletes the original; the dead letter keeps its copy.
@@ -637,7 +637,7 @@ func TestOutbox_Park(t *testing.T) {
 	if _, ok, _ := ob.Get(3); ok {
 		t.Fatal("event 3 still retained")
 	}
-	dead, err := ob.DeadLetters("a")
+	dead, err := ob.DeadLetters(outbox.SinkCursor("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,12 +651,12 @@ func TestOutbox_Park(t *testing.T) {
 	if d.Error != "boom: document too large" || d.Attempts != 4 || d.At.IsZero() {
 		t.Errorf("dead letter = error %q attempts %d at %v", d.Error, d.Attempts, d.At)
 	}
-	if other, err := ob.DeadLetters("b"); err != nil || len(other) != 0 {
+	if other, err := ob.DeadLetters(outbox.SinkCursor("b")); err != nil || len(other) != 0 {
 		t.Errorf("sink b dead letters = %v, %v", other, err)
 	}
 
 	t.Run("LookUpOne", func(t *testing.T) {
-		got, ok, err := ob.DeadLetter("a", want.Seq)
+		got, ok, err := ob.DeadLetter(outbox.SinkCursor("a"), want.Seq)
 		if err != nil || !ok || !bytes.Equal(got.Record.Raw, want.Raw) || got.Error != d.Error {
 			t.Fatalf("DeadLetter(a, %d) = %+v %v %v", want.Seq, got, ok, err)
 		}
@@ -664,32 +664,32 @@ func TestOutbox_Park(t *testing.T) {
 			sink string
 			seq  uint64
 		}{{"a", want.Seq + 1}, {"b", want.Seq}, {"none", 1}} {
-			if _, ok, err := ob.DeadLetter(c.sink, c.seq); ok || err != nil {
+			if _, ok, err := ob.DeadLetter(outbox.SinkCursor(c.sink), c.seq); ok || err != nil {
 				t.Errorf("DeadLetter(%s, %d) found one (%v)", c.sink, c.seq, err)
 			}
 		}
 	})
 	t.Run("Retried", func(t *testing.T) {
 		// Failing again keeps it with the new error and one more attempt.
-		if found, err := ob.RetriedDeadLetter("a", want.Seq, "still broken"); !found || err != nil {
+		if found, err := ob.RetriedDeadLetter(outbox.SinkCursor("a"), want.Seq, "still broken"); !found || err != nil {
 			t.Fatalf("failed retry: %v %v", found, err)
 		}
-		got, ok, _ := ob.DeadLetter("a", want.Seq)
+		got, ok, _ := ob.DeadLetter(outbox.SinkCursor("a"), want.Seq)
 		if !ok || got.Error != "still broken" || got.Attempts != 5 {
 			t.Fatalf("after a failed retry: %+v", got)
 		}
 		// Succeeding removes it and counts it, Parked stays a total.
-		if found, err := ob.RetriedDeadLetter("a", want.Seq, ""); !found || err != nil {
+		if found, err := ob.RetriedDeadLetter(outbox.SinkCursor("a"), want.Seq, ""); !found || err != nil {
 			t.Fatalf("successful retry: %v %v", found, err)
 		}
-		if dead, _ := ob.DeadLetters("a"); len(dead) != 0 {
+		if dead, _ := ob.DeadLetters(outbox.SinkCursor("a")); len(dead) != 0 {
 			t.Fatalf("dead letters after a successful retry: %v", dead)
 		}
 		sinks, _ := ob.Sinks()
 		if sinks["a"].Parked != 1 || sinks["a"].Retried != 1 {
 			t.Fatalf("cursor after retry = %+v, want parked 1, retried 1", sinks["a"])
 		}
-		if found, err := ob.RetriedDeadLetter("a", want.Seq, ""); found || err != nil {
+		if found, err := ob.RetriedDeadLetter(outbox.SinkCursor("a"), want.Seq, ""); found || err != nil {
 			t.Fatalf("retrying a removed dead letter: %v %v", found, err)
 		}
 	})
@@ -711,15 +711,15 @@ func TestOpen(t *testing.T) {
 		mustAck(t, ob, "a", 8)
 		mustAck(t, ob, "b", 3)
 		recs := mustRead(t, ob, 3, 1, 0)
-		if err := ob.Park("b", recs[0], "bad", 2); err != nil {
+		if err := ob.Park(outbox.SinkCursor("b"), recs[0], "bad", 2); err != nil {
 			t.Fatal(err)
 		}
 		stats := ob.Stats()
 		sinks, _ := ob.Sinks()
 		sources, _ := ob.Sources()
-		dead, _ := ob.DeadLetters("b")
+		dead, _ := ob.DeadLetters(outbox.SinkCursor("b"))
 		retained := mustRead(t, ob, stats.Oldest-1, 100, 0)
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 
@@ -735,7 +735,7 @@ func TestOpen(t *testing.T) {
 		if got, _ := ob.Sources(); !equalJSON(t, got, sources) {
 			t.Errorf("sources after reopen = %+v, want %+v", got, sources)
 		}
-		if got, _ := ob.DeadLetters("b"); !equalJSON(t, got, dead) || got[0].Record.Seq != dead[0].Record.Seq {
+		if got, _ := ob.DeadLetters(outbox.SinkCursor("b")); !equalJSON(t, got, dead) || got[0].Record.Seq != dead[0].Record.Seq {
 			t.Errorf("dead letters after reopen = %+v, want %+v", got, dead)
 		}
 		if got := mustRead(t, ob, got.Oldest-1, 100, 0); !equalJSON(t, got, retained) {
@@ -806,39 +806,86 @@ func TestOpen(t *testing.T) {
 }
 
 func TestOutbox_Close(t *testing.T) {
-	size := 100 - int(recordBytes("s", 0))
-	ob, _ := newOutbox(t, outbox.Options{MaxBytes: 250})
-	mustRegister(t, ob, "k")
-	mustAppend(t, ob, "s", events(1, 2, size), "t")
-	ctx := waitCtx(t)
-	blocked := appendAsync(ctx, ob, "s", events(3, 1, size), "t3")
-	if err := ob.WaitPaused(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waiting := make(chan error, 1)
-	go func() { waiting <- ob.Wait(ctx, 2) }()
+	t.Run("EndsWaiters", func(t *testing.T) {
+		size := 100 - int(recordBytes("s", 0))
+		ob, _ := newOutbox(t, outbox.Options{MaxBytes: 250})
+		mustRegister(t, ob, "k")
+		mustAppend(t, ob, "s", events(1, 2, size), "t")
+		ctx := waitCtx(t)
+		blocked := appendAsync(ctx, ob, "s", events(3, 1, size), "t3")
+		if err := ob.WaitPaused(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiting := make(chan error, 1)
+		go func() { waiting <- ob.Wait(ctx, 2) }()
 
-	if err := ob.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-blocked; !errors.Is(r.err, outbox.ErrClosed) {
-		t.Errorf("blocked Append after Close = %v, want ErrClosed", r.err)
-	}
-	if err := <-waiting; !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Wait after Close = %v, want ErrClosed", err)
-	}
-	if err := ob.WaitPaused(ctx); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("WaitPaused after Close = %v, want ErrClosed", err)
-	}
-	if _, err := ob.Append(ctx, "s", events(4, 1, 30), outbox.Checkpoint{}); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Append after Close = %v, want ErrClosed", err)
-	}
-	if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
-		t.Errorf("Read after Close = %v, want ErrClosed", err)
-	}
-	if err := ob.Close(); err != nil {
-		t.Errorf("second Close = %v", err)
-	}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-blocked; !errors.Is(r.err, outbox.ErrClosed) {
+			t.Errorf("blocked Append after Close = %v, want ErrClosed", r.err)
+		}
+		if err := <-waiting; !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Wait after Close = %v, want ErrClosed", err)
+		}
+		if err := ob.WaitPaused(ctx); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("WaitPaused after Close = %v, want ErrClosed", err)
+		}
+		if _, err := ob.Append(ctx, "s", events(4, 1, 30), outbox.Checkpoint{}); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Append after Close = %v, want ErrClosed", err)
+		}
+		if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Errorf("second Close = %v", err)
+		}
+	})
+
+	// Close waits for a read in flight before it closes the files, as
+	// long as its context allows; then the files close when the read ends.
+	t.Run("WaitsForReaders", func(t *testing.T) {
+		ob, path := newOutbox(t, outbox.Options{})
+		mustAppend(t, ob, "s", events(1, 2, 30), "t")
+		reading, release := make(chan struct{}), make(chan struct{})
+		read := make(chan error, 1)
+		go func() {
+			read <- ob.View(func(v outbox.View) error {
+				close(reading)
+				<-release
+				if _, _, err := v.Source("s"); err != nil {
+					return err
+				}
+				return nil
+			})
+		}()
+		<-reading
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := ob.Close(cancelled); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "in flight") {
+			t.Fatalf("Close with a read in flight = %v, want context.Canceled saying why", err)
+		}
+		if _, err := ob.Read(0, 10, 0); !errors.Is(err, outbox.ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if _, err := outbox.Open(path, outbox.Options{LockTimeout: time.Millisecond}); !errors.Is(err, outbox.ErrLocked) {
+			t.Fatalf("Open while the read holds the file = %v, want ErrLocked", err)
+		}
+		close(release)
+		if err := <-read; err != nil {
+			t.Fatalf("the read in flight failed: %v", err)
+		}
+		if err := ob.Close(waitCtx(t)); err != nil {
+			t.Fatalf("Close after the read ended = %v", err)
+		}
+		again, err := outbox.Open(path, outbox.Options{LockTimeout: time.Millisecond})
+		if err != nil {
+			t.Fatalf("Open after Close = %v", err)
+		}
+		if err := again.Close(waitCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestOutbox_Check(t *testing.T) {
@@ -852,7 +899,7 @@ func TestOutbox_Check(t *testing.T) {
 	if err := ob.Check(); err != nil {
 		t.Fatalf("check of a sound outbox: %v", err)
 	}
-	ob.Close()
+	ob.Close(context.Background())
 	segs, err := filepath.Glob(filepath.Join(outbox.SegmentDir(path), "*.seg"))
 	if err != nil || len(segs) != 1 {
 		t.Fatalf("segments of a new outbox: %v, %v", segs, err)
@@ -864,7 +911,7 @@ func TestOutbox_Check(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	err = ob.Check()
 	if !errors.Is(err, outbox.ErrCorruptRecord) || !strings.Contains(err.Error(), "stored size") {
 		t.Fatalf("check of a damaged outbox = %v, want a corrupt record and a size mismatch", err)
@@ -892,7 +939,7 @@ func TestOutbox_UnregisterSink(t *testing.T) {
 	if s := ob.Stats(); s.Oldest != 1 {
 		t.Fatalf("the paused sink holds retention: oldest = %d", s.Oldest)
 	}
-	if err := ob.UnregisterSink("paused"); err != nil {
+	if err := ob.UnregisterSink(outbox.SinkCursor("paused")); err != nil {
 		t.Fatal(err)
 	}
 	mustAck(t, ob, "fast", 10)
@@ -906,7 +953,7 @@ func TestOutbox_UnregisterSink(t *testing.T) {
 	if _, err := ob.Read(sinks["paused"].Acked, 10, 0); !errors.Is(err, outbox.ErrBehindRetention) {
 		t.Fatalf("the unregistered cursor's events were deleted: Read = %v, want ErrBehindRetention", err)
 	}
-	if err := ob.RemoveSink("paused"); err != nil {
+	if err := ob.RemoveSink(outbox.SinkCursor("paused")); err != nil {
 		t.Fatal(err)
 	}
 	sinks, _ = ob.Sinks()
@@ -930,7 +977,7 @@ func TestOutbox_RemoveSink(t *testing.T) {
 	if err := ob.WaitPaused(ctx); err != nil {
 		t.Fatalf("the append did not wait for space: %v", err)
 	}
-	if err := ob.RemoveSink("held"); err != nil {
+	if err := ob.RemoveSink(outbox.SinkCursor("held")); err != nil {
 		t.Fatal(err)
 	}
 	res := <-blocked

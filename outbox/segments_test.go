@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,7 +25,7 @@ func TestOutbox_Segments(t *testing.T) {
 			t.Fatalf("read across segments = %v", got)
 		}
 		src, _, _ := ob.Source("s")
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		ob = openOutbox(t, path, opts)
@@ -62,7 +63,7 @@ func TestOutbox_Segments(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 		if err := os.RemoveAll(outbox.SegmentDir(path)); err != nil {
 			t.Fatal(err)
 		}
@@ -83,10 +84,10 @@ func TestOpen_SingleFileOutbox(t *testing.T) {
 	if src, ok, _ := ob.Source("s"); !ok || string(src.Token) != "300" || src.Captured != 300 || src.Fingerprint != "fp" {
 		t.Errorf("migrated source = %+v", src)
 	}
-	if sink, ok, _ := ob.Sink("k"); !ok || sink.Acked != 120 || sink.Parked != 1 {
+	if sink, ok, _ := ob.Sink(outbox.SinkCursor("k")); !ok || sink.Acked != 120 || sink.Parked != 1 {
 		t.Errorf("migrated sink = %+v", sink)
 	}
-	if dead, err := ob.DeadLetters("k"); err != nil || len(dead) != 1 || dead[0].Record.Seq != 120 || dead[0].Error != "boom" {
+	if dead, err := ob.DeadLetters(outbox.SinkCursor("k")); err != nil || len(dead) != 1 || dead[0].Record.Seq != 120 || dead[0].Error != "boom" {
 		t.Errorf("migrated dead letters = %+v, %v", dead, err)
 	}
 	recs := mustRead(t, ob, 120, 1000, 0)

@@ -50,9 +50,9 @@ func (v View) Source(id string) (SourceState, bool, error) {
 
 // Sink returns the stored state of one sink cursor; ok is false when none
 // exists.
-func (v View) Sink(id string) (SinkState, bool, error) {
+func (v View) Sink(id CursorID) (SinkState, bool, error) {
 	var st SinkState
-	data := v.meta.Bucket(bucketSinks).Get([]byte(id))
+	data := v.meta.Bucket(bucketSinks).Get(id.key())
 	if data == nil {
 		return st, false, nil
 	}

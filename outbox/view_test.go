@@ -100,7 +100,7 @@ func TestOutbox_WaitUntil(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- ob.WaitUntil(waitCtx(t), func(v outbox.View) (bool, error) {
-				st, _, err := v.Sink("k")
+				st, _, err := v.Sink(outbox.SinkCursor("k"))
 				return st.Acked >= v.Last(), err
 			})
 		}()
@@ -120,7 +120,7 @@ func TestOutbox_WaitUntil(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- ob.WaitUntil(waitCtx(t), never) }()
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-done; !errors.Is(err, outbox.ErrClosed) {

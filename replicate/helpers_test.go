@@ -62,7 +62,7 @@ func openOutbox(t testing.TB) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 	})
 	return ob
 }
@@ -124,7 +124,7 @@ func openSink(t testing.TB, cfg replicate.Config, target *mongodb.Conn, opts ...
 // startRunner drains ob into s. The runner registers its cursor first.
 func startRunner(t testing.TB, ob *outbox.Outbox, id string, s sink.Sink, policy string) *pipe {
 	t.Helper()
-	r := sink.NewRunner(id, ob, s, sink.RunnerConfig{BatchSize: 200, MaxAttempts: 3, Policy: policy,
+	r := sink.NewRunner(outbox.SinkCursor(id), ob, s, sink.RunnerConfig{BatchSize: 200, MaxAttempts: 3, Policy: policy,
 		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}, testLog(t))
 	if _, err := r.Register(); err != nil {
 		t.Fatal(err)

@@ -239,13 +239,13 @@ func runChild(dir, target string, final bool) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	cfg := replicate.Config{ID: "k", Source: "src", Target: childTarget(dir, target), Include: []string{"shop.*"}, CopyBatchSize: 20, Workers: 3}
 	s, err := replicate.Open(ctx, cfg, dst, meta, log)
 	if err != nil {
 		return err
 	}
-	r := sink.NewRunner("k", ob, s, sink.RunnerConfig{BatchSize: 100, Policy: sink.PolicyHalt}, log)
+	r := sink.NewRunner(outbox.SinkCursor("k"), ob, s, sink.RunnerConfig{BatchSize: 100, Policy: sink.PolicyHalt}, log)
 	if _, err := r.Register(); err != nil {
 		return err
 	}

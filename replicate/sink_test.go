@@ -195,7 +195,7 @@ type laterRunner struct {
 
 func startRunnerLater(t testing.TB, ob *outbox.Outbox, id string, s sink.Sink) *laterRunner {
 	t.Helper()
-	if _, err := ob.RegisterSink(id); err != nil {
+	if _, err := ob.RegisterSink(outbox.SinkCursor(id)); err != nil {
 		t.Fatal(err)
 	}
 	return &laterRunner{t: t, ob: ob, id: id, s: s}

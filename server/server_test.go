@@ -158,7 +158,7 @@ func TestServer_Health(t *testing.T) {
 	err = ob.UpdateSource("shop", func(s *outbox.SourceState) {
 		s.State, s.Reason = outbox.StateHalted, "history lost; run godwit resync"
 	})
-	ob.Close()
+	ob.Close(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

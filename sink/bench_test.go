@@ -24,8 +24,8 @@ func BenchmarkRunnerDrain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ob.Close()
-	if _, err := ob.RegisterSink("nop"); err != nil {
+	defer ob.Close(context.Background())
+	if _, err := ob.RegisterSink(outbox.SinkCursor("nop")); err != nil {
 		b.Fatal(err)
 	}
 	evs := make([][]byte, batch)
@@ -43,7 +43,7 @@ func BenchmarkRunnerDrain(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		r := sink.NewRunner("nop", ob, nopSink{}, sink.RunnerConfig{}, zerolog.Nop())
+		r := sink.NewRunner(outbox.SinkCursor("nop"), ob, nopSink{}, sink.RunnerConfig{}, zerolog.Nop())
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		b.StartTimer()

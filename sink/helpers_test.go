@@ -27,7 +27,7 @@ func newOutbox(t testing.TB, opts outbox.Options) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		if err := ob.Close(); err != nil {
+		if err := ob.Close(context.Background()); err != nil {
 			t.Errorf("close outbox: %v", err)
 		}
 	})
@@ -81,7 +81,7 @@ type running struct {
 func start(t testing.TB, ob *outbox.Outbox, id string, s sink.Sink, cfg sink.RunnerConfig) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Runner: sink.NewRunner(id, ob, s, cfg, zerolog.Nop()), cancel: cancel, done: make(chan error, 1)}
+	r := &running{Runner: sink.NewRunner(outbox.SinkCursor(id), ob, s, cfg, zerolog.Nop()), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.Run(ctx) }()
 	t.Cleanup(func() { r.stop() })
 	return r

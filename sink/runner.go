@@ -87,7 +87,7 @@ type Status struct {
 
 // Runner drains one sink's outbox cursor.
 type Runner struct {
-	id   string
+	id   outbox.CursorID
 	ob   *outbox.Outbox
 	sink Sink
 	cfg  RunnerConfig
@@ -98,15 +98,18 @@ type Runner struct {
 	changed chan struct{} // closed and replaced whenever status changes
 }
 
-// NewRunner returns a runner for sink under id. It does nothing until Run.
-func NewRunner(id string, ob *outbox.Outbox, s Sink, cfg RunnerConfig, log zerolog.Logger) *Runner {
+// NewRunner returns a runner for sink on cursor id (outbox.SinkCursor for
+// a configured sink). It does nothing until Run, which refuses an id that
+// cannot name a cursor (outbox.ErrCursorID).
+func NewRunner(id outbox.CursorID, ob *outbox.Outbox, s Sink, cfg RunnerConfig, log zerolog.Logger) *Runner {
 	cfg.defaults()
-	return &Runner{id: id, ob: ob, sink: s, cfg: cfg, log: log.With().Str("sink", id).Logger(),
-		status: Status{ID: id}, changed: make(chan struct{})}
+	return &Runner{id: id, ob: ob, sink: s, cfg: cfg, log: log.With().Stringer("sink", id).Logger(),
+		status: Status{ID: id.String()}, changed: make(chan struct{})}
 }
 
-// ID returns the sink id.
-func (r *Runner) ID() string { return r.id }
+// ID returns the key of the runner's cursor: the sink id of a configured
+// sink, "trigger:<id>" of a trigger's.
+func (r *Runner) ID() string { return r.id.String() }
 
 // Status returns a snapshot of the runner's progress.
 func (r *Runner) Status() Status {

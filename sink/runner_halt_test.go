@@ -32,12 +32,12 @@ func TestRunner_SinkHaltOverridesParkPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if _, err := ob.Append(context.Background(), "s", sinktest.Inserts(5), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
 		t.Fatal(err)
 	}
 	h := &haltingSink{}
-	r := sink.NewRunner("h", ob, h, sink.RunnerConfig{Policy: sink.PolicyPark, MinBackoff: time.Millisecond}, zerolog.Nop())
+	r := sink.NewRunner(outbox.SinkCursor("h"), ob, h, sink.RunnerConfig{Policy: sink.PolicyPark, MinBackoff: time.Millisecond}, zerolog.Nop())
 	err = r.Run(context.Background())
 	if !errors.Is(err, sink.ErrHalted) {
 		t.Fatalf("Run = %v, want ErrHalted", err)

@@ -90,7 +90,7 @@ func TestRunner_Run(t *testing.T) {
 		if st := r.Status(); st.Parked != 0 || st.Delivered != 10 || st.LastError != "" {
 			t.Fatalf("status = %+v", st)
 		}
-		if dead, _ := ob.DeadLetters("k"); len(dead) != 0 {
+		if dead, _ := ob.DeadLetters(outbox.SinkCursor("k")); len(dead) != 0 {
 			t.Fatalf("dead letters: %v", dead)
 		}
 	})
@@ -111,7 +111,7 @@ func TestRunner_Run(t *testing.T) {
 		if alone[5] != 3 {
 			t.Fatalf("event 5 tried alone %d times, want MaxAttempts 3", alone[5])
 		}
-		dead, err := ob.DeadLetters("k")
+		dead, err := ob.DeadLetters(outbox.SinkCursor("k"))
 		if err != nil || len(dead) != 1 {
 			t.Fatalf("dead letters = %+v, %v; want event 5", dead, err)
 		}
@@ -155,7 +155,7 @@ func TestRunner_Run(t *testing.T) {
 		if cur, _ := ob.Sinks(); cur["k"].Acked != 4 {
 			t.Fatalf("stored cursor at %d, want 4 (before the bad event)", cur["k"].Acked)
 		}
-		if dead, _ := ob.DeadLetters("k"); len(dead) != 0 {
+		if dead, _ := ob.DeadLetters(outbox.SinkCursor("k")); len(dead) != 0 {
 			t.Fatalf("halt policy parked %v", dead)
 		}
 
@@ -232,7 +232,7 @@ func TestRunner_Run(t *testing.T) {
 			if offered[5] != tc.offered {
 				t.Fatalf("event 5 offered %d times, want %d", offered[5], tc.offered)
 			}
-			dead, _ := ob.DeadLetters("k")
+			dead, _ := ob.DeadLetters(outbox.SinkCursor("k"))
 			if len(dead) != 1 || dead[0].Record.Seq != 5 || dead[0].Attempts != 1 {
 				t.Fatalf("dead letters = %+v, want event 5 after 1 attempt", dead)
 			}
@@ -256,7 +256,7 @@ func TestRunner_Run(t *testing.T) {
 		if want := seqRange(1, 10, 5); !slices.Equal(delivered, want) || offered[1] != 1 {
 			t.Fatalf("delivered %v (event 1 offered %d times), want %v once each", delivered, offered[1], want)
 		}
-		dead, _ := ob.DeadLetters("k")
+		dead, _ := ob.DeadLetters(outbox.SinkCursor("k"))
 		if len(dead) != 1 || dead[0].Record.Seq != 5 || dead[0].Attempts != 1 {
 			t.Fatalf("dead letters = %+v, want event 5 after 1 attempt", dead)
 		}
@@ -275,7 +275,7 @@ func TestRunner_Run(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := sink.NewRunner("k", ob, newFakeSink(nil), fastRetries(sink.RunnerConfig{}), zerolog.Nop())
+		r := sink.NewRunner(outbox.SinkCursor("k"), ob, newFakeSink(nil), fastRetries(sink.RunnerConfig{}), zerolog.Nop())
 		if _, err := r.Register(); err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +285,7 @@ func TestRunner_Run(t *testing.T) {
 		if err := r.WaitAcked(waitCtx(t), last); err != nil {
 			t.Fatal(err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 		if err := <-done; err != nil {
 			t.Fatalf("Run after the outbox closed = %v, want nil", err)
 		}

@@ -427,7 +427,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	for id, want := range map[string]uint64{"a": 6, "b": 7} {
 		st, _, err := ob.Source(id)
 		if err != nil || st.Captured != want {

@@ -167,7 +167,7 @@ func TestDemo_SurvivesKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if err := ob.Check(); err != nil {
 		t.Fatalf("outbox consistency after kills: %v", err)
 	}

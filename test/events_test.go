@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os/exec"
 	"slices"
@@ -154,7 +155,7 @@ func TestDemo_KeepRunning_Status(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	obs := ob.Stats()
 	if o := st.Outbox; o.LastSequence != obs.Last || o.OldestSequence != obs.Oldest || o.Bytes != obs.Bytes || o.MaxBytes != obs.MaxBytes || o.Path != d.summary.Outbox {
 		t.Errorf("status outbox %v, outbox %+v", o, obs)

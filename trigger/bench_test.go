@@ -120,7 +120,7 @@ func runManager(b *testing.B) (*trigger.Manager, *outbox.Outbox) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ob.Close() })
+	b.Cleanup(func() { ob.Close(context.Background()) })
 	meta, err := mongodb.Open(ctx, "lungo:memory", "")
 	if err != nil {
 		b.Fatal(err)

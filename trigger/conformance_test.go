@@ -108,7 +108,7 @@ func openTriggerSink(t *testing.T, dir string) sink.Sink {
 			if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
 				err = rerr
 			}
-			err = errors.Join(err, m.Close(ctx), ob.Close())
+			err = errors.Join(err, m.Close(ctx), ob.Close(ctx))
 		})
 		return err
 	}

@@ -238,7 +238,7 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Manager, error) {
 	}
 	rt, err := wasm.New(ctx, cfg.Wasm)
 	if err != nil {
-		_ = queue.Close()
+		_ = queue.Close(ctx)
 		return nil, fmt.Errorf("open triggers: %w", err)
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Log.With().Str("component", "trigger").Logger(),
@@ -318,15 +318,15 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.stopAll()
 	m.ops.Unlock()
 	<-m.writerDone
-	return errors.Join(m.closeModules(ctx), m.rt.Close(ctx), m.queue.Close())
+	return errors.Join(m.closeModules(ctx), m.rt.Close(ctx), m.queue.Close(ctx))
 }
 
-func sinkID(triggerID string) string { return "trigger:" + triggerID }
+func sinkID(triggerID string) outbox.CursorID { return outbox.TriggerCursor(triggerID) }
 
 // SinkID returns the outbox sink id of a trigger's cursor (and dead
 // letters): in the outbox for database triggers, in the trigger queue for
 // the others.
-func SinkID(triggerID string) string { return sinkID(triggerID) }
+func SinkID(triggerID string) outbox.CursorID { return sinkID(triggerID) }
 
 // outboxOf returns where triggers of type typ read their events.
 func (m *Manager) outboxOf(typ Type) *outbox.Outbox {

@@ -161,7 +161,7 @@ func newRigOn(t testing.TB, metaURI string) *rig {
 	if d.ob, err = outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.ob.Close() })
+	t.Cleanup(func() { d.ob.Close(context.Background()) })
 	for c, uri := range map[*lungo.IClient]string{&d.meta: metaURI, &d.rawData: "lungo:memory"} {
 		conn, err := mongodb.Open(ctx, uri, "")
 		if err != nil {

@@ -19,7 +19,7 @@ type Status struct {
 	// State is running, disabled, halted, waiting (its function is
 	// disabled, or it is stopping to start again, for example with a new
 	// module) or error (it could not start; LastError says why).
-	State     string
+	State     State
 	LastError string
 	// Acked is the highest sequence handled: of the outbox for database
 	// triggers, of the trigger queue for the others.
@@ -45,11 +45,11 @@ type Status struct {
 
 // Trigger states.
 const (
-	StateRunning  = "running"
-	StateDisabled = "disabled"
-	StateHalted   = "halted"
-	StateWaiting  = "waiting"
-	StateError    = "error"
+	StateRunning  State = "running"
+	StateDisabled State = "disabled"
+	StateHalted   State = "halted"
+	StateWaiting  State = "waiting"
+	StateError    State = "error"
 )
 
 type stats struct {

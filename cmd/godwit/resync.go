@@ -41,7 +41,7 @@ func runResync(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	st, ok, err := ob.Source(*source)
 	if err != nil {
 		return err

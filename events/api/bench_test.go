@@ -16,6 +16,7 @@ import (
 
 	"github.com/godwit-dev/godwit/events"
 	"github.com/godwit-dev/godwit/events/api"
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 	"github.com/godwit-dev/godwit/rpc"
@@ -48,7 +49,7 @@ func BenchmarkService_Subscribe(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer ob.Close()
+			defer ob.Close(context.Background())
 			e, err := events.Open(ob, events.Config{}, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
@@ -60,7 +61,7 @@ func BenchmarkService_Subscribe(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(ctx) }()
-			defer func() { e.Close(); cancel(); <-served }()
+			defer func() { _ = e.Close(testwait.Context(b)); cancel(); <-served }()
 			conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				b.Fatal(err)

@@ -111,7 +111,7 @@ func newOutbox(t *testing.T) *outbox.Outbox {
 		if err := ob.Check(); err != nil {
 			t.Errorf("outbox check: %v", err)
 		}
-		ob.Close()
+		ob.Close(context.Background())
 	})
 	return ob
 }
@@ -134,7 +134,7 @@ func drain(t *testing.T, ob *outbox.Outbox, s sink.Sink, upTo uint64) sink.Statu
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
-	r := sink.NewRunner("file", ob, s, sink.RunnerConfig{BatchSize: 4, MaxAttempts: 3,
+	r := sink.NewRunner(outbox.SinkCursor("file"), ob, s, sink.RunnerConfig{BatchSize: 4, MaxAttempts: 3,
 		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -307,7 +307,7 @@ func TestSink_Deliver(t *testing.T) {
 		if st.Parked != 1 || st.Delivered != 4 {
 			t.Fatalf("status = %+v, want 4 delivered and 1 parked", st)
 		}
-		dead, err := ob.DeadLetters("file")
+		dead, err := ob.DeadLetters(outbox.SinkCursor("file"))
 		if err != nil || len(dead) != 1 || dead[0].Record.Seq != 3 || dead[0].Attempts != 1 || !strings.Contains(dead[0].Error, "not valid BSON") {
 			t.Fatalf("dead letters = %+v, %v; want event 3 after one attempt", dead, err)
 		}

@@ -484,7 +484,7 @@ func TestSink_StartsWhileServerIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	want := records(brokertest.Events(5, 2, 100))
 	raws := make([][]byte, len(want))
 	for i, r := range want {
@@ -495,7 +495,7 @@ func TestSink_StartsWhileServerIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := make(chan struct{}, 100)
-	r := sink.NewRunner("late", ob, s, sink.RunnerConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxAttempts: 1 << 30,
+	r := sink.NewRunner(outbox.SinkCursor("late"), ob, s, sink.RunnerConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxAttempts: 1 << 30,
 		OnDeliver: func(_ time.Duration, _ int, err error) {
 			if err != nil {
 				select {

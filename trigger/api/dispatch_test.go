@@ -9,6 +9,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
@@ -279,12 +280,12 @@ func TestManager_BehindRetention(t *testing.T) {
 	ctx := ctxT(t)
 	// Another sink reads and acks everything: retention deletes it, since
 	// the disabled triggers' cursors hold nothing.
-	if _, err := e.ob.RegisterSink("other"); err != nil {
+	if _, err := e.ob.RegisterSink(outbox.SinkCursor("other")); err != nil {
 		t.Fatal(err)
 	}
 	last := e.add("src", event("insert", "shop", "orders", int32(1), bson.D{{Key: "_id", Value: int32(1)}}),
 		event("insert", "shop", "orders", int32(2), bson.D{{Key: "_id", Value: int32(2)}}))
-	if err := e.ob.Ack("other", last, 2); err != nil {
+	if err := e.ob.Ack(outbox.SinkCursor("other"), last, 2); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.ob.Stats(); st.Oldest != 0 {

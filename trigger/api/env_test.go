@@ -165,7 +165,7 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.closers = append(e.closers, func() { e.ob.Close() })
+	e.closers = append(e.closers, func() { e.ob.Close(context.Background()) })
 	metaURI, srcURI := "lungo:memory", "lungo:memory"
 	if opts.persist {
 		metaURI, srcURI = "lungo:meta.lungo", "lungo:src.lungo"

@@ -49,7 +49,7 @@ func TestTriggerService_RevokedOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := got.GetStatus(); st.GetState() != trigger.StateError || !strings.Contains(st.GetLastError(), "bob has no token") {
+	if st := got.GetStatus(); trigger.State(st.GetState()) != trigger.StateError || !strings.Contains(st.GetLastError(), "bob has no token") {
 		t.Fatalf("a revoked owner's trigger is %q (%q), want stopped saying why", st.GetState(), st.GetLastError())
 	}
 	if !slices.Contains(e.audits.kinds(), trigger.AuditOwnerRevoked+":orders") {
@@ -79,7 +79,7 @@ func TestTriggerService_RevokedOwner(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the admin moving the trigger to alice: %v", err)
 	}
-	if moved.UserId != "alice" || moved.GetStatus().GetState() != trigger.StateRunning {
+	if moved.UserId != "alice" || trigger.State(moved.GetStatus().GetState()) != trigger.StateRunning {
 		t.Fatalf("moved trigger: owner %q, state %q", moved.UserId, moved.GetStatus().GetState())
 	}
 	e.waitAcked(tr, last)

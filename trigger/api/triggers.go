@@ -71,7 +71,7 @@ func (x triggerServer) toPB(t trigger.Trigger) *pb.Trigger {
 		p.Config = &pb.Trigger_Authentication{Authentication: &pb.AuthenticationConfig{OperationTypes: t.Authentication.OperationTypes, Providers: t.Authentication.Providers}}
 	}
 	st := x.s.m.Status(t)
-	p.Status = &pb.TriggerStatus{State: st.State, LastError: st.LastError, Acked: st.Acked, Invocations: st.Invocations,
+	p.Status = &pb.TriggerStatus{State: string(st.State), LastError: st.LastError, Acked: st.Acked, Invocations: st.Invocations,
 		DeadLetters: st.DeadLetters, LastFired: ts(st.LastFired)}
 	return p
 }

@@ -84,9 +84,9 @@ func BackPressure(t *testing.T, s sink.Sink, down, up func()) []outbox.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	failures := make(chan error, 100)
-	r := sink.NewRunner("broker", ob, s, sink.RunnerConfig{BatchSize: 4, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	r := sink.NewRunner(outbox.SinkCursor("broker"), ob, s, sink.RunnerConfig{BatchSize: 4, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		MaxAttempts: 1 << 30, OnDeliver: func(_ time.Duration, _ int, err error) {
 			if err != nil {
 				select {
@@ -181,7 +181,7 @@ func runChild(dir string, open Opener) error {
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
+	defer ob.Close(context.Background())
 	if ob.LastSeq() == 0 {
 		// One transaction: a kill leaves all of them or none.
 		if _, err := ob.Append(ctx, "src", Events(CrashEvents, 100, 256), outbox.Checkpoint{Token: []byte{5, 0, 0, 0, 0}}); err != nil {
@@ -193,7 +193,7 @@ func runChild(dir string, open Opener) error {
 		return err
 	}
 	out := bufio.NewWriter(os.Stdout)
-	r := sink.NewRunner("broker", ob, s, sink.RunnerConfig{BatchSize: CrashBatch, MinBackoff: 10 * time.Millisecond,
+	r := sink.NewRunner(outbox.SinkCursor("broker"), ob, s, sink.RunnerConfig{BatchSize: CrashBatch, MinBackoff: 10 * time.Millisecond,
 		MaxAttempts: 1 << 30, OnDeliver: func(_ time.Duration, n int, err error) {
 			if err == nil {
 				fmt.Fprintf(out, "{\"delivered\":%d}\n", n)
