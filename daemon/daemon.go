@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sync"
 	"time"
@@ -29,9 +28,7 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
-	"github.com/godwit-dev/godwit/sink/jsonl"
-	"github.com/godwit-dev/godwit/sink/kafka"
-	"github.com/godwit-dev/godwit/sink/nats"
+	_ "github.com/godwit-dev/godwit/sink/all" // every sink type
 )
 
 // Daemon is an opened configuration.
@@ -45,6 +42,8 @@ type Daemon struct {
 	runners []*sink.Runner
 	sinks   []sink.Sink
 	audits  []*audit.Sink
+	// auditLogs maps the audit sinks' ids to their log files.
+	auditLogs map[string]string
 	// pipelines are the replicate sinks: their runners start only after
 	// their initial sync.
 	pipelines []pipeline
@@ -88,7 +87,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 	for _, opt := range opts {
 		opt(&o)
 	}
-	d := &Daemon{cfg: cfg, log: log}
+	d := &Daemon{cfg: cfg, log: log, auditLogs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			_ = d.Close(context.WithoutCancel(ctx))
@@ -102,7 +101,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		return nil, err
 	}
 	// Sources first: replicate sinks need their connections and echo filters.
-	srcConns := map[string]*mongodb.Conn{}
+	srcs := map[string]sink.Source{}
 	echoes := map[string]*replicate.EchoFilter{}
 	for _, sc := range cfg.Sources {
 		conn, err := mongodb.Open(ctx, sc.URI, cfg.Dir())
@@ -111,23 +110,22 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 		}
 		d.logMigrated(conn)
 		d.conns = append(d.conns, conn)
-		srcConns[sc.ID] = conn
 		echoes[sc.ID] = replicate.NewEchoFilter(cfg.Metadata.Database)
+		srcs[sc.ID] = sink.Source{URI: sc.URI, Conn: conn, Echo: echoes[sc.ID]}
 	}
 	for _, sc := range cfg.Sinks {
-		s, err := d.openSink(ctx, sc, srcConns, echoes, o.progress)
+		s, err := d.openSink(ctx, sc, srcs, o.progress)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
 		d.sinks = append(d.sinks, s)
 		if a, ok := s.(*audit.Sink); ok {
 			d.audits = append(d.audits, a)
+			d.auditLogs[sc.ID] = a.Path()
 		}
 		rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
-		if rc.MaxAttempts == 0 && (sc.Type == "kafka" || sc.Type == "nats") {
-			// A broker outage is retried until the broker is back, never
-			// parked; malformed events fail permanently and park at once.
-			rc.MaxAttempts = math.MaxInt
+		if rc.MaxAttempts == 0 {
+			rc.MaxAttempts = sink.DefaultMaxAttempts(sc.Type)
 		}
 		if o.observe != nil {
 			rc.OnDeliver = o.observe(sc.ID)
@@ -169,23 +167,22 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	}
 }
 
-func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer) (sink.Sink, error) {
-	log := d.log.With().Str("sink", sc.ID).Logger()
-	switch sc.Type {
-	case "jsonl":
-		return jsonl.Open(*sc.JSONL)
-	case "audit":
-		return audit.Open(*sc.Audit, log)
-	case "replicate":
-		return d.openReplicate(ctx, sc, srcConns, echoes, progress, log)
-	// Broker sinks (docs/sinks.md): each opens without reaching its
-	// brokers, so an outage at start is retried by the runner.
-	case "kafka":
-		return kafka.Open(*sc.Kafka)
-	case "nats":
-		return nats.Open(ctx, *sc.NATS)
+func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcs map[string]sink.Source, progress io.Writer) (sink.Sink, error) {
+	s, err := sink.Open(ctx, sc.Type, sc.Settings, sink.Deps{
+		ID: sc.ID, Dir: d.cfg.Dir(), MetadataDatabase: d.cfg.Metadata.Database,
+		Outbox: d.ob, Log: d.log.With().Str("sink", sc.ID).Logger(),
+		Sources: srcs, Progress: progress,
+		Audit: func(ctx context.Context, n sink.Notice) {
+			d.Audit(ctx, audit.SystemEvent{Class: n.Class, Source: n.Source, Namespace: n.Namespace, Message: n.Message, Details: n.Details})
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
+	if p, ok := s.(*replicate.Sink); ok {
+		d.pipelines = append(d.pipelines, pipeline{sink: p, sourceID: p.Source(), source: srcs[p.Source()].Conn, syncErr: &syncError{}})
+	}
+	return s, nil
 }
 
 // logMigrated says so when opening an embedded deployment converted a
@@ -195,61 +192,6 @@ func (d *Daemon) logMigrated(c *mongodb.Conn) {
 		d.log.Info().Str("uri", c.Redacted).Str("backup", c.Migrated).
 			Msg("converted the embedded deployment's file to the incremental store; the original is kept as the backup")
 	}
-}
-
-// openReplicate opens a pipeline's target and, for a two-way pair, links it
-// to the capture of that target.
-func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer, log zerolog.Logger) (sink.Sink, error) {
-	rc := *sc.Replicate
-	rc.ID = sc.ID
-	target, err := mongodb.Open(ctx, rc.Target, d.cfg.Dir())
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
-	}
-	d.logMigrated(target)
-	d.conns = append(d.conns, target)
-	opts := []replicate.Option{replicate.WithConflictHook(func(c replicate.Conflict) {
-		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassReplicationConflict,
-			Source: rc.Source, Namespace: c.Namespace.String(),
-			Message: fmt.Sprintf("pipeline %s: %s of _id %v resolved by last writer wins", c.Pipeline, c.Operation, c.ID),
-			Details: map[string]any{"incoming": c.Incoming, "current": c.Current}})
-	})}
-	if progress != nil {
-		opts = append(opts, replicate.WithProgress(progress))
-	}
-	opts = append(opts, replicate.WithOutbox(d.ob))
-	if rc.Bidirectional {
-		peer := ""
-		for _, src := range d.cfg.Sources {
-			if sameDeployment(src.URI, rc.Target, d.cfg.Dir()) {
-				peer = src.ID
-			}
-		}
-		if peer == "" {
-			return nil, fmt.Errorf("replicate.bidirectional: no source captures the target %s; add one (the other half of the pair)", target.Redacted)
-		}
-		opts = append(opts, replicate.WithPeer(replicate.Peer{SourceID: peer, Echo: echoes[peer], Outbox: d.ob}))
-	}
-	s, err := replicate.Open(ctx, rc, target, d.cfg.Metadata.Database, log, opts...)
-	if err != nil {
-		return nil, err
-	}
-	d.pipelines = append(d.pipelines, pipeline{sink: s, sourceID: rc.Source, source: srcConns[rc.Source], syncErr: &syncError{}})
-	return s, nil
-}
-
-// sameDeployment reports whether two URIs name the same deployment: the same
-// embedded file, or the same real URI.
-func sameDeployment(a, b, dir string) bool {
-	ka, pa, errA := mongodb.ParseURI(a, dir)
-	kb, pb, errB := mongodb.ParseURI(b, dir)
-	if errA != nil || errB != nil || ka != kb {
-		return false
-	}
-	if ka == mongodb.EmbeddedFile {
-		return pa == pb
-	}
-	return ka == mongodb.Real && a == b
 }
 
 // Outbox returns the open outbox.
@@ -283,6 +225,9 @@ func (d *Daemon) SourceClients() map[string]lungo.IClient {
 
 // AuditSinks returns the open audit sinks.
 func (d *Daemon) AuditSinks() []*audit.Sink { return d.audits }
+
+// AuditLogs maps the audit sinks' ids to their log files.
+func (d *Daemon) AuditLogs() map[string]string { return d.auditLogs }
 
 // Run captures and delivers until ctx ends. A halted source or sink is
 // logged and the others keep running. Run returns when every goroutine has

@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		return nil, err
 	}
 	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
-	s.auditAPI = auditapi.New(auditLogs(cfg))
+	s.auditAPI = auditapi.New(s.Daemon.AuditLogs())
 	if cfg.API.HTTPAddr != "off" {
 		if s.HTTP, err = listenHTTP(cfg, m, s.Admin, authn, s.Daemon.Status, log); err != nil {
 			return nil, err
@@ -163,17 +163,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// auditLogs maps the audit sinks' ids to their log files.
-func auditLogs(cfg *config.Config) map[string]string {
-	out := map[string]string{}
-	for _, sc := range cfg.Sinks {
-		if sc.Type == "audit" && sc.Audit != nil {
-			out[sc.ID] = sc.Audit.Path
-		}
-	}
-	return out
 }
 
 // authTokens translates the configured tokens.
