@@ -13,7 +13,8 @@
 // one as soon as the components it depends on are ready, and supervises them
 // together: the first component whose Run fails is logged with its name and
 // stops the rest (their context is cancelled), and Run returns that error.
-// A component whose Run returns nil has simply finished; the others go on.
+// A component whose Run returns nil has simply finished; the others go on,
+// as they do when an [Isolated] component fails.
 // Close closes every component in the reverse of the start order and joins
 // every error.
 //
@@ -47,6 +48,7 @@ type Component interface {
 	Name() string
 	// Run runs until ctx ends (returning nil) or the component fails
 	// (returning why). Returning nil early means the component finished.
+	// When another component failed, context.Cause(ctx) is that failure.
 	Run(ctx context.Context) error
 	// Close releases what the component holds. It is called once, after
 	// Run returned or when Run was never called.
@@ -61,9 +63,18 @@ type Readier interface {
 }
 
 // Dependent is implemented by components that start only after others are
-// ready. DependsOn returns their names.
+// ready. DependsOn returns their names; the group reads it once, in Add.
 type Dependent interface {
 	DependsOn() []string
+}
+
+// Isolated is implemented by components whose failure must stop only
+// themselves, when Isolated returns true: the trigger manager, when the
+// metadata store is down, must not stop capture and the sinks. The failure
+// is logged with the component's name, shown by States, and returned by Run
+// when the group stops (after any failure of another component).
+type Isolated interface {
+	Isolated() bool
 }
 
 // Reporter is implemented by components with a status to show.
@@ -90,6 +101,8 @@ type State struct {
 	Name  string `json:"name"`
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
+	// Status is the component's own status, when it is a Reporter.
+	Status any `json:"status,omitempty"`
 }
 
 // Group starts, supervises and closes components. The zero value is not
@@ -105,14 +118,27 @@ type Group struct {
 }
 
 type member struct {
-	c      Component
-	deps   []string
-	ready  chan struct{} // closed when dependents may start
-	exited chan struct{} // closed when Run returned
+	c         Component
+	deps      []string
+	ready     chan struct{} // closed when dependents may start
+	readyOnce sync.Once
+	exited    chan struct{} // closed when Run returned
 
 	mu    sync.Mutex
 	state string
 	err   error
+}
+
+// markReady closes m.ready once.
+func (m *member) markReady() {
+	m.readyOnce.Do(func() {
+		m.mu.Lock()
+		if m.state == StateRunning {
+			m.state = StateReady
+		}
+		m.mu.Unlock()
+		close(m.ready)
+	})
 }
 
 func (m *member) set(state string, err error) {
@@ -127,10 +153,14 @@ func NewGroup(log zerolog.Logger) *Group {
 }
 
 // Add adds components, in the order they were opened. A name used twice is
-// an error.
+// an error. DependsOn is read here: a component's dependencies must be
+// known when it is added (the components they name may be added later).
 func (g *Group) Add(cs ...Component) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.ran {
+		return errors.New("runtime: Add after Run")
+	}
 	for _, c := range cs {
 		name := c.Name()
 		if _, dup := g.byName[name]; dup {
@@ -208,9 +238,10 @@ func (g *Group) sorted() ([]*member, error) {
 }
 
 // Run starts every component once its dependencies are ready and returns
-// when all have returned: after ctx ends (nil), or after the first failure,
-// which stops the others (that failure, naming its component). Run may be
-// called once.
+// when all have returned: after ctx ends, or after the first failure, which
+// stops the others. It returns that failure, naming its component, joined
+// with the failures of Isolated components (nil when there were none). Run
+// may be called once.
 func (g *Group) Run(ctx context.Context) error {
 	g.mu.Lock()
 	if g.ran {
@@ -226,18 +257,28 @@ func (g *Group) Run(ctx context.Context) error {
 	g.order = order
 	g.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The others see the failure as their context's cause.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		wg       sync.WaitGroup
 		failOnce sync.Once
 		first    error
+		mu       sync.Mutex
+		isolated []error
 	)
 	fail := func(m *member, err error) {
+		if i, ok := m.c.(Isolated); ok && i.Isolated() {
+			g.log.Error().Err(err).Str("component", m.c.Name()).Msg("component failed; the others go on")
+			mu.Lock()
+			isolated = append(isolated, fmt.Errorf("%s: %w", m.c.Name(), err))
+			mu.Unlock()
+			return
+		}
 		failOnce.Do(func() {
 			first = fmt.Errorf("%s: %w", m.c.Name(), err)
 			g.log.Error().Err(err).Str("component", m.c.Name()).Msg("component failed; stopping the others")
-			cancel()
+			cancel(first)
 		})
 	}
 	for _, m := range order {
@@ -250,7 +291,17 @@ func (g *Group) Run(ctx context.Context) error {
 			}
 			m.set(StateRunning, nil)
 			g.watchReady(ctx, m, &wg)
-			if err := m.c.Run(ctx); err != nil && (ctx.Err() == nil || !errors.Is(err, context.Canceled)) {
+			err := m.c.Run(ctx)
+			// Ready, then returned at once (an initial sync that is
+			// done): dependents must see it ready before they see it exit.
+			if r, ok := m.c.(Readier); ok {
+				select {
+				case <-r.Ready():
+					m.markReady()
+				default:
+				}
+			}
+			if err != nil && !stopping(ctx, err) {
 				m.set(StateFailed, err)
 				fail(m, err)
 				return
@@ -259,7 +310,12 @@ func (g *Group) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return first
+	return errors.Join(append([]error{first}, isolated...)...)
+}
+
+// stopping reports whether err only says that ctx ended.
+func stopping(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }
 
 // waitDeps waits until every dependency of m is ready. It reports false
@@ -293,7 +349,7 @@ func (g *Group) waitDeps(ctx context.Context, m *member) bool {
 func (g *Group) watchReady(ctx context.Context, m *member, wg *sync.WaitGroup) {
 	r, ok := m.c.(Readier)
 	if !ok {
-		close(m.ready)
+		m.markReady()
 		return
 	}
 	ch := r.Ready()
@@ -302,12 +358,7 @@ func (g *Group) watchReady(ctx context.Context, m *member, wg *sync.WaitGroup) {
 		defer wg.Done()
 		select {
 		case <-ch:
-			m.mu.Lock()
-			if m.state == StateRunning {
-				m.state = StateReady
-			}
-			m.mu.Unlock()
-			close(m.ready)
+			m.markReady()
 		case <-m.exited:
 		case <-ctx.Done():
 		}
@@ -326,15 +377,10 @@ func (g *Group) Ready(name string) <-chan struct{} {
 	return nil
 }
 
-// States returns every component's state, in start order (Add order before
-// Run).
+// States returns every component's state, in start order (dependencies
+// first; Add order where the dependencies are bad).
 func (g *Group) States() []State {
-	g.mu.Lock()
-	ms := g.order
-	if ms == nil {
-		ms = g.comps
-	}
-	g.mu.Unlock()
+	ms := g.startOrder()
 	out := make([]State, 0, len(ms))
 	for _, m := range ms {
 		m.mu.Lock()
@@ -343,25 +389,31 @@ func (g *Group) States() []State {
 			st.Error = m.err.Error()
 		}
 		m.mu.Unlock()
+		if r, ok := m.c.(Reporter); ok {
+			st.Status = r.Status()
+		}
 		out = append(out, st)
 	}
 	return out
 }
 
-// Close closes every component in the reverse of the start order (the
-// reverse of Add order when the dependencies are bad or Run was not called)
-// and returns every error, joined, each naming its component.
-func (g *Group) Close(ctx context.Context) error {
+// startOrder is the order Run started (or would start) the components in.
+func (g *Group) startOrder() []*member {
 	g.mu.Lock()
-	ms := g.order
-	if ms == nil {
-		if sorted, err := g.sorted(); err == nil {
-			ms = sorted
-		} else {
-			ms = g.comps
-		}
+	defer g.mu.Unlock()
+	if g.order != nil {
+		return g.order
 	}
-	g.mu.Unlock()
+	if sorted, err := g.sorted(); err == nil {
+		return sorted
+	}
+	return g.comps
+}
+
+// Close closes every component in the reverse of the start order (the
+// reverse of Add order when the dependencies are bad) and returns every error, joined, each naming its component.
+func (g *Group) Close(ctx context.Context) error {
+	ms := g.startOrder()
 	var errs []error
 	for _, m := range slices.Backward(ms) {
 		if err := m.c.Close(ctx); err != nil {

@@ -43,6 +43,20 @@ func (j *journal) all() []string {
 	return slices.Clone(j.entries)
 }
 
+// lineSignal closes seen at the first log line containing match.
+type lineSignal struct {
+	match string
+	seen  chan struct{}
+	once  sync.Once
+}
+
+func (l *lineSignal) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.match) {
+		l.once.Do(func() { close(l.seen) })
+	}
+	return len(p), nil
+}
+
 func newPart(j *journal, name string, deps ...string) *part {
 	return &part{name: name, deps: deps, started: make(chan struct{}), cancels: make(chan struct{}), log: j}
 }
@@ -207,6 +221,46 @@ func TestGroup_Run(t *testing.T) {
 		}
 	})
 
+	t.Run("AnIsolatedFailureStopsOnlyItself", func(t *testing.T) {
+		j := &journal{}
+		down := errors.New("metadata store: authentication failed")
+		stop := errors.New("listener died")
+		logged := &lineSignal{match: "component failed", seen: make(chan struct{})}
+		causes := make(chan error, 1)
+		capture := newPart(j, "capture")
+		capture.run = func(ctx context.Context) error {
+			<-ctx.Done()
+			causes <- context.Cause(ctx)
+			return nil
+		}
+		g := runtime.NewGroup(zerolog.New(logged))
+		err := g.Add(capture,
+			runtime.New("triggers", func(context.Context) error { return down }, nil).Isolate(),
+			// Fails only once the isolated failure was handled: had that
+			// one stopped the group, it would be the cause and Run's first.
+			runtime.New("grpc", func(ctx context.Context) error {
+				select {
+				case <-logged.seen:
+					return stop
+				case <-ctx.Done():
+					return nil
+				}
+			}, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = wait(t, runAsync(context.Background(), g), "Run to return")
+		if cause := wait(t, causes, "capture to stop"); !errors.Is(cause, stop) || errors.Is(cause, down) {
+			t.Fatalf("capture was stopped by %v, want the grpc failure only", cause)
+		}
+		if !errors.Is(err, stop) || !errors.Is(err, down) || !strings.HasPrefix(err.Error(), "grpc: ") {
+			t.Fatalf("Run = %v, want the grpc failure first, then the isolated one", err)
+		}
+		if st := g.States(); st[1].Name != "triggers" || st[1].State != runtime.StateFailed {
+			t.Fatalf("states %+v", st)
+		}
+	})
+
 	t.Run("FinishingIsNotFailing", func(t *testing.T) {
 		j := &journal{}
 		once := newPart(j, "once")
@@ -247,6 +301,22 @@ func TestGroup_Run(t *testing.T) {
 		}
 	})
 
+	t.Run("ReadyThenFinishedLetsDependentsStart", func(t *testing.T) {
+		j := &journal{}
+		sync := newPart(j, "sync")
+		sync.ready = make(chan struct{})
+		sync.run = func(context.Context) error { close(sync.ready); return nil }
+		sink := newPart(j, "sink", "sync")
+		sink.run = func(context.Context) error { return nil }
+		g := newGroup(t, zerolog.Nop(), sync, sink)
+		if err := wait(t, runAsync(context.Background(), g), "Run to return"); err != nil {
+			t.Fatal(err)
+		}
+		if !started(sink) {
+			t.Fatalf("the sink did not start after its sync was done: %+v", g.States())
+		}
+	})
+
 	t.Run("BadDependenciesStartNothing", func(t *testing.T) {
 		for name, parts := range map[string]func(j *journal) []*part{
 			"Unknown": func(j *journal) []*part { return []*part{newPart(j, "a", "nope")} },
@@ -269,6 +339,17 @@ func TestGroup_Run(t *testing.T) {
 					t.Errorf("started %v", got)
 				}
 			})
+		}
+	})
+
+	t.Run("AddAfterRun", func(t *testing.T) {
+		j := &journal{}
+		g := newGroup(t, zerolog.Nop())
+		if err := wait(t, runAsync(context.Background(), g), "Run of an empty group"); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Add(newPart(j, "late")); err == nil {
+			t.Fatal("Add after Run was accepted")
 		}
 	})
 
