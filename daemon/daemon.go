@@ -143,6 +143,7 @@ func (p *initialSync) Name() string                { return "sync " + p.id }
 func (p *initialSync) DependsOn() []string         { return []string{p.source.Name()} }
 func (p *initialSync) Ready() <-chan struct{}      { return p.done }
 func (p *initialSync) Close(context.Context) error { return nil }
+func (p *initialSync) Status() any                 { return p.sink.Status() }
 
 func (p *initialSync) Run(ctx context.Context) error {
 	err := p.sink.InitialSync(ctx, p.source.conn)

@@ -40,13 +40,6 @@ type SinkStatus struct {
 	Connection string `json:"connection,omitempty"`
 }
 
-// Halter is implemented by sinks that may refuse to write before their
-// runner notices (an audit log found damaged at open): status reports it at
-// once.
-type Halter interface {
-	Halted() error
-}
-
 // Status returns a snapshot: the one place the daemon's status is
 // assembled (godwit status, /metrics, /readyz and the health service read
 // it).
@@ -69,7 +62,7 @@ func (d *Daemon) Status() Status {
 	}
 	for _, sp := range d.sinks {
 		rs := sp.runner.Status()
-		if h, ok := sp.sink.(Halter); ok && !rs.Halted {
+		if h, ok := sp.sink.(sink.Halter); ok && !rs.Halted {
 			// A sink that refused at open halts its runner only at the
 			// next delivery: report it now.
 			if err := h.Halted(); err != nil {
