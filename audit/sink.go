@@ -368,6 +368,9 @@ func (s *Sink) Sealing() (seg Sealing, ok bool) {
 	return Sealing{KeyID: s.seg.KeyID, Start: s.seg.Start, KeyFile: s.seg.KeyFile}, true
 }
 
+// Path returns the log file's path.
+func (s *Sink) Path() string { return s.cfg.Path }
+
 // Halted returns why the sink refuses to write (a *HaltError naming the
 // first bad record), or nil.
 func (s *Sink) Halted() error {

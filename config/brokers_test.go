@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/godwit-dev/godwit/config"
+	"github.com/godwit-dev/godwit/sink/kafka"
+	"github.com/godwit-dev/godwit/sink/nats"
 )
 
 const brokerSinks = `
@@ -35,16 +37,17 @@ func TestParse_BrokerSinks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := c.Sinks[0].Kafka
+		k := c.Sinks[0].Settings.(*kafka.Config)
+		n := c.Sinks[1].Settings.(*nats.Config)
 		if k.TLS.CA != "/etc/godwit/ca.pem" || k.SASL.Password.Reveal() != "kafka-pw-secret" {
 			t.Errorf("kafka: %+v", k)
 		}
-		if c.Sinks[1].NATS.Stream.Name != "CDC" {
-			t.Errorf("nats: %+v", c.Sinks[1].NATS)
+		if n.Stream.Name != "CDC" {
+			t.Errorf("nats: %+v", n)
 		}
 		// A config dump (status, logs, debugging) never shows secrets.
 		dump, _ := json.Marshal(c)
-		if s := fmt.Sprintf("%+v %+v %s", *k, *c.Sinks[1].NATS, dump); strings.Contains(s, "kafka-pw-secret") || strings.Contains(s, "nats-token-secret") {
+		if s := fmt.Sprintf("%+v %+v %s", *k, *n, dump); strings.Contains(s, "kafka-pw-secret") || strings.Contains(s, "nats-token-secret") {
 			t.Fatalf("a secret prints: %s", s)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,14 +18,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/mongodb"
-	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
-	"github.com/godwit-dev/godwit/sink/jsonl"
-	"github.com/godwit-dev/godwit/sink/kafka"
-	"github.com/godwit-dev/godwit/sink/nats"
 )
 
 // Config is the whole configuration file.
@@ -194,33 +190,75 @@ type Source struct {
 	BatchInterval time.Duration `yaml:"batch_interval"`
 }
 
-// Sink is one consumer of the outbox.
+// Sink is one consumer of the outbox. The fields here are those of every
+// sink type; the type's own section (jsonl: {...}, replicate: {...}) is
+// decoded and checked by the factory the type registered in package sink
+// (package sink/all registers them all).
 type Sink struct {
 	// ID names the sink's cursor (same rule as source ids).
 	ID string `yaml:"id"`
-	// Type is "jsonl", "audit", "replicate", "kafka" or "nats".
+	// Type is a registered sink type: "jsonl", "audit", "replicate",
+	// "kafka" or "nats" in this build (sink.Types lists them).
 	Type string `yaml:"type"`
 	// OnFailure is "park" (default: move the event to dead letters after
 	// MaxAttempts) or "halt" (stop this sink).
 	OnFailure string `yaml:"on_failure"`
-	// MaxAttempts per event before OnFailure applies. Default 5.
+	// MaxAttempts per event before OnFailure applies. Default 5 (kafka and
+	// nats: unlimited, see docs/sinks.md).
 	MaxAttempts int `yaml:"max_attempts"`
 	// BatchSize is the most events per delivery. Default 1000.
 	BatchSize int `yaml:"batch_size"`
-	// JSONL configures a jsonl sink.
-	JSONL *jsonl.Config `yaml:"jsonl"`
-	// Audit configures an audit sink (docs/audit.md).
-	Audit *audit.Config `yaml:"audit"`
-	// Replicate configures a replication pipeline (docs/replicate.md).
-	Replicate *replicate.Config `yaml:"replicate"`
-	// Kafka configures a kafka sink (docs/sinks.md).
-	Kafka *kafka.Config `yaml:"kafka"`
-	// NATS configures a nats (JetStream) sink (docs/sinks.md).
-	NATS *nats.Config `yaml:"nats"`
+	// Settings is the type's section after Validate: a pointer to the
+	// config struct the type registered (*jsonl.Config for jsonl,
+	// *replicate.Config for replicate, ...). Code that builds a config may
+	// set it instead of writing YAML; Validate then checks it.
+	Settings any `yaml:"-"`
+
+	// sections are the entry's sections named after a sink type, as read.
+	sections map[string]*yaml.Node
 }
 
-// SinkTypes lists the sink types this build knows.
-var SinkTypes = []string{"jsonl", "audit", "replicate", "kafka", "nats"}
+// sinkFields are the YAML keys of Sink's own fields.
+var sinkFields = func() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeFor[Sink]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			out[name] = true
+		}
+	}
+	return out
+}()
+
+// UnmarshalYAML reads the fields every sink has and keeps the sections
+// named after registered sink types for Validate. Any other key is an
+// error, as with the rest of the file.
+func (s *Sink) UnmarshalYAML(n *yaml.Node) error {
+	type plain Sink // without this method
+	if err := n.Decode((*plain)(s)); err != nil {
+		return err
+	}
+	var unknown []string
+	for i := 0; i+1 < len(n.Content) && n.Kind == yaml.MappingNode; i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case sinkFields[k.Value]:
+		case sink.Registered(k.Value):
+			if s.sections == nil {
+				s.sections = map[string]*yaml.Node{}
+			}
+			if v.Tag != "!!null" {
+				s.sections[k.Value] = v
+			}
+		default:
+			unknown = append(unknown, fmt.Sprintf("line %d: field %s not found in type config.Sink (sink types: %v)", k.Line, k.Value, sink.Types()))
+		}
+	}
+	if len(unknown) > 0 {
+		return &yaml.TypeError{Errors: unknown}
+	}
+	return nil
+}
 
 var idRule = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -315,15 +353,6 @@ func (c *Config) applyDefaults() {
 			t := true
 			s.ShowExpandedEvents = &t
 		}
-	}
-	for i := range c.Sinks {
-		if j := c.Sinks[i].JSONL; j != nil && j.Path != "" && !filepath.IsAbs(j.Path) {
-			j.Path = filepath.Join(c.DataDir, j.Path)
-		}
-		if a := c.Sinks[i].Audit; a != nil && a.Path != "" && !filepath.IsAbs(a.Path) {
-			a.Path = filepath.Join(c.DataDir, a.Path)
-		}
-		c.brokerPaths(&c.Sinks[i])
 	}
 }
 
@@ -502,73 +531,37 @@ func (c *Config) Validate() error {
 		if err := rc.Validate(); err != nil {
 			bad(f, "%v", err)
 		}
-		switch s.Type {
-		case "jsonl":
-			if s.JSONL == nil {
-				bad(f+".jsonl", "required for type jsonl (jsonl: {path: events.jsonl})")
-			} else if err := s.JSONL.Validate(); err != nil {
-				bad(f+".jsonl", "%v", err)
-			}
-		case "audit":
-			if s.Audit == nil {
-				bad(f+".audit", "required for type audit (audit: {path: audit.jsonl})")
-			} else if err := s.Audit.Validate(); err != nil {
-				bad(f+".audit", "%v", err)
-			}
-		case "replicate":
-			if s.Replicate == nil {
-				bad(f+".replicate", "required for type replicate (replicate: {source: ID, target: URI})")
-				break
-			}
-			rc := *s.Replicate
-			rc.ID = s.ID
-			if err := rc.Validate(); err != nil {
-				for _, line := range strings.Split(err.Error(), "\n") {
-					bad(f+".replicate."+line, "")
-				}
-			}
-			if rc.Source != "" && !slices.ContainsFunc(c.Sources, func(src Source) bool { return src.ID == rc.Source }) {
-				bad(f+".replicate.source", "no source with id %q", rc.Source)
-			}
-		case "kafka":
-			if s.Kafka == nil {
-				bad(f+".kafka", "required for type kafka (kafka: {brokers: [HOST:9092]})")
-			} else if err := s.Kafka.Validate(); err != nil {
-				bad(f+".kafka."+err.Error(), "")
-			}
-		case "nats":
-			if s.NATS == nil {
-				bad(f+".nats", "required for type nats (nats: {servers: [nats://HOST:4222]})")
-			} else if err := s.NATS.Validate(); err != nil {
-				bad(f+".nats."+err.Error(), "")
-			}
-		case "":
-			bad(f+".type", "required (one of %v)", SinkTypes)
+		switch {
+		case s.Type == "":
+			bad(f+".type", "required (one of %v)", sink.Types())
+		case !sink.Registered(s.Type):
+			bad(f+".type", "%q is not a sink type (one of %v)", s.Type, sink.Types())
 		default:
-			bad(f+".type", "%q is not a sink type (one of %v)", s.Type, SinkTypes)
+			c.checkSink(&c.Sinks[i], f, bad)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// brokerPaths resolves the files a kafka or nats sink names (TLS, NATS
-// credentials) against the config file's directory, like api.tls.
-func (c *Config) brokerPaths(s *Sink) {
-	var paths []*string
-	if k := s.Kafka; k != nil && k.TLS != nil {
-		paths = append(paths, &k.TLS.CA, &k.TLS.Cert, &k.TLS.Key)
+// checkSink decodes and checks a sink's section through its type's
+// factory, keeping the result in Settings.
+func (c *Config) checkSink(s *Sink, field string, bad func(field, format string, args ...any)) {
+	env := sink.Env{ID: s.ID, Dir: c.dir, DataDir: c.DataDir}
+	for _, src := range c.Sources {
+		env.Sources = append(env.Sources, src.ID)
 	}
-	if n := s.NATS; n != nil {
-		paths = append(paths, &n.CredentialsFile, &n.NKeySeedFile)
-		if n.TLS != nil {
-			paths = append(paths, &n.TLS.CA, &n.TLS.Cert, &n.TLS.Key)
+	section, settings := s.sections[s.Type], s.Settings
+	if section != nil {
+		settings = nil
+	}
+	decoded, err := sink.Decode(s.Type, section, settings, env)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			bad(field+"."+line, "")
 		}
+		return
 	}
-	for _, p := range paths {
-		if *p != "" && !filepath.IsAbs(*p) && c.dir != "" {
-			*p = filepath.Join(c.dir, *p)
-		}
-	}
+	s.Settings = decoded
 }
 
 func isLoopback(host string) bool {
@@ -585,27 +578,6 @@ func levelOK(l string) (string, error) {
 		return l, nil
 	}
 	return "", fmt.Errorf("%q: use debug, info, warn or error", l)
-}
-
-// Pipelines returns the replicate sinks, each with what reaches both of its
-// deployments.
-func (c *Config) Pipelines() []replicate.Pipeline {
-	var out []replicate.Pipeline
-	for _, s := range c.Sinks {
-		if s.Type != "replicate" || s.Replicate == nil {
-			continue
-		}
-		rc := *s.Replicate
-		rc.ID = s.ID
-		p := replicate.Pipeline{Config: rc, MetadataDB: c.Metadata.Database, Dir: c.dir}
-		for _, src := range c.Sources {
-			if src.ID == rc.Source {
-				p.SourceURI = src.URI
-			}
-		}
-		out = append(out, p)
-	}
-	return out
 }
 
 // Filter compiles a source's include and ignore globs.

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/godwit-dev/godwit/config"
+	_ "github.com/godwit-dev/godwit/sink/all"
+	"github.com/godwit-dev/godwit/sink/jsonl"
 )
 
 const valid = `
@@ -32,8 +34,8 @@ func TestParse_Valid(t *testing.T) {
 	if c.Outbox.Path != "/var/lib/godwit/outbox.db" {
 		t.Errorf("outbox path default = %q", c.Outbox.Path)
 	}
-	if c.Sinks[0].JSONL.Path != "/var/lib/godwit/events.jsonl" {
-		t.Errorf("relative sink paths resolve against data_dir: %q", c.Sinks[0].JSONL.Path)
+	if j, ok := c.Sinks[0].Settings.(*jsonl.Config); !ok || j.Path != "/var/lib/godwit/events.jsonl" {
+		t.Errorf("relative sink paths resolve against data_dir: %#v", c.Sinks[0].Settings)
 	}
 	if c.Metadata.Database != "godwit" || c.Sources[0].FullDocument != "updateLookup" || !*c.Sources[0].ShowExpandedEvents {
 		t.Errorf("defaults not applied: %+v %+v", c.Metadata, c.Sources[0])
@@ -99,6 +101,14 @@ sinks: [{id: "trigger:x", type: jsonl, jsonl: {path: x}}]`, []string{`sinks[0].i
 		{"bad metadata uri", "metadata: {uri: \"redis://x\"}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"metadata.uri"}},
 		{"tiny memory limit", "triggers: {memory_limit: 100}\nsources: [{id: a, uri: \"lungo:memory\"}]", []string{"triggers.memory_limit"}},
 		{"unknown field", "sources: [{id: a, uri: \"lungo:memory\", colection: c}]", []string{"colection", "not found"}},
+		{"unknown sink field", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, jsonl: {path: x}, on_falure: halt}]",
+			[]string{"line 2: field on_falure not found", "sink types: [audit jsonl kafka nats replicate]"}},
+		{"unknown field in a sink's section", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: jsonl, jsonl: {pth: x}}]",
+			[]string{"sinks[0].jsonl (line 2): field pth not found in type jsonl.Config"}},
+		{"unknown sink type lists the registered ones", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: rabbitmq}]",
+			[]string{`(one of [audit jsonl kafka nats replicate])`}},
+		{"a section of the wrong type", "sources: [{id: a, uri: \"lungo:memory\"}]\nsinks: [{id: s, type: audit, jsonl: {path: x}}]",
+			[]string{"sinks[0].audit: required for type audit (audit: {path: audit.jsonl})"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,11 +1,21 @@
-// Package daemon wires a configuration into running parts: the outbox, one
-// capture.Source per source and one sink.Runner per sink. `godwit serve` and
-// `godwit demo` both run a Daemon.
+// Package daemon wires a configuration into the data path's components:
+// the outbox, one capture per source, one initial sync per replicate
+// pipeline and one sink runner per sink, all in one runtime.Group.
+// Package server adds the control plane's components to the same group.
+// `godwit serve` and `godwit demo` run it.
 //
 // Lifecycle: Open opens the outbox, the connections and the sinks and
 // registers every sink cursor (so retention holds from the start); Run
-// captures and delivers until its context ends; Close closes everything and
-// returns the first error.
+// runs the group until its context ends or a component fails; Close closes
+// every component in reverse start order and joins the errors.
+//
+// Components and their dependencies (runtime.Group starts each once the
+// ones it depends on are ready):
+//
+//	outbox
+//	source ID                 ready once its change stream is open
+//	sync ID    -> source SRC  replicate pipelines: ready once the initial sync is done
+//	sink ID    (-> sync ID)   the runner; a pipeline's waits for its sync
 package daemon
 
 import (
@@ -13,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sync"
 	"time"
@@ -28,42 +37,135 @@ import (
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
+	"github.com/godwit-dev/godwit/runtime"
 	"github.com/godwit-dev/godwit/sink"
-	"github.com/godwit-dev/godwit/sink/jsonl"
-	"github.com/godwit-dev/godwit/sink/kafka"
-	"github.com/godwit-dev/godwit/sink/nats"
+	_ "github.com/godwit-dev/godwit/sink/all" // every sink type
 )
 
 // Daemon is an opened configuration.
 type Daemon struct {
-	cfg *config.Config
-	log zerolog.Logger
+	cfg   *config.Config
+	log   zerolog.Logger
+	group *runtime.Group
 
 	ob      *outbox.Outbox
-	conns   []*mongodb.Conn
-	sources []*capture.Source
-	runners []*sink.Runner
-	sinks   []sink.Sink
+	sources []*source          // config order
+	byID    map[string]*source // the same, by source id
+	sinks   []*sinkPart        // config order
 	audits  []*audit.Sink
-	// pipelines are the replicate sinks: their runners start only after
-	// their initial sync.
-	pipelines []pipeline
+	// auditLogs maps the audit sinks' ids to their log files.
+	auditLogs map[string]string
 }
 
-type pipeline struct {
-	sink     *replicate.Sink
-	sourceID string
-	source   *mongodb.Conn
-	syncErr  *syncError // set when the initial sync failed
+// source is a source's connection and capture: component "source ID". It
+// owns the connection, which sinks and triggers use while they run.
+type source struct {
+	id      string
+	conn    *mongodb.Conn
+	echo    *replicate.EchoFilter
+	capture *capture.Source
 }
 
-type syncError struct {
+func (s *source) Name() string                    { return "source " + s.id }
+func (s *source) Ready() <-chan struct{}          { return s.capture.Ready() }
+func (s *source) Close(ctx context.Context) error { return s.conn.Close(ctx) }
+func (s *source) Status() any                     { return s.capture.Status() }
+
+// Run captures. A halt (logged and audited by capture) stops this source
+// only.
+func (s *source) Run(ctx context.Context) error {
+	if err := s.capture.Run(ctx); err != nil && !errors.Is(err, capture.ErrHalted) {
+		return err
+	}
+	return nil
+}
+
+// sinkPart is a sink and its runner: component "sink ID".
+type sinkPart struct {
+	cfg    config.Sink
+	sink   sink.Sink
+	runner *sink.Runner
+	sync   *initialSync // replicate pipelines only
+	log    zerolog.Logger
+}
+
+func (s *sinkPart) Name() string { return "sink " + s.cfg.ID }
+func (s *sinkPart) Status() any  { return s.runner.Status() }
+
+func (s *sinkPart) DependsOn() []string {
+	if s.sync != nil {
+		return []string{s.sync.Name()}
+	}
+	return nil
+}
+
+// Run delivers. A halted sink (logged by the runner) stops alone.
+func (s *sinkPart) Run(ctx context.Context) error {
+	err := s.runner.Run(ctx)
+	if errors.Is(err, sink.ErrHalted) {
+		s.log.Error().Err(err).Msg("sink stopped")
+		return nil
+	}
+	return err
+}
+
+func (s *sinkPart) Close(ctx context.Context) error {
+	if c, ok := s.sink.(sink.Closer); ok {
+		return c.Close(ctx)
+	}
+	return nil
+}
+
+// pipelineSink is what the daemon needs of a replicate sink.
+type pipelineSink interface {
+	sink.Sink
+	Source() string
+	InitialSync(ctx context.Context, source *mongodb.Conn) error
+	Status() replicate.Status
+}
+
+// initialSync copies what a pipeline has not copied yet, once its source
+// captures (every later write then waits in the outbox): component
+// "sync ID", ready when the copy is done. A failed copy is reported in
+// status and keeps the pipeline from streaming until godwit restarts.
+type initialSync struct {
+	id     string
+	sink   pipelineSink
+	source *source
+	done   chan struct{}
+	log    zerolog.Logger
+
 	mu  sync.Mutex
-	msg string
+	err string // why the copy failed, redacted
 }
 
-func (e *syncError) set(msg string) { e.mu.Lock(); e.msg = msg; e.mu.Unlock() }
-func (e *syncError) get() string    { e.mu.Lock(); defer e.mu.Unlock(); return e.msg }
+func (p *initialSync) Name() string                { return "sync " + p.id }
+func (p *initialSync) DependsOn() []string         { return []string{p.source.Name()} }
+func (p *initialSync) Ready() <-chan struct{}      { return p.done }
+func (p *initialSync) Close(context.Context) error { return nil }
+func (p *initialSync) Status() any                 { return p.sink.Status() }
+
+func (p *initialSync) Run(ctx context.Context) error {
+	err := p.sink.InitialSync(ctx, p.source.conn)
+	switch {
+	case err == nil:
+		close(p.done)
+	case ctx.Err() == nil:
+		msg := fmt.Sprintf("initial sync failed: %v; the pipeline does not stream until godwit restarts", err)
+		p.mu.Lock()
+		p.err = logging.RedactText(msg)
+		p.mu.Unlock()
+		p.log.Error().Err(err).Str("sink", p.id).Str("source", p.source.id).
+			Msg("initial sync failed; the pipeline does not stream until godwit restarts")
+	}
+	return nil
+}
+
+func (p *initialSync) failure() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
 
 // Option changes how Open builds the daemon.
 type Option func(*options)
@@ -88,7 +190,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 	for _, opt := range opts {
 		opt(&o)
 	}
-	d := &Daemon{cfg: cfg, log: log}
+	d := &Daemon{cfg: cfg, log: log, group: runtime.NewGroup(log), byID: map[string]*source{}, auditLogs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			_ = d.Close(context.WithoutCancel(ctx))
@@ -97,55 +199,54 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...O
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	d.ob, err = outbox.Open(cfg.Outbox.Path, outbox.Options{MaxBytes: cfg.Outbox.MaxBytes, KeepAcked: cfg.Outbox.KeepAcked})
+	ob, err := outbox.Open(cfg.Outbox.Path, outbox.Options{MaxBytes: cfg.Outbox.MaxBytes, KeepAcked: cfg.Outbox.KeepAcked})
 	if err != nil {
 		return nil, err
 	}
+	d.ob = ob
+	if err := d.group.Add(runtime.New("outbox", nil, func(ctx context.Context) error { return ob.Close(ctx) })); err != nil {
+		return nil, err
+	}
 	// Sources first: replicate sinks need their connections and echo filters.
-	srcConns := map[string]*mongodb.Conn{}
-	echoes := map[string]*replicate.EchoFilter{}
+	srcs := map[string]sink.Source{}
 	for _, sc := range cfg.Sources {
-		conn, err := mongodb.Open(ctx, sc.URI, cfg.Dir())
+		src, err := d.openSource(ctx, sc)
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
 		}
-		d.logMigrated(conn)
-		d.conns = append(d.conns, conn)
-		srcConns[sc.ID] = conn
-		echoes[sc.ID] = replicate.NewEchoFilter(cfg.Metadata.Database)
+		srcs[sc.ID] = sink.Source{URI: sc.URI, Conn: src.conn, Echo: src.echo}
 	}
 	for _, sc := range cfg.Sinks {
-		s, err := d.openSink(ctx, sc, srcConns, echoes, o.progress)
-		if err != nil {
+		if err := d.openSink(ctx, sc, srcs, o); err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
-		d.sinks = append(d.sinks, s)
-		if a, ok := s.(*audit.Sink); ok {
-			d.audits = append(d.audits, a)
-		}
-		rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
-		if rc.MaxAttempts == 0 && (sc.Type == "kafka" || sc.Type == "nats") {
-			// A broker outage is retried until the broker is back, never
-			// parked; malformed events fail permanently and park at once.
-			rc.MaxAttempts = math.MaxInt
-		}
-		if o.observe != nil {
-			rc.OnDeliver = o.observe(sc.ID)
-		}
-		r := sink.NewRunner(outbox.SinkCursor(sc.ID), d.ob, s, rc, log)
-		if _, err := r.Register(); err != nil {
-			return nil, err
-		}
-		d.runners = append(d.runners, r)
-	}
-	for i, sc := range cfg.Sources {
-		ccfg := SourceConfig(cfg, sc)
-		ccfg.OnHalt = func(id, reason string) {
-			d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
-		}
-		d.sources = append(d.sources, capture.New(ccfg, d.conns[i], d.ob, echoes[sc.ID], log))
 	}
 	return d, nil
+}
+
+// openSource connects a source and prepares its capture, with the echo
+// filter that two-way pipelines share with it.
+func (d *Daemon) openSource(ctx context.Context, sc config.Source) (*source, error) {
+	conn, err := mongodb.Open(ctx, sc.URI, d.cfg.Dir())
+	if err != nil {
+		return nil, err
+	}
+	if conn.Migrated != "" {
+		d.log.Info().Str("uri", conn.Redacted).Str("backup", conn.Migrated).
+			Msg("converted the embedded deployment's file to the incremental store; the original is kept as the backup")
+	}
+	echo := replicate.NewEchoFilter(d.cfg.Metadata.Database)
+	ccfg := SourceConfig(d.cfg, sc)
+	ccfg.OnHalt = func(id, reason string) {
+		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
+	}
+	src := &source{id: sc.ID, conn: conn, echo: echo, capture: capture.New(ccfg, conn, d.ob, echo, d.log)}
+	if err := d.group.Add(src); err != nil {
+		return nil, errors.Join(err, conn.Close(ctx))
+	}
+	d.sources = append(d.sources, src)
+	d.byID[sc.ID] = src
+	return src, nil
 }
 
 // SourceConfig translates a configured source into capture's config.
@@ -169,97 +270,74 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	}
 }
 
-func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer) (sink.Sink, error) {
+// openSink opens a sink through the sink registry and registers its
+// runner's cursor; a replicate pipeline also gets its initial sync.
+func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcs map[string]sink.Source, o options) error {
 	log := d.log.With().Str("sink", sc.ID).Logger()
-	switch sc.Type {
-	case "jsonl":
-		return jsonl.Open(*sc.JSONL)
-	case "audit":
-		return audit.Open(*sc.Audit, log)
-	case "replicate":
-		return d.openReplicate(ctx, sc, srcConns, echoes, progress, log)
-	// Broker sinks (docs/sinks.md): each opens without reaching its
-	// brokers, so an outage at start is retried by the runner.
-	case "kafka":
-		return kafka.Open(*sc.Kafka)
-	case "nats":
-		return nats.Open(ctx, *sc.NATS)
-	}
-	return nil, fmt.Errorf("unknown sink type %q", sc.Type)
-}
-
-// logMigrated says so when opening an embedded deployment converted a
-// lungo FileStore file.
-func (d *Daemon) logMigrated(c *mongodb.Conn) {
-	if c.Migrated != "" {
-		d.log.Info().Str("uri", c.Redacted).Str("backup", c.Migrated).
-			Msg("converted the embedded deployment's file to the incremental store; the original is kept as the backup")
-	}
-}
-
-// openReplicate opens a pipeline's target and, for a two-way pair, links it
-// to the capture of that target.
-func (d *Daemon) openReplicate(ctx context.Context, sc config.Sink, srcConns map[string]*mongodb.Conn, echoes map[string]*replicate.EchoFilter, progress io.Writer, log zerolog.Logger) (sink.Sink, error) {
-	rc := *sc.Replicate
-	rc.ID = sc.ID
-	target, err := mongodb.Open(ctx, rc.Target, d.cfg.Dir())
+	s, err := sink.Open(ctx, sc.Type, sc.Settings, sink.Deps{
+		ID: sc.ID, Dir: d.cfg.Dir(), MetadataDatabase: d.cfg.Metadata.Database,
+		Outbox: d.ob, Log: log, Sources: srcs, Progress: o.progress,
+		Audit: func(ctx context.Context, n sink.Notice) {
+			d.Audit(ctx, audit.SystemEvent{Class: n.Class, Source: n.Source, Namespace: n.Namespace, Message: n.Message, Details: n.Details})
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+		return err
 	}
-	d.logMigrated(target)
-	d.conns = append(d.conns, target)
-	opts := []replicate.Option{replicate.WithConflictHook(func(c replicate.Conflict) {
-		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassReplicationConflict,
-			Source: rc.Source, Namespace: c.Namespace.String(),
-			Message: fmt.Sprintf("pipeline %s: %s of _id %v resolved by last writer wins", c.Pipeline, c.Operation, c.ID),
-			Details: map[string]any{"incoming": c.Incoming, "current": c.Current}})
-	})}
-	if progress != nil {
-		opts = append(opts, replicate.WithProgress(progress))
+	rc := sink.RunnerConfig{Policy: sc.OnFailure, MaxAttempts: sc.MaxAttempts, BatchSize: sc.BatchSize}
+	if rc.MaxAttempts == 0 {
+		rc.MaxAttempts = sink.DefaultMaxAttempts(sc.Type)
 	}
-	opts = append(opts, replicate.WithOutbox(d.ob))
-	if rc.Bidirectional {
-		peer := ""
-		for _, src := range d.cfg.Sources {
-			if sameDeployment(src.URI, rc.Target, d.cfg.Dir()) {
-				peer = src.ID
-			}
+	if o.observe != nil {
+		rc.OnDeliver = o.observe(sc.ID)
+	}
+	part := &sinkPart{cfg: sc, sink: s, runner: sink.NewRunner(outbox.SinkCursor(sc.ID), d.ob, s, rc, d.log), log: log}
+	if p, ok := s.(pipelineSink); ok {
+		src, ok := d.byID[p.Source()]
+		if !ok {
+			return errors.Join(fmt.Errorf("replicate.source: no source with id %q", p.Source()), part.Close(ctx))
 		}
-		if peer == "" {
-			return nil, fmt.Errorf("replicate.bidirectional: no source captures the target %s; add one (the other half of the pair)", target.Redacted)
+		part.sync = &initialSync{id: sc.ID, sink: p, source: src, done: make(chan struct{}), log: d.log}
+		if err := d.group.Add(part.sync); err != nil {
+			return errors.Join(err, part.Close(ctx))
 		}
-		opts = append(opts, replicate.WithPeer(replicate.Peer{SourceID: peer, Echo: echoes[peer], Outbox: d.ob}))
 	}
-	s, err := replicate.Open(ctx, rc, target, d.cfg.Metadata.Database, log, opts...)
-	if err != nil {
-		return nil, err
+	if err := d.group.Add(part); err != nil {
+		return errors.Join(err, part.Close(ctx))
 	}
-	d.pipelines = append(d.pipelines, pipeline{sink: s, sourceID: rc.Source, source: srcConns[rc.Source], syncErr: &syncError{}})
-	return s, nil
-}
-
-// sameDeployment reports whether two URIs name the same deployment: the same
-// embedded file, or the same real URI.
-func sameDeployment(a, b, dir string) bool {
-	ka, pa, errA := mongodb.ParseURI(a, dir)
-	kb, pb, errB := mongodb.ParseURI(b, dir)
-	if errA != nil || errB != nil || ka != kb {
-		return false
+	if a, ok := s.(*audit.Sink); ok {
+		d.audits = append(d.audits, a)
+		d.auditLogs[sc.ID] = a.Path()
 	}
-	if ka == mongodb.EmbeddedFile {
-		return pa == pb
-	}
-	return ka == mongodb.Real && a == b
+	d.sinks = append(d.sinks, part)
+	_, err = part.runner.Register()
+	return err
 }
 
 // Outbox returns the open outbox.
 func (d *Daemon) Outbox() *outbox.Outbox { return d.ob }
 
 // Sources returns the capture sources, in config order.
-func (d *Daemon) Sources() []*capture.Source { return d.sources }
+func (d *Daemon) Sources() []*capture.Source {
+	out := make([]*capture.Source, len(d.sources))
+	for i, s := range d.sources {
+		out[i] = s.capture
+	}
+	return out
+}
 
 // Runners returns the sink runners, in config order.
-func (d *Daemon) Runners() []*sink.Runner { return d.runners }
+func (d *Daemon) Runners() []*sink.Runner {
+	out := make([]*sink.Runner, len(d.sinks))
+	for i, s := range d.sinks {
+		out[i] = s.runner
+	}
+	return out
+}
+
+// Group returns the group of the daemon's components. Package server adds
+// its own to it before Run.
+func (d *Daemon) Group() *runtime.Group { return d.group }
 
 // Audit records a godwit event in every audit sink (there may be none).
 // Failures are logged: auditing must not stop capture.
@@ -275,8 +353,8 @@ func (d *Daemon) Audit(ctx context.Context, ev audit.SystemEvent) {
 // functions write).
 func (d *Daemon) SourceClients() map[string]lungo.IClient {
 	out := map[string]lungo.IClient{}
-	for i, sc := range d.cfg.Sources {
-		out[sc.ID] = d.conns[i].Client
+	for id, s := range d.byID {
+		out[id] = s.conn.Client
 	}
 	return out
 }
@@ -284,92 +362,23 @@ func (d *Daemon) SourceClients() map[string]lungo.IClient {
 // AuditSinks returns the open audit sinks.
 func (d *Daemon) AuditSinks() []*audit.Sink { return d.audits }
 
-// Run captures and delivers until ctx ends. A halted source or sink is
-// logged and the others keep running. Run returns when every goroutine has
-// stopped.
+// AuditLogs maps the audit sinks' ids to their log files.
+func (d *Daemon) AuditLogs() map[string]string { return d.auditLogs }
+
+// Run runs every component until ctx ends (nil) or one fails: that
+// failure stops the others and is returned. A halted source or sink, or a
+// pipeline whose initial sync failed, is logged and the others keep
+// running. Run returns when every component has stopped.
 func (d *Daemon) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
 	d.Audit(ctx, audit.SystemEvent{Class: audit.ClassDaemonStart,
-		Message: fmt.Sprintf("godwit started with %d sources and %d sinks", len(d.sources), len(d.runners))})
-	d.log.Info().Int("sources", len(d.sources)).Int("sinks", len(d.runners)).
+		Message: fmt.Sprintf("godwit started with %d sources and %d sinks", len(d.sources), len(d.sinks))})
+	d.log.Info().Int("sources", len(d.sources)).Int("sinks", len(d.sinks)).
 		Str("outbox", d.ob.Path()).Msg("godwit running")
-	for _, s := range d.sources {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Run(ctx); err != nil && !errors.Is(err, capture.ErrHalted) {
-				d.log.Error().Err(err).Msg("source stopped")
-			}
-		}()
-	}
-	for i, r := range d.runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if p, ok := d.pipelineOf(d.sinks[i]); ok {
-				if !d.initialSync(ctx, p) {
-					return
-				}
-			}
-			if err := r.Run(ctx); err != nil {
-				d.log.Error().Err(err).Str("sink", r.ID()).Msg("sink stopped")
-			}
-		}()
-	}
-	wg.Wait()
+	err := d.group.Run(ctx)
 	d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassDaemonStop, Message: "godwit stopped"})
-	return nil
+	return err
 }
 
-func (d *Daemon) pipelineOf(s sink.Sink) (pipeline, bool) {
-	for _, p := range d.pipelines {
-		if sink.Sink(p.sink) == s {
-			return p, true
-		}
-	}
-	return pipeline{}, false
-}
-
-// initialSync waits until the pipeline's source captures (every later write
-// then waits in the outbox), then copies what the pipeline has not copied
-// yet. It reports whether streaming may start.
-func (d *Daemon) initialSync(ctx context.Context, p pipeline) bool {
-	var src *capture.Source
-	for _, s := range d.sources {
-		if s.Status().ID == p.sourceID {
-			src = s
-		}
-	}
-	select {
-	case <-src.Ready():
-	case <-ctx.Done():
-		return false
-	}
-	if err := p.sink.InitialSync(ctx, p.source); err != nil {
-		if ctx.Err() == nil {
-			msg := fmt.Sprintf("initial sync failed: %v; the pipeline does not stream until godwit restarts", err)
-			p.syncErr.set(logging.RedactText(msg))
-			d.log.Error().Err(err).Str("sink", p.sink.Status().Pipeline).Str("source", p.sourceID).
-				Msg("initial sync failed; the pipeline does not stream until godwit restarts")
-		}
-		return false
-	}
-	return true
-}
-
-// Close closes sinks, connections and the outbox, returning the first error.
-func (d *Daemon) Close(ctx context.Context) error {
-	var errs []error
-	for _, s := range d.sinks {
-		if c, ok := s.(sink.Closer); ok {
-			errs = append(errs, c.Close(ctx))
-		}
-	}
-	for _, c := range d.conns {
-		errs = append(errs, c.Close(ctx))
-	}
-	if d.ob != nil {
-		errs = append(errs, d.ob.Close(ctx))
-	}
-	return errors.Join(errs...)
-}
+// Close closes every component (sinks, connections, the outbox, and what
+// package server added) in reverse start order, joining every error.
+func (d *Daemon) Close(ctx context.Context) error { return d.group.Close(ctx) }

@@ -201,7 +201,7 @@ sinks:
 		}
 	}
 
-	f, err := os.Open(cfg.Sinks[2].Audit.Path) // resolved against data_dir
+	f, err := os.Open(cfg.Sinks[2].Settings.(*audit.Config).Path) // resolved against data_dir
 	if err != nil {
 		t.Fatal(err)
 	}

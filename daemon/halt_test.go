@@ -102,7 +102,7 @@ sinks:
 	if !strings.Contains(problems, "source ferret is halted: "+want) {
 		t.Fatalf("/readyz problems %q lack the halt", problems)
 	}
-	f, err := os.Open(cfg.Sinks[0].Audit.Path)
+	f, err := os.Open(cfg.Sinks[0].Settings.(*audit.Config).Path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package daemon
 import (
 	"time"
 
-	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/outbox"
@@ -41,12 +40,14 @@ type SinkStatus struct {
 	Connection string `json:"connection,omitempty"`
 }
 
-// Status returns a snapshot.
+// Status returns a snapshot: the one place the daemon's status is
+// assembled (godwit status, /metrics, /readyz and the health service read
+// it).
 func (d *Daemon) Status() Status {
 	st := Status{Outbox: d.ob.Stats()}
 	stored, _ := d.ob.Sources()
 	for _, s := range d.sources {
-		ss := SourceStatus{Status: s.Status()}
+		ss := SourceStatus{Status: s.capture.Status()}
 		if cp, ok := stored[ss.ID]; ok {
 			ss.Captured = cp.Captured
 			if ts, ok := change.TokenTime(cp.Token); ok {
@@ -59,12 +60,12 @@ func (d *Daemon) Status() Status {
 		}
 		st.Sources = append(st.Sources, ss)
 	}
-	for i, r := range d.runners {
-		rs := r.Status()
-		if a, ok := d.sinks[i].(*audit.Sink); ok && !rs.Halted {
-			// An audit sink that refused its log at open halts its runner
-			// only at the next delivery: report it now.
-			if err := a.Halted(); err != nil {
+	for _, sp := range d.sinks {
+		rs := sp.runner.Status()
+		if h, ok := sp.sink.(sink.Halter); ok && !rs.Halted {
+			// A sink that refused at open halts its runner only at the
+			// next delivery: report it now.
+			if err := h.Halted(); err != nil {
 				rs.Halted, rs.LastError = true, err.Error()
 			}
 		}
@@ -73,27 +74,25 @@ func (d *Daemon) Status() Status {
 			backlog = st.Outbox.Last - rs.Acked
 		}
 		ss := SinkStatus{Status: rs, Backlog: backlog}
-		if c, ok := d.sinks[i].(sink.Connection); ok {
+		if c, ok := sp.sink.(sink.Connection); ok {
 			ss.Connection = c.ConnectionState()
 		}
-		st.Sinks = append(st.Sinks, ss)
-	}
-	for _, p := range d.pipelines {
-		ps := p.sink.Status()
-		if msg := p.syncErr.get(); msg != "" {
-			ps.Phase, ps.LastError = replicate.PhaseHalted, msg
-		}
-		st.Pipelines = append(st.Pipelines, ps)
-		// One story: the sink of a halted pipeline is halted too (its
-		// runner may never have started, or waits on a halted sink).
-		for i := range st.Sinks {
-			if ps.Phase == replicate.PhaseHalted && st.Sinks[i].ID == ps.Pipeline {
-				st.Sinks[i].Halted = true
-				if st.Sinks[i].LastError == "" {
-					st.Sinks[i].LastError = ps.LastError
+		if sp.sync != nil {
+			ps := sp.sync.sink.Status()
+			if msg := sp.sync.failure(); msg != "" {
+				ps.Phase, ps.LastError = replicate.PhaseHalted, msg
+			}
+			st.Pipelines = append(st.Pipelines, ps)
+			// One story: the sink of a halted pipeline is halted too (its
+			// runner may never have started, or waits on a halted sink).
+			if ps.Phase == replicate.PhaseHalted {
+				ss.Halted = true
+				if ss.LastError == "" {
+					ss.LastError = ps.LastError
 				}
 			}
 		}
+		st.Sinks = append(st.Sinks, ss)
 	}
 	return st
 }

@@ -202,9 +202,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	sum := &Summary{Ops: opts.Ops, DataDir: dir, Outbox: cfg.Outbox.Path,
-		EventsFile: cfg.Sinks[0].JSONL.Path, Delivered: map[string]uint64{}}
+		EventsFile: cfg.Sinks[0].Settings.(*jsonl.Config).Path, Delivered: map[string]uint64{}}
 
-	sum.AuditLog = cfg.Sinks[1].Audit.Path
+	sum.AuditLog = cfg.Sinks[1].Settings.(*audit.Config).Path
 	sum.Replica = filepath.Join(dir, "replica.lungo")
 	if opts.ReplicaURI != "" {
 		sum.Replica = logging.RedactURI(opts.ReplicaURI)
@@ -681,7 +681,7 @@ func verifyAudit(ob *outbox.Outbox, sum *Summary, opts Options) (uint64, []strin
 // verifyReplica compares the replica with the source, document by document,
 // as `godwit verify` does.
 func verifyReplica(ctx context.Context, cfg *config.Config) []string {
-	p := cfg.Pipelines()[0]
+	p := replicate.Pipelines(cfg)[0]
 	src, err := mongodb.Open(ctx, p.SourceURI, p.Dir)
 	if err != nil {
 		return []string{err.Error()}
@@ -707,11 +707,11 @@ func verifyReplica(ctx context.Context, cfg *config.Config) []string {
 func addBrokerSinks(cfg *config.Config, opts Options) error {
 	if len(opts.Kafka) > 0 {
 		cfg.Sinks = append(cfg.Sinks, config.Sink{ID: "kafka", Type: "kafka",
-			Kafka: &kafka.Config{Brokers: opts.Kafka, Topic: "godwit-demo.{db}.{coll}", CreateTopics: true}})
+			Settings: &kafka.Config{Brokers: opts.Kafka, Topic: "godwit-demo.{db}.{coll}", CreateTopics: true}})
 	}
 	if opts.NATS != "" {
 		cfg.Sinks = append(cfg.Sinks, config.Sink{ID: "nats", Type: "nats",
-			NATS: &nats.Config{Servers: []string{opts.NATS}, Prefix: "godwit-demo", Stream: &nats.Stream{Name: "GODWIT_DEMO", Create: true}}})
+			Settings: &nats.Config{Servers: []string{opts.NATS}, Prefix: "godwit-demo", Stream: &nats.Stream{Name: "GODWIT_DEMO", Create: true}}})
 	}
 	return cfg.Validate()
 }

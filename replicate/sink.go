@@ -130,6 +130,8 @@ type Sink struct {
 	snapshots map[change.Namespace]primitive.Timestamp
 	halted    string
 
+	ownsTarget bool // Close closes target (opened by the registry's factory)
+
 	mu     sync.Mutex
 	status Status
 	logged time.Time // when progress was last logged
@@ -299,10 +301,17 @@ func (s *Sink) set(fn func(*Status)) {
 }
 
 // Close implements sink.Closer. The target connection belongs to the caller.
-func (s *Sink) Close(context.Context) error {
+func (s *Sink) Close(ctx context.Context) error {
 	s.log.Info().Msg("replication pipeline closed")
+	if s.ownsTarget {
+		return s.target.Close(ctx)
+	}
 	return nil
 }
+
+// Source returns the id of the capture source whose events the pipeline
+// applies (and whose data its initial sync copies).
+func (s *Sink) Source() string { return s.cfg.Source }
 
 // segment is a unit of Deliver: document changes that workers may apply in
 // parallel, one source transaction (applied in one target transaction), or

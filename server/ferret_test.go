@@ -11,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/internal/ferrettest"
@@ -114,7 +115,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := countLines(t, cfg.Sinks[0].Audit.Path); mirrored != int64(n) || n < 2 {
+	if n := countLines(t, cfg.Sinks[0].Settings.(*audit.Config).Path); mirrored != int64(n) || n < 2 {
 		t.Fatalf("audit mirror in FerretDB holds %d records, the log %d (want at least the drop and the daemon's start)", mirrored, n)
 	}
 }

@@ -1,6 +1,20 @@
 // Package server runs a configured godwit: the daemon (capture, outbox,
 // sinks), the trigger manager, and the network listeners (HTTP metrics and
 // health, the gRPC API). `godwit serve` and `godwit demo` use it.
+//
+// Server adds the control plane's components to the daemon's
+// runtime.Group, after the daemon's own (so they close first):
+//
+//	metadata                     the metadata store's connection
+//	triggers      -> metadata    the trigger manager (isolated: its failure stops only itself)
+//	events                       subscriptions (open even without gRPC: durable cursors hold retention)
+//	audit-api                    ends audit follow streams when godwit stops
+//	http                         /metrics, /healthz, /readyz (unless api.http_addr is off)
+//	grpc                         the gRPC API (unless api.grpc_addr is off)
+//	admin-health  -> grpc        the gRPC health service, from status
+//
+// The first component that fails stops all the others: Run returns that
+// failure at once instead of when its context ends.
 package server
 
 import (
@@ -27,6 +41,7 @@ import (
 	"github.com/godwit-dev/godwit/metrics"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/runtime"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/api"
 	"github.com/godwit-dev/godwit/trigger/wasm"
@@ -65,8 +80,12 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 	if s.Daemon, err = daemon.Open(ctx, cfg, log, opts...); err != nil {
 		return nil, err
 	}
+	g := s.Daemon.Group()
 	if s.meta, err = mongodb.Open(ctx, cfg.Metadata.URI, cfg.Dir()); err != nil {
 		return nil, fmt.Errorf("metadata.uri: %w", err)
+	}
+	if err := g.Add(runtime.New("metadata", nil, s.meta.Close)); err != nil {
+		return nil, errors.Join(err, s.meta.Close(ctx))
 	}
 	authn, err := auth.New(authTokens(cfg.API.Tokens))
 	if err != nil { // one problem per line, each naming its field
@@ -103,14 +122,32 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 	if err != nil {
 		return nil, fmt.Errorf("triggers: %w", err)
 	}
+	// Isolated: with the metadata store down, capture and the sinks go on
+	// (the failure is logged, shown, and returned when godwit stops).
+	if err := g.Add(runtime.New("triggers", s.Triggers.Run, s.Triggers.Close, "metadata").Isolate()); err != nil {
+		return nil, errors.Join(err, s.Triggers.Close(ctx))
+	}
 	if s.Events, err = events.Open(s.Daemon.Outbox(), events.Config{MetadataDatabase: cfg.Metadata.Database}, log); err != nil {
 		return nil, err
 	}
+	// Streams end only when told: events and audit-api end them when the
+	// group stops, so that the gRPC server's graceful stop can finish.
+	closeEvents := s.Events.Close
+	if err := g.Add(runtime.New("events", s.Events.Run, closeEvents)); err != nil {
+		return nil, errors.Join(err, closeEvents(ctx))
+	}
 	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
-	s.auditAPI = auditapi.New(auditLogs(cfg))
+	s.auditAPI = auditapi.New(s.Daemon.AuditLogs())
+	if err := g.Add(runtime.New("audit-api", s.auditAPI.Run, nil)); err != nil {
+		return nil, err
+	}
 	if cfg.API.HTTPAddr != "off" {
 		if s.HTTP, err = listenHTTP(cfg, m, s.Admin, authn, s.Daemon.Status, log); err != nil {
 			return nil, err
+		}
+		h := &httpListener{srv: s.HTTP}
+		if err := g.Add(h); err != nil {
+			return nil, errors.Join(err, h.Close(ctx))
 		}
 	}
 	if cfg.API.GRPCAddr != "off" {
@@ -122,8 +159,42 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		if s.RPC, err = rpc.New(rc, log, api.New(s.Triggers), eventsapi.New(s.Events), s.Admin, s.auditAPI); err != nil {
 			return nil, err
 		}
+		if err := g.Add(runtime.New("grpc", s.RPC.Serve, s.RPC.Close)); err != nil {
+			return nil, errors.Join(err, s.RPC.Close(ctx))
+		}
+		health := func(ctx context.Context) error { return s.Admin.WatchHealth(ctx, s.RPC, 0) }
+		if err := g.Add(runtime.New("admin-health", health, nil, "grpc")); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// httpListener is the HTTP listener as a component: it serves until the
+// group stops, then shuts down (waiting for requests in flight).
+type httpListener struct {
+	srv  *httpapi.Server
+	once sync.Once
+	err  error
+}
+
+func (h *httpListener) Name() string { return "http" }
+
+func (h *httpListener) Run(ctx context.Context) error {
+	served := make(chan error, 1)
+	go func() { served <- h.srv.Serve() }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+		_ = h.Close(context.WithoutCancel(ctx))
+		return <-served
+	}
+}
+
+func (h *httpListener) Close(ctx context.Context) error {
+	h.once.Do(func() { h.err = h.srv.Close(ctx) })
+	return h.err
 }
 
 // listenHTTP binds the HTTP listener: HTTPS with api.tls on a
@@ -165,17 +236,6 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// auditLogs maps the audit sinks' ids to their log files.
-func auditLogs(cfg *config.Config) map[string]string {
-	out := map[string]string{}
-	for _, sc := range cfg.Sinks {
-		if sc.Type == "audit" && sc.Audit != nil {
-			out[sc.ID] = sc.Audit.Path
-		}
-	}
-	return out
-}
-
 // authTokens translates the configured tokens.
 func authTokens(in []config.Token) []auth.Token {
 	out := make([]auth.Token, len(in))
@@ -214,58 +274,15 @@ func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error 
 	return nil
 }
 
-// Run runs until ctx ends, then stops the listeners, the triggers and the
-// daemon, and returns the first error.
-func (s *Server) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs <- f() }()
-	}
-	if s.HTTP != nil {
-		goRun(s.HTTP.Serve)
-	}
-	if s.RPC != nil {
-		goRun(func() error { return s.RPC.Serve(ctx) })
-	}
-	goRun(func() error { return s.Triggers.Run(ctx) })
-	// Streams end only when told: these end them when ctx does, so that
-	// the gRPC server's graceful stop can finish.
-	goRun(func() error { return s.Events.Run(ctx) })
-	goRun(func() error { return s.auditAPI.Run(ctx) })
-	if s.RPC != nil {
-		goRun(func() error { return s.Admin.WatchHealth(ctx, s.RPC, 0) })
-	}
-	runErr := s.Daemon.Run(ctx)
-	if s.HTTP != nil {
-		_ = s.HTTP.Close(context.WithoutCancel(ctx))
-	}
-	wg.Wait()
-	close(errs)
-	all := []error{runErr}
-	for err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			all = append(all, err)
-		}
-	}
-	return errors.Join(all...)
-}
+// Run runs every component until ctx ends (nil) or one fails, which stops
+// the others at once and is returned.
+func (s *Server) Run(ctx context.Context) error { return s.Daemon.Run(ctx) }
 
-// Close closes everything (after Run returned, or instead of Run).
+// Close closes everything (after Run returned, or instead of Run), in
+// reverse start order, joining every error.
 func (s *Server) Close(ctx context.Context) error {
-	var errs []error
-	if s.RPC != nil {
-		errs = append(errs, s.RPC.Close(ctx))
+	if s.Daemon == nil {
+		return nil
 	}
-	if s.Triggers != nil {
-		errs = append(errs, s.Triggers.Close(ctx))
-	}
-	if s.meta != nil {
-		errs = append(errs, s.meta.Close(ctx))
-	}
-	if s.Daemon != nil {
-		errs = append(errs, s.Daemon.Close(ctx))
-	}
-	return errors.Join(errs...)
+	return s.Daemon.Close(ctx)
 }

@@ -19,7 +19,8 @@
 //     wrapping ErrHalted halts the runner whatever the policy.
 //
 // Optional abilities are separate interfaces: a sink that holds resources
-// implements Closer; one that talks to a broker implements Connection.
+// implements Closer; one that talks to a broker implements Connection; one
+// that can refuse at open implements Halter.
 package sink
 
 import (
@@ -46,6 +47,13 @@ type Closer interface {
 // for status. It must be cheap and never contain credentials.
 type Connection interface {
 	ConnectionState() string
+}
+
+// Halter is implemented by sinks that may refuse to write before their
+// runner notices (an audit log found damaged at open): Halted says why, or
+// nil, so that status reports it at once.
+type Halter interface {
+	Halted() error
 }
 
 // PartialError reports that the first Delivered events of a batch were

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	_ "github.com/godwit-dev/godwit/sink/all" // every sink type, for every subcommand that reads a config
 )
 
 // command is one subcommand. Each lives in its own file and registers itself

@@ -52,19 +52,20 @@ func runResync(ctx context.Context, m *Main, args []string) error {
 	// Audit first: a resync that happened is never missing from the log.
 	msg := fmt.Sprintf("resync of source %s: resume token cleared (was %s: %s); capture restarts from now", *source, st.State, st.Reason)
 	for _, sc := range cfg.Sinks {
-		if sc.Audit == nil {
+		ac, ok := sc.Settings.(*audit.Config)
+		if !ok {
 			continue
 		}
-		a, err := audit.Open(*sc.Audit, zerolog.Nop())
+		a, err := audit.Open(*ac, zerolog.Nop())
 		if err != nil {
-			return fmt.Errorf("resync not done: it could not be audited in %s: %w", sc.Audit.Path, err)
+			return fmt.Errorf("resync not done: it could not be audited in %s: %w", ac.Path, err)
 		}
 		err = a.RecordSystem(ctx, audit.SystemEvent{Class: audit.ClassResync, Source: *source, Message: msg})
 		if cerr := a.Close(ctx); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("resync not done: it could not be audited in %s: %w", sc.Audit.Path, err)
+			return fmt.Errorf("resync not done: it could not be audited in %s: %w", ac.Path, err)
 		}
 	}
 	err = ob.UpdateSource(*source, func(s *outbox.SourceState) {

@@ -33,7 +33,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	all := cfg.Pipelines()
+	all := replicate.Pipelines(cfg)
 	var ps []replicate.Pipeline
 	for _, p := range all {
 		if *pipeline == "" || p.Config.ID == *pipeline {

@@ -1,4 +1,4 @@
-package config_test
+package replicate_test
 
 import (
 	"os"
@@ -8,9 +8,10 @@ import (
 
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/replicate"
+	_ "github.com/godwit-dev/godwit/sink/all"
 )
 
-func TestConfig_Pipelines(t *testing.T) {
+func TestPipelines(t *testing.T) {
 	write := func(t *testing.T, yaml string) string {
 		p := filepath.Join(t.TempDir(), "godwit.yaml")
 		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
@@ -39,7 +40,7 @@ sinks:
 		if err != nil {
 			t.Fatal(err)
 		}
-		ps := c.Pipelines()
+		ps := replicate.Pipelines(c)
 		if len(ps) != 1 {
 			t.Fatalf("%d pipelines, want 1", len(ps))
 		}
