@@ -23,12 +23,12 @@ type ddlRun struct {
 	events   uint64
 }
 
-func runDDLUnderLoad(t *testing.T, policy string) *ddlRun {
+func runDDLUnderLoad(t *testing.T, open deployment, policy string) *ddlRun {
 	t.Helper()
-	src, dst := memory(t), memory(t)
+	src, dst := open(t), open(t)
 	ob := openOutbox(t)
 	no := false
-	cfg := replicate.Config{ID: "ddl", Source: "a", Target: "lungo:memory", Include: []string{"shop.*"}, DDL: policy, InitialSync: &no}
+	cfg := replicate.Config{ID: "ddl", Source: "a", Target: dst.Redacted, Include: []string{"shop.*"}, DDL: policy, InitialSync: &no}
 	s := openSink(t, cfg, dst)
 	p := startRunner(t, ob, "ddl", s, sink.PolicyHalt)
 	c := startCapture(t, ob, src, "a")
@@ -51,14 +51,10 @@ func runDDLUnderLoad(t *testing.T, policy string) *ddlRun {
 
 func TestSink_DDL(t *testing.T) {
 	t.Run("ApplyDropsAndRecreates", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLApply)
-		mustEqual(t, r.src.conn.Client, r.dst.conn.Client, replicate.VerifyConfig(r.cfg, meta, nil))
-		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 5 {
-			t.Fatalf("target shop.tmp holds %d documents, want the 5 written after the drop", n)
-		}
+		ddlApplyDropsAndRecreates(t, memory)
 	})
 	t.Run("IgnoreKeepsTheTarget", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLIgnore)
+		r := runDDLUnderLoad(t, memory, replicate.DDLIgnore)
 		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 55 {
 			t.Fatalf("target shop.tmp holds %d documents, want 55 (the drop is ignored)", n)
 		}
@@ -67,7 +63,7 @@ func TestSink_DDL(t *testing.T) {
 		}
 	})
 	t.Run("HaltStopsAtTheDrop", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLHalt)
+		r := runDDLUnderLoad(t, memory, replicate.DDLHalt)
 		err := r.p.runner.WaitAcked(testCtx(t), 1<<62)
 		if !errors.Is(err, sink.ErrHalted) {
 			t.Fatalf("runner: %v, want halted", err)
@@ -151,6 +147,16 @@ func TestSink_DDL(t *testing.T) {
 			t.Fatalf("the insert before the halt was not applied")
 		}
 	})
+}
+
+// ddlApplyDropsAndRecreates: with ddl: apply, a collection dropped and
+// written again on the source is dropped and recreated on the target.
+func ddlApplyDropsAndRecreates(t *testing.T, open deployment) {
+	r := runDDLUnderLoad(t, open, replicate.DDLApply)
+	mustEqual(t, r.src.conn.Client, r.dst.conn.Client, replicate.VerifyConfig(r.cfg, meta, nil))
+	if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 5 {
+		t.Fatalf("target shop.tmp holds %d documents, want the 5 written after the drop", n)
+	}
 }
 
 func TestSink_Mapping(t *testing.T) {

@@ -1,0 +1,71 @@
+package replicate_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/godwit-dev/godwit/devdb"
+	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/replicate"
+)
+
+// deployment opens a fresh, empty deployment for one side of a pipeline.
+// The replicate suite's core tests take one, so they run both on the
+// embedded engine (memory) and through godwit's mongodb:// path
+// (devdbDeployment).
+type deployment func(t testing.TB) *mongodb.Conn
+
+// devdbDeployment serves a fresh embedded engine with devdb (the MongoDB
+// wire protocol, a one-member replica set) and opens it through godwit's
+// mongodb:// path, so the official driver's change stream, sessions,
+// transactions and snapshot reads run for capture, apply and verify.
+func devdbDeployment(t testing.TB) *mongodb.Conn {
+	t.Helper()
+	ctx := context.Background()
+	engine, err := mongodb.Open(ctx, "lungo:memory", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = engine.Close(ctx) })
+	log := testLog(t).Level(zerolog.WarnLevel)
+	srv, err := devdb.Open(engine.Engine, devdb.Config{Addr: "127.0.0.1:0", Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close(ctx) })
+	conn, err := mongodb.Open(testCtx(t), srv.URI(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the driver disconnects before the
+	// server closes.
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	return conn
+}
+
+// TestSink_DevDB runs the replicate suite's core through godwit's
+// mongodb:// path: source and target are devdb servers reached with the
+// official driver, so initial sync (snapshot reads), apply in both modes
+// (one target transaction per source transaction, and transactions: off),
+// DDL, two-way replication with origin markers, and verify run the code
+// that real deployments run. The workloads are smaller than the embedded
+// runs': every write crosses a socket under -race.
+func TestSink_DevDB(t *testing.T) {
+	t.Run("OneWayInTransactions", func(t *testing.T) {
+		oneWayRandomWorkload(t, devdbDeployment, replicate.TransactionsRequired, 300)
+	})
+	t.Run("OneWayWithoutTransactions", func(t *testing.T) {
+		oneWayRandomWorkload(t, devdbDeployment, replicate.TransactionsOff, 300)
+	})
+	t.Run("DDLApplyDropsAndRecreates", func(t *testing.T) {
+		ddlApplyDropsAndRecreates(t, devdbDeployment)
+	})
+	t.Run("TwoWayConcurrentWritesConvergeWithoutEcho", func(t *testing.T) {
+		twoWayConcurrentWrites(t, devdbDeployment, 500)
+	})
+	t.Run("VerifyReportsEveryKindOfDifference", func(t *testing.T) {
+		verifyReportsEveryKindOfDifference(t, devdbDeployment)
+	})
+}
