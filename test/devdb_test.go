@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -64,14 +63,8 @@ func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
 // every write exactly once, in order, and the daemon's subscribers see them.
 func TestDevDB_Kill9WhileCapturing(t *testing.T) {
 	dir := t.TempDir()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := lis.Addr().String()
-	lis.Close()
-	data := filepath.Join(dir, "devdb")
-	devdb, uri := startDevDB(t, data, listen)
+	devdb := newDevDBProc(t, filepath.Join(dir, "devdb"))
+	uri := devdb.uri
 
 	cfg := filepath.Join(dir, "godwit.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
@@ -132,11 +125,7 @@ sinks:
 	for i := range n {
 		if i == n/2 {
 			// kill -9 devdb; every acknowledged write is on disk.
-			if err := devdb.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			_ = devdb.Wait()
-			devdb, _ = startDevDB(t, data, listen)
+			devdb.kill9AndRestart(t)
 		}
 		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
 			t.Fatalf("insert %d: %v", i, err)
@@ -205,20 +194,7 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 	}
 	defer cs.Close(ctx)
 
-	cfg := filepath.Join(dir, "godwit.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`
-data_dir: data
-api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
-sources:
-  - id: a
-    uri: %q
-sinks:
-  - id: a2b
-    type: replicate
-    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
-`, src, dst))
-	d := startDaemon(t, cfg)
-	d.waitLine(t, "change stream open")
+	d, cfg := startA2B(t, dir, src, dst)
 
 	for i := 5; i < 15; i++ {
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
@@ -245,21 +221,72 @@ sinks:
 		t.Fatal(err)
 	}
 	sess.EndSession(ctx)
-	if _, err := orders.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
+	sentinelReaches(ctx, t, d, orders, cs)
+	stopAndVerify(t, d, cfg)
+	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
+		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
+	}
+}
+
+// startA2B starts a daemon (in dir) replicating shop.* from the
+// deployment at src to the one at dst with one worker, so the target
+// applies in the source's order, and returns once capture's change stream
+// is open. The outbox keeps acknowledged events for the test to read.
+func startA2B(t *testing.T, dir, src, dst string) (*daemon, string) {
+	t.Helper()
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+data_dir: data
+outbox: {keep_acked: true}
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:
+  - id: a
+    uri: %q
+sinks:
+  - id: a2b
+    type: replicate
+    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
+`, src, dst))
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open")
+	return d, cfg
+}
+
+// watchID opens a change stream on coll for the document with _id id.
+func watchID(ctx context.Context, t *testing.T, coll *mongo.Collection, id any) *mongo.ChangeStream {
+	t.Helper()
+	cs, err := coll.Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close(context.Background()) })
+	return cs
+}
+
+// sentinelReaches inserts the sentinel {_id: "done"} into coll and waits
+// until cs (a change stream on the target, opened before) shows it
+// replicated.
+func sentinelReaches(ctx context.Context, t *testing.T, d *daemon, coll *mongo.Collection, cs *mongo.ChangeStream) {
+	t.Helper()
+	if _, err := coll.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
 		t.Fatal(err)
 	}
 	if !cs.Next(ctx) {
 		t.Fatalf("the sentinel never reached the target: %v\n%s", cs.Err(), d.logs())
 	}
+}
+
+// stopAndVerify stops the daemon, which must exit cleanly, and runs
+// `godwit verify` on its config, which must find every target equal to
+// its source.
+func stopAndVerify(t *testing.T, d *daemon, cfg string) {
+	t.Helper()
 	if err := d.stop(t); err != nil {
 		t.Fatalf("serve: %v\n%s", err, d.logs())
 	}
 	out, err := cli(t, nil, "verify", "--config", cfg)
 	if err != nil || !strings.Contains(out, "equal") {
 		t.Fatalf("verify: %v\n%s\n%s", err, out, d.logs())
-	}
-	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
-		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
 	}
 }
 
