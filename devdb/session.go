@@ -173,28 +173,21 @@ func (s *Server) commitTxn(sess *session) error {
 			return err
 		}
 	}
+	// The transaction's oplog entries carry its lsid and txnNumber, so
+	// its change events do (as a real server's) also when they are read
+	// after devdb restarted. The entries were created by this commit and
+	// are not shared with any committed catalog yet.
+	oplog := live.Catalog().Namespaces[lungo.Oplog].Documents.List
+	for i := len(oplog) - 1; i >= 0; i-- {
+		if ts, _ := bsonkit.Get(oplog[i], "clusterTime").(primitive.Timestamp); !before.Before(ts) {
+			break
+		}
+		*oplog[i] = append(*oplog[i], bson.E{Key: "lsid", Value: sess.lsid}, bson.E{Key: "txnNumber", Value: sess.txnNumber})
+	}
 	if err := s.engine.Commit(live); err != nil {
 		return s.engineError(err, lungo.Handle{}, nil)
 	}
 	sess.committed = true
-	written := live.Catalog().Namespaces[lungo.Oplog].Documents.List
-	s.txnEventsMu.Lock()
-	defer s.txnEventsMu.Unlock()
-	for i := len(written) - 1; i >= 0; i-- {
-		ts, _ := bsonkit.Get(written[i], "clusterTime").(primitive.Timestamp)
-		if !before.Before(ts) {
-			break
-		}
-		s.txnEvents[ts] = txnRef{lsid: sess.lsid, txnNumber: sess.txnNumber}
-	}
-	if len(s.txnEvents) > 2*len(entries)+1000 {
-		oldest := firstOplogTime(s.engine.Catalog())
-		for ts := range s.txnEvents {
-			if ts.Before(oldest) {
-				delete(s.txnEvents, ts)
-			}
-		}
-	}
 	return nil
 }
 
