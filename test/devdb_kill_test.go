@@ -257,7 +257,9 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), cs)
 	stopAndVerify(t, d, cfg)
 
-	// The outbox holds each insert exactly once, and no event twice.
+	// The outbox holds each insert exactly once, no event twice, and the
+	// transaction's events carry its lsid and txnNumber, also those read
+	// again after a restart.
 	ob, err := outbox.Open(filepath.Join(dir, "data", "outbox.db"), outbox.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +281,9 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 			t.Errorf("events %d and %d are the same change (token %x): captured twice", seq, r.Seq, ev.Token)
 		}
 		tokens[tok] = r.Seq
+		if ev.NS.Coll == "customers" && !ev.HasTxn {
+			t.Errorf("event %d (%s of a customer) lacks the lsid and txnNumber of the writer's transaction", r.Seq, ev.OperationType)
+		}
 		if ev.OperationType == change.OpInsert && ev.NS.Coll == "orders" {
 			if id, ok := ev.DocumentID(); ok {
 				if n, ok := id.Int32OK(); ok {
