@@ -4,9 +4,12 @@ import (
 	"context"
 
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -34,14 +37,16 @@ func freeAddr(t *testing.T) string {
 // devdbProc is a `godwit devdb` process that the test kills with SIGKILL
 // and restarts on the same data directory and address.
 type devdbProc struct {
+	name         string
 	cmd          *exec.Cmd
 	data, listen string
 	uri          string
 }
 
-func newDevDBProc(t *testing.T, data string) *devdbProc {
+// newDevDBProc starts a devdb named name with its data in dir/name.
+func newDevDBProc(t *testing.T, dir, name string) *devdbProc {
 	t.Helper()
-	p := &devdbProc{data: data, listen: freeAddr(t)}
+	p := &devdbProc{name: name, data: filepath.Join(dir, name), listen: freeAddr(t)}
 	p.cmd, p.uri = startDevDB(t, p.data, p.listen)
 	return p
 }
@@ -62,6 +67,7 @@ func (p *devdbProc) kill9AndRestart(t *testing.T) {
 // done, updates set values, the transaction upserts.
 type steadyWriter struct {
 	client *mongo.Client
+	base   int32
 
 	mu       sync.Mutex
 	acked    int
@@ -73,21 +79,19 @@ type steadyWriter struct {
 	done     chan struct{}
 }
 
-func startSteadyWriter(ctx context.Context, t *testing.T, uri string) *steadyWriter {
+// startSteadyWriter starts writing to uri; its documents' _ids start at
+// base.
+func startSteadyWriter(ctx context.Context, t *testing.T, uri string, base int32) *steadyWriter {
 	t.Helper()
-	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	w := &steadyWriter{client: client, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	w := &steadyWriter{client: connectURI(ctx, t, uri), base: base,
+		changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run(ctx)
 	return w
 }
 
 func (w *steadyWriter) run(ctx context.Context) {
 	defer close(w.done)
-	for i := int32(0); ; i++ {
+	for i := w.base; ; i++ {
 		select {
 		case <-w.stop:
 			return
@@ -124,8 +128,9 @@ func (w *steadyWriter) run(ctx context.Context) {
 	}
 }
 
-// write performs operation i: mostly inserts, with updates, deletes and a
-// two-collection transaction among them.
+// write performs operation i (counted from base, which is a multiple of
+// 10): mostly inserts, with updates, deletes and a two-collection
+// transaction among them.
 func (w *steadyWriter) write(ctx context.Context, i int32) (inserted bool, err error) {
 	shop := w.client.Database("shop")
 	orders := shop.Collection("orders")
@@ -199,6 +204,24 @@ func (w *steadyWriter) halt(t *testing.T) ([]int32, int) {
 	return w.inserted, w.failed
 }
 
+// killAtRandom kills each devdb with SIGKILL at least once, six kills in
+// all, each after one of the writers acknowledged a random number of
+// further writes, and restarts it on its data and address. It returns
+// the number of kills.
+func killAtRandom(t *testing.T, rng *rand.Rand, devdbs []*devdbProc, writers ...*steadyWriter) int {
+	t.Helper()
+	victims := slices.Clone(devdbs)
+	for len(victims) < 6 {
+		victims = append(victims, devdbs[rng.IntN(len(devdbs))])
+	}
+	for i, v := range victims {
+		writers[rng.IntN(len(writers))].waitAcked(t, 5+rng.IntN(40))
+		t.Logf("kill %d: SIGKILL devdb %s", i+1, v.name)
+		v.kill9AndRestart(t)
+	}
+	return len(victims)
+}
+
 // TestDevDB_Kill9WhileReplicating: godwit replicates one `godwit devdb`
 // into another through mongodb:// while a writer keeps writing to the
 // source; the source devdb (which godwit captures from) and the target
@@ -211,15 +234,11 @@ func (w *steadyWriter) halt(t *testing.T) ([]int32, int) {
 func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 	rng := crashRNG(t, 7)
 	dir := t.TempDir()
-	a := newDevDBProc(t, filepath.Join(dir, "a"))
-	b := newDevDBProc(t, filepath.Join(dir, "b"))
+	a := newDevDBProc(t, dir, "a")
+	b := newDevDBProc(t, dir, "b")
 	ctx := testwait.Context(t)
 
-	ac, err := mongo.Connect(ctx, options.Client().ApplyURI(a.uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Disconnect(context.Background())
+	ac := connectURI(ctx, t, a.uri)
 	var seed []any // copied by the initial sync
 	for i := range 100 {
 		seed = append(seed, bson.M{"_id": fmt.Sprintf("seed-%d", i)})
@@ -228,38 +247,33 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, cfg := startA2B(t, dir, a.uri, b.uri)
+	d, cfg := startReplicating(t, dir, a.uri, b.uri, false)
 	// Every write from here on comes after the stream opened.
-	w := startSteadyWriter(ctx, t, a.uri)
+	w := startSteadyWriter(ctx, t, a.uri, 0)
 
-	// Both are killed at least once; the rest are chosen at random.
-	victims := []*devdbProc{a, b}
-	for range 4 {
-		victims = append(victims, victims[rng.IntN(2)])
-	}
-	for i, v := range victims {
-		w.waitAcked(t, 5+rng.IntN(40))
-		name := map[*devdbProc]string{a: "source", b: "target"}[v]
-		t.Logf("kill %d: SIGKILL the %s devdb", i+1, name)
-		v.kill9AndRestart(t)
-	}
+	kills := killAtRandom(t, rng, []*devdbProc{a, b}, w)
 	w.waitAcked(t, 20)
 	inserted, failed := w.halt(t)
 
 	// Everything before the sentinel is applied once the sentinel is: one
 	// worker applies in the outbox's order.
-	bc, err := mongo.Connect(ctx, options.Client().ApplyURI(b.uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Disconnect(context.Background())
-	cs := watchID(ctx, t, bc.Database("shop").Collection("orders"), "done")
-	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), cs)
+	bc := connectURI(ctx, t, b.uri)
+	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
 	stopAndVerify(t, d, cfg)
 
-	// The outbox holds each insert exactly once, no event twice, and the
-	// transaction's events carry its lsid and txnNumber, also those read
-	// again after a restart.
+	recs := capturedEvents(t, dir)
+	checkCaptured(t, recs, "a", inserted, w.base)
+	if t.Failed() || testing.Verbose() {
+		t.Logf("daemon log:\n%s", d.logs())
+	}
+	t.Logf("%d kills; %d inserts among the writes, %d write attempts failed and were retried, %d events captured",
+		kills, len(inserted), failed, len(recs))
+}
+
+// capturedEvents returns every event in the outbox of the daemon that ran
+// in dir (with keep_acked).
+func capturedEvents(t *testing.T, dir string) []outbox.Record {
+	t.Helper()
 	ob, err := outbox.Open(filepath.Join(dir, "data", "outbox.db"), outbox.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -269,41 +283,103 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return recs
+}
+
+// writerSpan is how many _ids a steadyWriter may use from its base.
+const writerSpan = 1_000_000
+
+// checkCaptured checks the events captured from source against the writer
+// that wrote there (its documents' _ids start at base): no change is
+// captured twice (godwit never restarted, so not even at-least-once
+// replays), each insert the writer made is captured exactly once, no
+// document of another writer is captured (a replicated write echoed back),
+// and the writer's transactions keep their lsid and txnNumber, also when
+// read again after a restart.
+func checkCaptured(t *testing.T, recs []outbox.Record, source string, inserted []int32, base int32) {
+	t.Helper()
 	tokens := map[string]uint64{}
 	inserts := map[int32]int{}
 	for _, r := range recs {
+		if r.Source != source {
+			continue
+		}
 		ev, err := change.Parse(r.Raw)
 		if err != nil {
 			t.Fatalf("event %d: %v", r.Seq, err)
 		}
 		tok := string(ev.Token)
 		if seq, dup := tokens[tok]; dup {
-			t.Errorf("events %d and %d are the same change (token %x): captured twice", seq, r.Seq, ev.Token)
+			t.Errorf("source %s: events %d and %d are the same change (token %x): captured twice", source, seq, r.Seq, ev.Token)
 		}
 		tokens[tok] = r.Seq
+		id, ok := ev.DocumentID()
+		n, isInt := id.Int32OK()
+		if !ok || !isInt {
+			continue // seeds and sentinels
+		}
+		if n < base || n >= base+writerSpan {
+			t.Errorf("source %s: event %d (%s of %s _id %d) is another side's write echoed back", source, r.Seq, ev.OperationType, ev.NS, n)
+		}
 		if ev.NS.Coll == "customers" && !ev.HasTxn {
-			t.Errorf("event %d (%s of a customer) lacks the lsid and txnNumber of the writer's transaction", r.Seq, ev.OperationType)
+			t.Errorf("source %s: event %d (%s of a customer) lacks the lsid and txnNumber of the writer's transaction", source, r.Seq, ev.OperationType)
 		}
 		if ev.OperationType == change.OpInsert && ev.NS.Coll == "orders" {
-			if id, ok := ev.DocumentID(); ok {
-				if n, ok := id.Int32OK(); ok {
-					inserts[n]++
-				}
-			}
+			inserts[n]++
 		}
 	}
 	for _, id := range inserted {
 		if inserts[id] != 1 {
-			t.Errorf("insert of order %d captured %d times, want once", id, inserts[id])
+			t.Errorf("source %s: insert of order %d captured %d times, want once", source, id, inserts[id])
 		}
 	}
 	if len(inserts) != len(inserted) {
-		t.Errorf("captured %d inserts of orders with int _ids, the writer made %d", len(inserts), len(inserted))
+		t.Errorf("source %s: captured %d inserts of the writer's orders, it made %d", source, len(inserts), len(inserted))
+	}
+}
+
+// TestDevDB_Kill9WhileReplicatingBothWays: two-way replication between two
+// `godwit devdb`s while a writer keeps writing on each side; each devdb
+// (captured from and applied to) is killed with SIGKILL at random points
+// and restarted. The origin markers keep working across the restarts: no
+// replicated write is captured back as its target's own (no echo), every
+// insert of each side is captured exactly once, and verify finds both
+// sides equal.
+func TestDevDB_Kill9WhileReplicatingBothWays(t *testing.T) {
+	rng := crashRNG(t, 8)
+	dir := t.TempDir()
+	a := newDevDBProc(t, dir, "a")
+	b := newDevDBProc(t, dir, "b")
+	ctx := testwait.Context(t)
+	d, cfg := startReplicating(t, dir, a.uri, b.uri, true)
+	wa := startSteadyWriter(ctx, t, a.uri, 0)
+	wb := startSteadyWriter(ctx, t, b.uri, writerSpan)
+
+	kills := killAtRandom(t, rng, []*devdbProc{a, b}, wa, wb)
+	wa.waitAcked(t, 20)
+	wb.waitAcked(t, 20)
+	insertedA, failedA := wa.halt(t)
+	insertedB, failedB := wb.halt(t)
+
+	// One worker per pipeline applies in its outbox order. After A's
+	// sentinel reached B, B's after it reached A and A's last one reached
+	// B, each capture has also seen every write the other pipeline applied
+	// to its deployment, echoes included.
+	ordersA, ordersB := wa.client.Database("shop").Collection("orders"), wb.client.Database("shop").Collection("orders")
+	sentinelReaches(ctx, t, d, ordersA, ordersB, "a-done")
+	sentinelReaches(ctx, t, d, ordersB, ordersA, "b-done")
+	sentinelReaches(ctx, t, d, ordersA, ordersB, "a-final")
+	stopAndVerify(t, d, cfg)
+
+	recs := capturedEvents(t, dir)
+	checkCaptured(t, recs, "a", insertedA, wa.base)
+	checkCaptured(t, recs, "b", insertedB, wb.base)
+	if strings.Contains(d.logs(), "newer write of this document") {
+		t.Errorf("conflicts logged, but the sides never write the same document")
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("daemon log:\n%s", d.logs())
 	}
-	t.Logf("%d kills; %d inserts among the writes, %d write attempts failed and were retried, %d events captured",
-		len(victims), len(inserted), failed, len(recs))
-
+	t.Logf("%d kills; inserts %d on a, %d on b; %d write attempts failed and were retried; %d events captured",
+		kills, len(insertedA), len(insertedB), failedA+failedB, len(recs))
 }

@@ -63,7 +63,7 @@ func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
 // every write exactly once, in order, and the daemon's subscribers see them.
 func TestDevDB_Kill9WhileCapturing(t *testing.T) {
 	dir := t.TempDir()
-	devdb := newDevDBProc(t, filepath.Join(dir, "devdb"))
+	devdb := newDevDBProc(t, dir, "devdb")
 	uri := devdb.uri
 
 	cfg := filepath.Join(dir, "godwit.yaml")
@@ -172,29 +172,14 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 	_, dst := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	connect := func(uri string) *mongo.Client {
-		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-		return c
-	}
-	a, b := connect(src), connect(dst)
+	a, b := connectURI(ctx, t, src), connectURI(ctx, t, dst)
 	orders := a.Database("shop").Collection("orders")
 	for i := range 5 { // copied by the initial sync
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Watch the target before godwit starts, for the sentinel written last.
-	cs, err := b.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "done"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close(ctx)
-
-	d, cfg := startA2B(t, dir, src, dst)
+	d, cfg := startReplicating(t, dir, src, dst, false)
 
 	for i := 5; i < 15; i++ {
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
@@ -221,58 +206,73 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess.EndSession(ctx)
-	sentinelReaches(ctx, t, d, orders, cs)
+	sentinelReaches(ctx, t, d, orders, b.Database("shop").Collection("orders"), "done")
 	stopAndVerify(t, d, cfg)
 	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
 		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
 	}
 }
 
-// startA2B starts a daemon (in dir) replicating shop.* from the
-// deployment at src to the one at dst with one worker, so the target
-// applies in the source's order, and returns once capture's change stream
-// is open. The outbox keeps acknowledged events for the test to read.
-func startA2B(t *testing.T, dir, src, dst string) (*daemon, string) {
+// startReplicating starts a daemon (in dir) replicating shop.* from the
+// deployment at uriA (source a) to the one at uriB with one worker, so the
+// target applies in the source's order, and with twoWay also back from
+// uriB (source b) to uriA. It returns once the change streams are open.
+// The outbox keeps acknowledged events for the test to read.
+func startReplicating(t *testing.T, dir, uriA, uriB string, twoWay bool) (*daemon, string) {
 	t.Helper()
+	pipe := func(id, src, dst string) string {
+		return fmt.Sprintf(`
+  - id: %s
+    type: replicate
+    replicate: {source: %s, target: %q, include: ["shop.*"], workers: 1, bidirectional: %v, initial_sync: %v}`,
+			id, src, dst, twoWay, !twoWay)
+	}
+	sources, sinks := fmt.Sprintf("\n  - {id: a, uri: %q}", uriA), pipe("a2b", "a", uriB)
+	if twoWay {
+		sources += fmt.Sprintf("\n  - {id: b, uri: %q}", uriB)
+		sinks += pipe("b2a", "b", uriA)
+	}
 	cfg := filepath.Join(dir, "godwit.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`
+	writeFile(t, cfg, `
 data_dir: data
 outbox: {keep_acked: true}
 api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
-sources:
-  - id: a
-    uri: %q
-sinks:
-  - id: a2b
-    type: replicate
-    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
-`, src, dst))
+sources:`+sources+`
+sinks:`+sinks+"\n")
 	d := startDaemon(t, cfg)
-	d.waitLine(t, "change stream open")
+	d.waitLine(t, "change stream open", `"source":"a"`)
+	if twoWay {
+		d.waitLine(t, "change stream open", `"source":"b"`)
+	}
 	return d, cfg
 }
 
-// watchID opens a change stream on coll for the document with _id id.
-func watchID(ctx context.Context, t *testing.T, coll *mongo.Collection, id any) *mongo.ChangeStream {
+// connectURI connects the official driver to uri until the test ends.
+func connectURI(ctx context.Context, t *testing.T, uri string) *mongo.Client {
 	t.Helper()
-	cs, err := coll.Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
+	c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.Close(context.Background()) })
-	return cs
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	return c
 }
 
-// sentinelReaches inserts the sentinel {_id: "done"} into coll and waits
-// until cs (a change stream on the target, opened before) shows it
-// replicated.
-func sentinelReaches(ctx context.Context, t *testing.T, d *daemon, coll *mongo.Collection, cs *mongo.ChangeStream) {
+// sentinelReaches inserts the sentinel {_id: id} into the collection from
+// (a pipeline's source) and waits until a change stream on to (the same
+// collection on its target, opened before the insert) shows it replicated.
+func sentinelReaches(ctx context.Context, t *testing.T, d *daemon, from, to *mongo.Collection, id string) {
 	t.Helper()
-	if _, err := coll.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
+	cs, err := to.Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(context.Background())
+	if _, err := from.InsertOne(ctx, bson.M{"_id": id}); err != nil {
 		t.Fatal(err)
 	}
 	if !cs.Next(ctx) {
-		t.Fatalf("the sentinel never reached the target: %v\n%s", cs.Err(), d.logs())
+		t.Fatalf("sentinel %s never reached the target: %v\n%s", id, cs.Err(), d.logs())
 	}
 }
 
@@ -380,47 +380,12 @@ func TestDevDB_TwoWayBetweenTwoDevDBs(t *testing.T) {
 	_, uriB := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	connect := func(uri string) *mongo.Client {
-		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-		return c
-	}
-	a, b := connect(uriA), connect(uriB)
-	cfg := filepath.Join(dir, "godwit.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`
-data_dir: data
-api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
-sources:
-  - {id: a, uri: %q}
-  - {id: b, uri: %q}
-sinks:
-  - id: a2b
-    type: replicate
-    replicate: {source: a, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
-  - id: b2a
-    type: replicate
-    replicate: {source: b, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
-`, uriA, uriB, uriB, uriA))
-	d := startDaemon(t, cfg)
-	d.waitLine(t, "change stream open", `"source":"a"`)
-	d.waitLine(t, "change stream open", `"source":"b"`)
+	a, b := connectURI(ctx, t, uriA), connectURI(ctx, t, uriB)
+	d, cfg := startReplicating(t, dir, uriA, uriB, true)
 
 	sentinel := func(on, other *mongo.Client, id string) {
 		t.Helper()
-		cs, err := other.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cs.Close(ctx)
-		if _, err := on.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": id}); err != nil {
-			t.Fatal(err)
-		}
-		if !cs.Next(ctx) {
-			t.Fatalf("sentinel %s never reached the other side: %v\n%s", id, cs.Err(), d.logs())
-		}
+		sentinelReaches(ctx, t, d, on.Database("shop").Collection("orders"), other.Database("shop").Collection("orders"), id)
 	}
 	for i := range 5 {
 		if _, err := a.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": i, "from": "a"}); err != nil {
@@ -435,9 +400,7 @@ sinks:
 		t.Fatalf("update of A's order on B: %+v, %v", res, err)
 	}
 	sentinel(b, a, "b-done")
-	if err := d.stop(t); err != nil {
-		t.Fatalf("serve: %v\n%s", err, d.logs())
-	}
+	stopAndVerify(t, d, cfg)
 	for _, c := range []*mongo.Client{a, b} {
 		n, err := c.Database("shop").Collection("orders").CountDocuments(ctx, bson.M{})
 		if err != nil || n != 12 {
