@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,13 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 )
+
+// sharedCompilationCache is the wasm compilation cache the tests' daemons
+// share: the directory of servertest.SharedCompilationCache (not imported:
+// this package drives the binary and links none of the daemon). Entries
+// are keyed by module hash and runtime version, so sharing is safe across
+// processes and builds.
+var sharedCompilationCache = filepath.Join(os.TempDir(), "godwit-test-wazero-cache")
 
 // startDevDB runs `godwit devdb` and returns it with the URI it printed.
 func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
@@ -307,6 +315,7 @@ func TestDevDB_DatabaseTriggerThroughMongoURI(t *testing.T) {
 data_dir: data
 api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
 metadata: {uri: %q}
+triggers: {compilation_cache: %q}
 sources:
   - id: dev
     uri: %q
@@ -314,7 +323,7 @@ sinks:
   - id: events
     type: jsonl
     jsonl: {path: events.jsonl}
-`, uri, uri))
+`, uri, sharedCompilationCache, uri))
 	d := startDaemon(t, cfg)
 	addr := d.addr(t, "gRPC API listening")
 	run := func(args ...string) string {
