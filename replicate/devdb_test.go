@@ -69,3 +69,12 @@ func TestSink_DevDB(t *testing.T) {
 		verifyReportsEveryKindOfDifference(t, devdbDeployment)
 	})
 }
+
+// TestSink_SurvivesSIGKILLIntoDevDB kills the replicator (a child process)
+// with SIGKILL during the initial copy and at random points while it
+// applies, in transactions, into a devdb reached through mongodb://: a
+// transaction the kill cut off never commits, every restart replays
+// idempotently, and the target ends equal to the source.
+func TestSink_SurvivesSIGKILLIntoDevDB(t *testing.T) {
+	survivesSIGKILL(t, devdbDeployment(t).Redacted)
+}
