@@ -59,8 +59,11 @@ func TestSink_DevDB(t *testing.T) {
 	t.Run("OneWayWithoutTransactions", func(t *testing.T) {
 		oneWayRandomWorkload(t, devdbDeployment, replicate.TransactionsOff, 300)
 	})
-	t.Run("DDLApplyDropsAndRecreates", func(t *testing.T) {
-		ddlApplyDropsAndRecreates(t, devdbDeployment)
+	t.Run("DDL", func(t *testing.T) {
+		ddlPolicies(t, devdbDeployment)
+	})
+	t.Run("MappingRenamesAndIgnoreGlobs", func(t *testing.T) {
+		mappingRenamesAndIgnoreGlobs(t, devdbDeployment)
 	})
 	t.Run("TwoWayConcurrentWritesConvergeWithoutEcho", func(t *testing.T) {
 		twoWayConcurrentWrites(t, devdbDeployment, 500)
