@@ -224,9 +224,10 @@ func killAtRandom(t *testing.T, rng *rand.Rand, devdbs []*devdbProc, writers ...
 
 // TestDevDB_Kill9WhileReplicating: godwit replicates one `godwit devdb`
 // into another through mongodb:// while a writer keeps writing to the
-// source; the source devdb (which godwit captures from) and the target
-// devdb (which godwit applies to) are each killed with SIGKILL at random
-// points and restarted on the same data and address. Capture resumes
+// source; one of them is killed with SIGKILL during the initial copy, then
+// the source devdb (which godwit captures from) and the target devdb
+// (which godwit applies to) are each killed at random points while it
+// streams, and restarted on the same data and address. Capture resumes
 // through the driver's own resume with its stored token, apply retries
 // into the restarted target: every insert is captured exactly once (the
 // godwit process never restarted, so not even at-least-once replays), and
@@ -238,20 +239,27 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 	b := newDevDBProc(t, dir, "b")
 	ctx := testwait.Context(t)
 
+	// Copied by the initial sync, which takes long enough for a kill.
 	ac := connectURI(ctx, t, a.uri)
-	var seed []any // copied by the initial sync
-	for i := range 100 {
-		seed = append(seed, bson.M{"_id": fmt.Sprintf("seed-%d", i)})
-	}
-	if _, err := ac.Database("shop").Collection("orders").InsertMany(ctx, seed); err != nil {
-		t.Fatal(err)
+	for _, coll := range []string{"orders", "items", "users"} {
+		var seed []any
+		for i := range 500 {
+			seed = append(seed, bson.M{"_id": fmt.Sprintf("seed-%d", i), "pad": fmt.Sprintf("%0500d", i)})
+		}
+		if _, err := ac.Database("shop").Collection(coll).InsertMany(ctx, seed); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	d, cfg := startReplicating(t, dir, a.uri, b.uri, false)
 	// Every write from here on comes after the stream opened.
 	w := startSteadyWriter(ctx, t, a.uri, 0)
-
-	kills := killAtRandom(t, rng, []*devdbProc{a, b}, w)
+	// The first kill comes while the initial sync copies.
+	d.waitLine(t, "replication progress", `"phase":"copying"`)
+	v := []*devdbProc{a, b}[rng.IntN(2)]
+	t.Logf("kill during the initial copy: SIGKILL devdb %s", v.name)
+	v.kill9AndRestart(t)
+	kills := 1 + killAtRandom(t, rng, []*devdbProc{a, b}, w)
 	w.waitAcked(t, 20)
 	inserted, failed := w.halt(t)
 
