@@ -2,6 +2,8 @@ package replicate_test
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -80,4 +82,64 @@ func TestSink_DevDB(t *testing.T) {
 // idempotently, and the target ends equal to the source.
 func TestSink_SurvivesSIGKILLIntoDevDB(t *testing.T) {
 	survivesSIGKILL(t, devdbDeployment(t).Redacted)
+}
+
+// TestSink_InitialSyncWaitsForAnUnreachableDeployment: a source that is down
+// when the initial sync starts, for longer than the driver waits for a
+// server, is waited for: the sync logs that it retries, and copies
+// everything once the source is back, instead of failing (which left the
+// pipeline not streaming until godwit restarted).
+func TestSink_InitialSyncWaitsForAnUnreachableDeployment(t *testing.T) {
+	ctx := testCtx(t)
+	engine, err := mongodb.Open(ctx, "lungo:memory", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = engine.Close(context.Background()) })
+	insertMany(t, engine.Client, "shop", "orders", 1, 50)
+	srv, err := devdb.Open(engine.Engine, devdb.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr()
+	src, err := mongodb.Open(ctx, srv.URI()+"&serverSelectionTimeoutMS=300", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close(context.Background()) })
+	if err := srv.Close(ctx); err != nil { // the source goes down
+		t.Fatal(err)
+	}
+
+	dst := devdbDeployment(t)
+	retrying := make(chan struct{})
+	var once sync.Once
+	log := zerolog.New(lineWriter(func(line string) {
+		if strings.Contains(line, "initial sync") && strings.Contains(line, "unreachable") {
+			once.Do(func() { close(retrying) })
+		}
+	}))
+	cfg := replicate.Config{ID: "wait", Source: "a", Target: dst.Redacted, Include: []string{"shop.*"}}
+	s, err := replicate.Open(ctx, cfg, dst, meta, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- s.InitialSync(ctx, src) }()
+	select {
+	case <-retrying:
+	case err := <-synced:
+		t.Fatalf("initial sync with the source down returned %v, want it to wait for the source", err)
+	case <-ctx.Done():
+		t.Fatal("the initial sync never said it waits for the source")
+	}
+	srv, err = devdb.Open(engine.Engine, devdb.Config{Addr: addr}) // back on its address
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close(context.Background()) })
+	if err := <-synced; err != nil {
+		t.Fatalf("initial sync after the source came back: %v", err)
+	}
+	mustEqual(t, engine.Client, dst.Client, replicate.VerifyConfig(cfg, meta, nil))
 }
