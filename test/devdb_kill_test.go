@@ -53,10 +53,22 @@ func newDevDBProc(t *testing.T, dir, name string) *devdbProc {
 
 func (p *devdbProc) kill9AndRestart(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL
+	p.kill9(t)
+	p.restart(t)
+}
+
+// kill9 kills the devdb with SIGKILL and waits until it is gone.
+func (p *devdbProc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = p.cmd.Wait()
+}
+
+// restart starts the devdb again on its data and address.
+func (p *devdbProc) restart(t *testing.T) {
+	t.Helper()
 	p.cmd, _ = startDevDB(t, p.data, p.listen)
 }
 
@@ -390,4 +402,42 @@ func TestDevDB_Kill9WhileReplicatingBothWays(t *testing.T) {
 	}
 	t.Logf("%d kills; inserts %d on a, %d on b; %d write attempts failed and were retried; %d events captured",
 		kills, len(insertedA), len(insertedB), failedA+failedB, len(recs))
+}
+
+// TestDevDB_DownLongerThanTheDriverWaits: the source devdb stays down
+// until the driver gave up (godwit's URIs allow one second of server
+// selection) and capture reports the stream failed; capture then reopens
+// the stream itself at its stored token. The target devdb stays down until
+// the pipeline reports it unreachable; the pipeline retries the same
+// changes. Meanwhile a writer keeps writing to the source whenever it is
+// up: nothing is lost or captured twice, and verify finds them equal.
+func TestDevDB_DownLongerThanTheDriverWaits(t *testing.T) {
+	dir := t.TempDir()
+	a := newDevDBProc(t, dir, "a")
+	b := newDevDBProc(t, dir, "b")
+	ctx := testwait.Context(t)
+	const quick = "&serverSelectionTimeoutMS=1000"
+	d, cfg := startReplicating(t, dir, a.uri+quick, b.uri+quick, false)
+	w := startSteadyWriter(ctx, t, a.uri, 0)
+	d.waitLine(t, "initial sync finished; streaming")
+
+	w.waitAcked(t, 20)
+	a.kill9(t)
+	d.waitLine(t, "change stream failed; reconnecting")
+	a.restart(t)
+	w.waitAcked(t, 20)
+
+	b.kill9(t)
+	d.waitLine(t, "target unreachable; retrying the same changes")
+	b.restart(t)
+	w.waitAcked(t, 20)
+	inserted, _ := w.halt(t)
+
+	bc := connectURI(ctx, t, b.uri)
+	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
+	stopAndVerify(t, d, cfg)
+	checkCaptured(t, capturedEvents(t, dir), "a", inserted, w.base)
+	if t.Failed() || testing.Verbose() {
+		t.Logf("daemon log:\n%s", d.logs())
+	}
 }
