@@ -14,7 +14,6 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/godwit-dev/godwit/change"
-	"github.com/godwit-dev/godwit/internal/backoff"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/progress"
 )
@@ -52,12 +51,8 @@ func (s *Sink) InitialSync(ctx context.Context, source *mongodb.Conn) error {
 		s.set(func(x *Status) { x.LastError = "initial sync: a deployment is unreachable, retrying: " + err.Error() })
 		s.log.Warn().Err(err).Int("attempt", attempt).Str("source", source.Redacted).Str("target", s.target.Redacted).
 			Msg("initial sync: the source or the target is unreachable; retrying where the copy stopped")
-		t := time.NewTimer(backoff.Delay(unreachableMin, unreachableMax, attempt))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !waitUnreachable(ctx, attempt) {
 			return err
-		case <-t.C:
 		}
 	}
 }
