@@ -235,8 +235,8 @@ func killAtRandom(t *testing.T, rng *rand.Rand, devdbs []*devdbProc, writers ...
 }
 
 // TestDevDB_Kill9WhileReplicating: godwit replicates one `godwit devdb`
-// into another through mongodb:// while a writer keeps writing to the
-// source; one of them is killed with SIGKILL during the initial copy, then
+// into another through mongodb://, in both apply modes, while a writer
+// keeps writing to the source; one of them is killed with SIGKILL during the initial copy, then
 // the source devdb (which godwit captures from) and the target devdb
 // (which godwit applies to) are each killed at random points while it
 // streams, and restarted on the same data and address. Capture resumes
@@ -245,7 +245,15 @@ func killAtRandom(t *testing.T, rng *rand.Rand, devdbs []*devdbProc, writers ...
 // godwit process never restarted, so not even at-least-once replays), and
 // `godwit verify` finds the target equal to the source.
 func TestDevDB_Kill9WhileReplicating(t *testing.T) {
-	rng := crashRNG(t, 7)
+	t.Run("InTransactions", func(t *testing.T) { kill9WhileReplicating(t, "required", 7) })
+	t.Run("WithoutTransactions", func(t *testing.T) { kill9WhileReplicating(t, "off", 9) })
+}
+
+// kill9WhileReplicating is TestDevDB_Kill9WhileReplicating with the
+// pipeline's apply mode (transactions: required or off); stream picks the
+// random kill points.
+func kill9WhileReplicating(t *testing.T, transactions string, stream uint64) {
+	rng := crashRNG(t, stream)
 	dir := t.TempDir()
 	a := newDevDBProc(t, dir, "a")
 	b := newDevDBProc(t, dir, "b")
@@ -263,7 +271,7 @@ func TestDevDB_Kill9WhileReplicating(t *testing.T) {
 		}
 	}
 
-	d, cfg := startReplicating(t, dir, a.uri, b.uri, false)
+	d, cfg := startReplicating(t, dir, a.uri, b.uri, replicating{transactions: transactions})
 	// Every write from here on comes after the stream opened.
 	w := startSteadyWriter(ctx, t, a.uri, 0)
 	// The first kill comes while the initial sync copies.
@@ -371,7 +379,7 @@ func TestDevDB_Kill9WhileReplicatingBothWays(t *testing.T) {
 	a := newDevDBProc(t, dir, "a")
 	b := newDevDBProc(t, dir, "b")
 	ctx := testwait.Context(t)
-	d, cfg := startReplicating(t, dir, a.uri, b.uri, true)
+	d, cfg := startReplicating(t, dir, a.uri, b.uri, replicating{twoWay: true})
 	wa := startSteadyWriter(ctx, t, a.uri, 0)
 	wb := startSteadyWriter(ctx, t, b.uri, writerSpan)
 
@@ -417,7 +425,7 @@ func TestDevDB_DownLongerThanTheDriverWaits(t *testing.T) {
 	b := newDevDBProc(t, dir, "b")
 	ctx := testwait.Context(t)
 	const quick = "&serverSelectionTimeoutMS=1000"
-	d, cfg := startReplicating(t, dir, a.uri+quick, b.uri+quick, false)
+	d, cfg := startReplicating(t, dir, a.uri+quick, b.uri+quick, replicating{})
 	w := startSteadyWriter(ctx, t, a.uri, 0)
 	d.waitLine(t, "initial sync finished; streaming")
 

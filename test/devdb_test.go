@@ -187,7 +187,7 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d, cfg := startReplicating(t, dir, src, dst, false)
+	d, cfg := startReplicating(t, dir, src, dst, replicating{})
 
 	for i := 5; i < 15; i++ {
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
@@ -221,19 +221,31 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 	}
 }
 
+// replicating says how startReplicating replicates.
+type replicating struct {
+	twoWay bool // also back from uriB to uriA, without an initial sync
+	// transactions is the pipelines' apply mode; "" is the default (auto).
+	transactions string
+}
+
 // startReplicating starts a daemon (in dir) replicating shop.* from the
 // deployment at uriA (source a) to the one at uriB with one worker, so the
-// target applies in the source's order, and with twoWay also back from
-// uriB (source b) to uriA. It returns once the change streams are open.
-// The outbox keeps acknowledged events for the test to read.
-func startReplicating(t *testing.T, dir, uriA, uriB string, twoWay bool) (*daemon, string) {
+// target applies in the source's order, and with how.twoWay also back
+// from uriB (source b) to uriA. It returns once the change streams are
+// open. The outbox keeps acknowledged events for the test to read.
+func startReplicating(t *testing.T, dir, uriA, uriB string, how replicating) (*daemon, string) {
 	t.Helper()
+	twoWay := how.twoWay
+	mode := "auto"
+	if how.transactions != "" {
+		mode = how.transactions
+	}
 	pipe := func(id, src, dst string) string {
 		return fmt.Sprintf(`
   - id: %s
     type: replicate
-    replicate: {source: %s, target: %q, include: ["shop.*"], workers: 1, bidirectional: %v, initial_sync: %v}`,
-			id, src, dst, twoWay, !twoWay)
+    replicate: {source: %s, target: %q, include: ["shop.*"], workers: 1, bidirectional: %v, initial_sync: %v, transactions: %s}`,
+			id, src, dst, twoWay, !twoWay, mode)
 	}
 	sources, sinks := fmt.Sprintf("\n  - {id: a, uri: %q}", uriA), pipe("a2b", "a", uriB)
 	if twoWay {
@@ -390,7 +402,7 @@ func TestDevDB_TwoWayBetweenTwoDevDBs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a, b := connectURI(ctx, t, uriA), connectURI(ctx, t, uriB)
-	d, cfg := startReplicating(t, dir, uriA, uriB, true)
+	d, cfg := startReplicating(t, dir, uriA, uriB, replicating{twoWay: true})
 
 	sentinel := func(on, other *mongo.Client, id string) {
 		t.Helper()
