@@ -283,11 +283,8 @@ func (s *Server) render(cs *changeStream, e bsonkit.Doc, ts primitive.Timestamp)
 	if ud, ok := bsonkit.Get(e, "updateDescription").(bson.D); ok {
 		ev = append(ev, bson.E{Key: "updateDescription", Value: ud})
 	}
-	s.txnEventsMu.Lock()
-	ref, ok := s.txnEvents[ts]
-	s.txnEventsMu.Unlock()
-	if ok {
-		ev = append(ev, bson.E{Key: "lsid", Value: ref.lsid}, bson.E{Key: "txnNumber", Value: ref.txnNumber})
+	if lsid, ok := bsonkit.Get(e, "lsid").(bson.D); ok {
+		ev = append(ev, bson.E{Key: "lsid", Value: lsid}, bson.E{Key: "txnNumber", Value: bsonkit.Get(e, "txnNumber")})
 	}
 	return ev
 }

@@ -1,9 +1,11 @@
 package devdb_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/256dpi/lungo"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/devdb"
+	"github.com/godwit-dev/godwit/mongodb"
 )
 
 type event struct {
@@ -341,5 +344,64 @@ func TestServer_ChangeStreamHistoryLost(t *testing.T) {
 	defer cs.Close(ctx)
 	if e := next(t, ctx, cs); e.DocumentKey["_id"] != firstID {
 		t.Fatalf("first event %s, want the oldest entry's insert %v", e, firstID)
+	}
+}
+
+// TestServer_TransactionEventsAfterRestart: the events of a transaction
+// committed before devdb restarted still carry its lsid and txnNumber when
+// a stream reads them after the restart (a consumer that resumes from
+// before the commit, as godwit's capture does after a kill, groups them
+// into one transaction by these fields).
+func TestServer_TransactionEventsAfterRestart(t *testing.T) {
+	ctx := longCtx(t)
+	// The engine's file store, reopened: what survives is what is on disk.
+	path := "lungo:" + filepath.Join(t.TempDir(), "devdb.lungo")
+	conn, err := mongodb.Open(ctx, path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := devdb.Open(conn.Engine, devdb.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := connect(t, first.URI())
+	coll := client.Database("app").Collection("c")
+	cs, err := coll.Watch(ctx, mongo.Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cs.ResumeToken()
+	_ = cs.Close(ctx)
+	sess, _ := client.StartSession()
+	_, err = sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+		_, err := coll.InsertMany(sc, []any{bson.M{"_id": 1}, bson.M{"_id": 2}})
+		return nil, err
+	})
+	sess.EndSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err = mongodb.Open(ctx, path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	again := connect(t, serve(t, conn.Engine, devdb.Config{}).URI())
+	cs, err = again.Database("app").Collection("c").Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(before))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	a, b := next(t, ctx, cs), next(t, ctx, cs)
+	if a.TxnNumber == nil || b.TxnNumber == nil || *a.TxnNumber != *b.TxnNumber || a.LSID == nil || !bytes.Equal(a.LSID, b.LSID) {
+		t.Fatalf("events of a transaction committed before the restart: %v lsid %v txnNumber %v, %v lsid %v txnNumber %v; want one lsid and txnNumber",
+			a, a.LSID, a.TxnNumber, b, b.LSID, b.TxnNumber)
 	}
 }

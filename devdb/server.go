@@ -96,19 +96,7 @@ type Server struct {
 	sessionsMu sync.Mutex
 	sessions   map[string]*session
 
-	// txnEvents maps the cluster time of oplog entries written by a client
-	// transaction to that transaction, so change events carry lsid and
-	// txnNumber as a real server's do. Only transactions committed by this
-	// server process are known.
-	txnEventsMu sync.Mutex
-	txnEvents   map[primitive.Timestamp]txnRef
-
 	wake wakeup
-}
-
-type txnRef struct {
-	lsid      bson.D
-	txnNumber int64
 }
 
 // Open validates cfg, listens on cfg.Addr and starts serving engine in the
@@ -132,8 +120,7 @@ func Open(engine *lungo.Engine, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("devdb: listen on %s: %w (is another server using the port? pick one with --listen)", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, engine: engine, log: *cfg.Log, ln: ln,
-		conns: map[net.Conn]struct{}{}, cursors: map[int64]*cursor{}, sessions: map[string]*session{},
-		txnEvents: map[primitive.Timestamp]txnRef{}}
+		conns: map[net.Conn]struct{}{}, cursors: map[int64]*cursor{}, sessions: map[string]*session{}}
 	s.wake.ch = make(chan struct{})
 	s.addr = cfg.Advertise
 	if s.addr == "" {

@@ -3,6 +3,10 @@ package devdb
 import (
 	"context"
 	"errors"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,28 +173,21 @@ func (s *Server) commitTxn(sess *session) error {
 			return err
 		}
 	}
+	// The transaction's oplog entries carry its lsid and txnNumber, so
+	// its change events do (as a real server's) also when they are read
+	// after devdb restarted. The entries were created by this commit and
+	// are not shared with any committed catalog yet.
+	oplog := live.Catalog().Namespaces[lungo.Oplog].Documents.List
+	for i := len(oplog) - 1; i >= 0; i-- {
+		if ts, _ := bsonkit.Get(oplog[i], "clusterTime").(primitive.Timestamp); !before.Before(ts) {
+			break
+		}
+		*oplog[i] = append(*oplog[i], bson.E{Key: "lsid", Value: sess.lsid}, bson.E{Key: "txnNumber", Value: sess.txnNumber})
+	}
 	if err := s.engine.Commit(live); err != nil {
 		return s.engineError(err, lungo.Handle{}, nil)
 	}
 	sess.committed = true
-	written := live.Catalog().Namespaces[lungo.Oplog].Documents.List
-	s.txnEventsMu.Lock()
-	defer s.txnEventsMu.Unlock()
-	for i := len(written) - 1; i >= 0; i-- {
-		ts, _ := bsonkit.Get(written[i], "clusterTime").(primitive.Timestamp)
-		if !before.Before(ts) {
-			break
-		}
-		s.txnEvents[ts] = txnRef{lsid: sess.lsid, txnNumber: sess.txnNumber}
-	}
-	if len(s.txnEvents) > 2*len(entries)+1000 {
-		oldest := firstOplogTime(s.engine.Catalog())
-		for ts := range s.txnEvents {
-			if ts.Before(oldest) {
-				delete(s.txnEvents, ts)
-			}
-		}
-	}
 	return nil
 }
 
@@ -254,7 +251,7 @@ func replay(live *lungo.Transaction, e bsonkit.Doc) error {
 	case "update":
 		upd := bson.D{}
 		if set, ok := bsonkit.Get(e, "updateDescription.updatedFields").(bson.D); ok && len(set) > 0 {
-			upd = append(upd, bson.E{Key: "$set", Value: set})
+			upd = append(upd, bson.E{Key: "$set", Value: inDocumentOrder(set, full)})
 		}
 		if removed, ok := bsonkit.Get(e, "updateDescription.removedFields").(bson.A); ok && len(removed) > 0 {
 			unset := bson.D{}
@@ -284,6 +281,49 @@ func replay(live *lungo.Transaction, e bsonkit.Doc) error {
 		return errorf(codeInternalError, "committing the transaction's %s on %s: %v", op, h.String(), err)
 	}
 	return nil
+}
+
+// inDocumentOrder returns an update's updatedFields in the order their
+// paths appear in the updated document. The engine lists them sorted by
+// name, but $set appends a field that did not exist: replayed by name,
+// {s, f} added to a document would commit as {f, s}, not as the
+// transaction wrote it. Sorted by their place in the result, every added
+// field is appended in its final position.
+func inDocumentOrder(set bson.D, full bson.D) bson.D {
+	pos := make(map[string][]int, len(set))
+	for _, f := range set {
+		pos[f.Key] = pathPosition(full, f.Key)
+	}
+	out := slices.Clone(set)
+	slices.SortStableFunc(out, func(a, b bson.E) int { return slices.Compare(pos[a.Key], pos[b.Key]) })
+	return out
+}
+
+// pathPosition is the index of each element of a dotted path in doc (a
+// field's place in its document, an array index); a path that is not there
+// sorts last.
+func pathPosition(doc bson.D, path string) []int {
+	var out []int
+	var cur any = doc
+	for _, seg := range strings.Split(path, ".") {
+		i := -1
+		switch v := cur.(type) {
+		case bson.D:
+			i = slices.IndexFunc(v, func(e bson.E) bool { return e.Key == seg })
+			if i >= 0 {
+				cur = v[i].Value
+			}
+		case bson.A:
+			if n, err := strconv.Atoi(seg); err == nil && n >= 0 && n < len(v) {
+				i, cur = n, v[n]
+			}
+		}
+		if i < 0 {
+			return append(out, math.MaxInt)
+		}
+		out = append(out, i)
+	}
+	return out
 }
 
 // write runs fn in the request's transaction, or in one engine transaction

@@ -151,6 +151,40 @@ func TestServer_Transactions(t *testing.T) {
 		}
 	})
 
+	t.Run("an update adding fields commits them in the order it wrote them", func(t *testing.T) {
+		// The engine lists an update's updatedFields sorted by name; the
+		// commit must still produce the document the transaction saw,
+		// fields in the order $set added them (new top-level and nested
+		// fields, an array element, a removed field).
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "order"}, {Key: "sub", Value: bson.D{{Key: "z", Value: 1}}},
+			{Key: "tags", Value: bson.A{"a"}}, {Key: "gone", Value: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		sess, _ := client.StartSession()
+		defer sess.EndSession(ctx)
+		var inTxn bson.Raw
+		_, err := sess.WithTransaction(ctx, func(sc mongo.SessionContext) (any, error) {
+			if _, err := coll.UpdateOne(sc, bson.M{"_id": "order"}, bson.D{
+				{Key: "$set", Value: bson.D{{Key: "s", Value: "x"}, {Key: "sub.b", Value: 2}, {Key: "sub.a", Value: 3}, {Key: "f", Value: true}, {Key: "tags.1", Value: "b"}}},
+				{Key: "$unset", Value: bson.D{{Key: "gone", Value: ""}}},
+			}); err != nil {
+				return nil, err
+			}
+			return nil, coll.FindOne(sc, bson.M{"_id": "order"}).Decode(&inTxn)
+		})
+		if err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+		var after bson.Raw
+		if err := coll.FindOne(ctx, bson.M{"_id": "order"}).Decode(&after); err != nil {
+			t.Fatal(err)
+		}
+		want := `{"_id": "order","sub": {"z": {"$numberInt":"1"},"b": {"$numberInt":"2"},"a": {"$numberInt":"3"}},"tags": ["a","b"],"s": "x","f": true}`
+		if after.String() != want || inTxn.String() != want {
+			t.Fatalf("committed %s\nin the transaction %s\nwant %s", after, inTxn, want)
+		}
+	})
+
 	t.Run("catalog commands are refused in a transaction", func(t *testing.T) {
 		sess, _ := client.StartSession()
 		defer sess.EndSession(ctx)

@@ -50,6 +50,31 @@ type groupResult struct {
 
 func (s *Sink) db(name string) lungo.IDatabase { return s.target.Client.Database(name, majority) }
 
+// targetOutage carries an error of a transaction's callback out of the
+// driver's WithTransaction without its labels: the driver retries a
+// callback whose error says TransientTransactionError (as a network error
+// inside a transaction does) for up to two minutes, during which an
+// unreachable target is neither logged nor shown in status.
+type targetOutage struct{ err error }
+
+func (o targetOutage) Error() string { return o.err.Error() }
+
+// outage returns err as a targetOutage when it says the target cannot be
+// reached and the target does not answer a ping: the caller then reports
+// the outage and waits for the target itself (runSegmentWaiting). A target
+// that answers lets the driver retry as usual (a connection dropped once).
+func (s *Sink) outage(ctx context.Context, err error) error {
+	if !unreachable(err) {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if s.target.Client.Ping(pctx, nil) == nil {
+		return err
+	}
+	return targetOutage{err}
+}
+
 // commit applies ops in one target transaction that begins with an origin
 // marker and ends by deleting it. With stream set, the same transaction
 // moves the applied position of every worker the ops belong to.
@@ -71,8 +96,12 @@ func (s *Sink) commit(ctx context.Context, ops []*op, stream bool) error {
 			// A real server may run the callback again after a transient
 			// error: start from scratch every time.
 			res = groupResult{marks: map[int]position{}}
-			return nil, s.group(ctx, tc, ops, stream, &res)
+			return nil, s.outage(ctx, s.group(ctx, tc, ops, stream, &res))
 		}, txnOptions)
+		var o targetOutage
+		if errors.As(err, &o) {
+			err = o.err
+		}
 		return err
 	})
 	var um *unmatchedError

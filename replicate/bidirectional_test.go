@@ -28,13 +28,14 @@ type twoWay struct {
 	cfgAB  replicate.Config
 }
 
-func startTwoWay(t *testing.T, workers int) *twoWay {
+func startTwoWay(t *testing.T, open deployment, workers int) *twoWay {
 	t.Helper()
 	ob := openOutbox(t)
-	ca, cb := memory(t), memory(t)
+	ca, cb := open(t), open(t)
 	no := false
+	targets := map[string]string{"a": cb.Redacted, "b": ca.Redacted}
 	cfg := func(id, src string) replicate.Config {
-		return replicate.Config{ID: id, Source: src, Target: "lungo:memory", Include: []string{"shop.*"},
+		return replicate.Config{ID: id, Source: src, Target: targets[src], Include: []string{"shop.*"},
 			Bidirectional: true, InitialSync: &no, Workers: workers}
 	}
 	// Both echo filters exist before either pipeline opens: each pipeline
@@ -77,52 +78,60 @@ func (tw *twoWay) settle(t *testing.T, eventsA, eventsB uint64) {
 
 func TestSink_Bidirectional(t *testing.T) {
 	t.Run("ConcurrentWritesConvergeWithoutEcho", func(t *testing.T) {
-		tw := startTwoWay(t, 2)
-		wa := &sharedWorkload{rnd: rand.New(rand.NewPCG(1, 2)), ids: 40}
-		wb := &sharedWorkload{rnd: rand.New(rand.NewPCG(3, 4)), ids: 40}
-		var wg sync.WaitGroup
-		errs := make(chan error, 2)
-		for _, x := range []struct {
-			w *sharedWorkload
-			c lungo.IClient
-		}{{wa, tw.a.conn.Client}, {wb, tw.b.conn.Client}} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs <- x.w.run(context.Background(), x.c, 1500)
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		tw.settle(t, wa.events, wb.events)
-
-		mustEqual(t, tw.a.conn.Client, tw.b.conn.Client, replicate.VerifyConfig(tw.cfgAB, meta, nil))
-		// Every user write of one side reached the other: applied, or
-		// logged as a conflict it lost.
-		sab, sba := tw.ab.sink.Status(), tw.ba.sink.Status()
-		if got := sab.Applied + sab.Conflicts; got != wa.events {
-			t.Errorf("a→b applied %d + %d conflicts, want %d (A's writes)", sab.Applied, sab.Conflicts, wa.events)
-		}
-		if got := sba.Applied + sba.Conflicts; got != wb.events {
-			t.Errorf("b→a applied %d + %d conflicts, want %d (B's writes)", sba.Applied, sba.Conflicts, wb.events)
-		}
-		if sab.Conflicts+sba.Conflicts == 0 {
-			t.Errorf("no conflicts: the workload did not exercise the conflict rule")
-		}
-		if tw.a.echo.Dropped() == 0 || tw.b.echo.Dropped() == 0 {
-			t.Errorf("echo filters dropped %d and %d events; replicated writes must be seen and dropped", tw.a.echo.Dropped(), tw.b.echo.Dropped())
-		}
-		// Last writer wins: each document is what the write with the
-		// highest cluster time (either side) made it; no older write,
-		// echoed or not, overwrote a newer one.
-		checkLastWriterWins(t, tw.ob, tw.a.conn)
-		t.Logf("A wrote %d, B wrote %d; conflicts a→b %d, b→a %d", wa.events, wb.events, sab.Conflicts, sba.Conflicts)
+		twoWayConcurrentWrites(t, memory, 1500)
 	})
+}
+
+// twoWayConcurrentWrites: both sides of A↔B write the same documents at
+// once; they converge (last writer wins), every write reaches the other
+// side once, and no replicated write is captured again (no echo). Each
+// side performs ops operations.
+func twoWayConcurrentWrites(t *testing.T, open deployment, ops int) {
+	tw := startTwoWay(t, open, 2)
+	wa := &sharedWorkload{rnd: rand.New(rand.NewPCG(1, 2)), ids: 40}
+	wb := &sharedWorkload{rnd: rand.New(rand.NewPCG(3, 4)), ids: 40}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, x := range []struct {
+		w *sharedWorkload
+		c lungo.IClient
+	}{{wa, tw.a.conn.Client}, {wb, tw.b.conn.Client}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- x.w.run(context.Background(), x.c, ops)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.settle(t, wa.events, wb.events)
+
+	mustEqual(t, tw.a.conn.Client, tw.b.conn.Client, replicate.VerifyConfig(tw.cfgAB, meta, nil))
+	// Every user write of one side reached the other: applied, or
+	// logged as a conflict it lost.
+	sab, sba := tw.ab.sink.Status(), tw.ba.sink.Status()
+	if got := sab.Applied + sab.Conflicts; got != wa.events {
+		t.Errorf("a→b applied %d + %d conflicts, want %d (A's writes)", sab.Applied, sab.Conflicts, wa.events)
+	}
+	if got := sba.Applied + sba.Conflicts; got != wb.events {
+		t.Errorf("b→a applied %d + %d conflicts, want %d (B's writes)", sba.Applied, sba.Conflicts, wb.events)
+	}
+	if sab.Conflicts+sba.Conflicts == 0 {
+		t.Errorf("no conflicts: the workload did not exercise the conflict rule")
+	}
+	if tw.a.echo.Dropped() == 0 || tw.b.echo.Dropped() == 0 {
+		t.Errorf("echo filters dropped %d and %d events; replicated writes must be seen and dropped", tw.a.echo.Dropped(), tw.b.echo.Dropped())
+	}
+	// Last writer wins: each document is what the write with the
+	// highest cluster time (either side) made it; no older write,
+	// echoed or not, overwrote a newer one.
+	checkLastWriterWins(t, tw.ob, tw.a.conn)
+	t.Logf("A wrote %d, B wrote %d; conflicts a→b %d, b→a %d", wa.events, wb.events, sab.Conflicts, sba.Conflicts)
 }
 
 // checkLastWriterWins compares every document of conn's shop namespaces

@@ -23,12 +23,12 @@ type ddlRun struct {
 	events   uint64
 }
 
-func runDDLUnderLoad(t *testing.T, policy string) *ddlRun {
+func runDDLUnderLoad(t *testing.T, open deployment, policy string) *ddlRun {
 	t.Helper()
-	src, dst := memory(t), memory(t)
+	src, dst := open(t), open(t)
 	ob := openOutbox(t)
 	no := false
-	cfg := replicate.Config{ID: "ddl", Source: "a", Target: "lungo:memory", Include: []string{"shop.*"}, DDL: policy, InitialSync: &no}
+	cfg := replicate.Config{ID: "ddl", Source: "a", Target: dst.Redacted, Include: []string{"shop.*"}, DDL: policy, InitialSync: &no}
 	s := openSink(t, cfg, dst)
 	p := startRunner(t, ob, "ddl", s, sink.PolicyHalt)
 	c := startCapture(t, ob, src, "a")
@@ -50,51 +50,7 @@ func runDDLUnderLoad(t *testing.T, policy string) *ddlRun {
 }
 
 func TestSink_DDL(t *testing.T) {
-	t.Run("ApplyDropsAndRecreates", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLApply)
-		mustEqual(t, r.src.conn.Client, r.dst.conn.Client, replicate.VerifyConfig(r.cfg, meta, nil))
-		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 5 {
-			t.Fatalf("target shop.tmp holds %d documents, want the 5 written after the drop", n)
-		}
-	})
-	t.Run("IgnoreKeepsTheTarget", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLIgnore)
-		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 55 {
-			// The statuses say where the missing inserts went (seen once
-			// under load, never reproduced in isolation).
-			t.Fatalf("target shop.tmp holds %d documents, want 55 (the drop is ignored); sink %+v; runner %+v",
-				n, r.p.sink.Status(), r.p.runner.Status())
-		}
-		if n, m := count(t, r.src.conn.Client, "shop", "orders"), count(t, r.dst.conn.Client, "shop", "orders"); n != m {
-			t.Fatalf("shop.orders: source %d documents, target %d", n, m)
-		}
-	})
-	t.Run("HaltStopsAtTheDrop", func(t *testing.T) {
-		r := runDDLUnderLoad(t, replicate.DDLHalt)
-		err := r.p.runner.WaitAcked(testCtx(t), 1<<62)
-		if !errors.Is(err, sink.ErrHalted) {
-			t.Fatalf("runner: %v, want halted", err)
-		}
-		if st := r.p.sink.Status(); st.Phase != replicate.PhaseHalted {
-			t.Fatalf("phase %q, want halted", st.Phase)
-		}
-		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 50 {
-			t.Fatalf("target shop.tmp holds %d documents, want the 50 before the drop", n)
-		}
-		// The halt is durable: a reopened pipeline refuses to continue.
-		again := openSink(t, r.cfg, r.dst.conn)
-		err = again.Deliver(testCtx(t), []outbox.Record{{Seq: 1, Source: "a", Raw: changetest.Event("insert")}})
-		if !errors.Is(err, replicate.ErrHalted) || !sink.IsPermanent(err) {
-			t.Fatalf("deliver after halt: %v, want permanent ErrHalted", err)
-		}
-		if err := replicate.Reset(testCtx(t), r.dst.conn.Client, meta, r.cfg.ID); err != nil {
-			t.Fatal(err)
-		}
-		reset := openSink(t, r.cfg, r.dst.conn)
-		if st := reset.Status(); st.Phase == replicate.PhaseHalted {
-			t.Fatalf("still halted after Reset")
-		}
-	})
+	ddlPolicies(t, memory)
 	t.Run("RecordedRealServerEvents", func(t *testing.T) {
 		dst := memory(t)
 		no := false
@@ -156,40 +112,96 @@ func TestSink_DDL(t *testing.T) {
 	})
 }
 
-func TestSink_Mapping(t *testing.T) {
-	t.Run("RenamesAndIgnoreGlobs", func(t *testing.T) {
-		src, dst := memory(t), memory(t)
-		ob := openOutbox(t)
-		w := newWorkload(11, "shop", "orders", "items", "tmp_import")
-		w.seedDocs(t, src.Client, 40)
-		cfg := replicate.Config{ID: "map", Source: "a", Target: "lungo:memory",
-			Include: []string{"shop.*"}, Ignore: []string{"shop.tmp_*"},
-			Mapping: map[string]string{"shop": "shop_copy", "shop.orders": "archive.orders_v2"}}
-		s := openSink(t, cfg, dst)
-		l := startRunnerLater(t, ob, "map", s)
-		c := startCapture(t, ob, src, "a")
-		if err := s.InitialSync(testCtx(t), src); err != nil {
-			t.Fatal(err)
-		}
-		l.start()
-		w.run(t, src.Client, 300)
-		waitCaptured(t, ob, c.id, w.events)
-		waitApplied(t, ob, l.pipe)
-		rep := mustEqual(t, src.Client, dst.Client, replicate.VerifyConfig(cfg, meta, nil))
-		got := map[string]string{}
-		for _, n := range rep.Namespaces {
-			got[n.Source] = n.Target
-		}
-		want := map[string]string{"shop.orders": "archive.orders_v2", "shop.items": "shop_copy.items"}
-		if len(got) != len(want) || got["shop.orders"] != want["shop.orders"] || got["shop.items"] != want["shop.items"] {
-			t.Fatalf("verified %v, want %v", got, want)
-		}
-		for _, ns := range [][2]string{{"shop_copy", "tmp_import"}, {"shop", "orders"}, {"shop", "items"}} {
-			if n := count(t, dst.Client, ns[0], ns[1]); n != 0 {
-				t.Fatalf("target %s.%s holds %d documents, want none", ns[0], ns[1], n)
-			}
+// ddlPolicies replicates a collection dropped and written again under
+// each DDL policy between deployments opened with open.
+func ddlPolicies(t *testing.T, open deployment) {
+	t.Run("ApplyDropsAndRecreates", func(t *testing.T) {
+		r := runDDLUnderLoad(t, open, replicate.DDLApply)
+		mustEqual(t, r.src.conn.Client, r.dst.conn.Client, replicate.VerifyConfig(r.cfg, meta, nil))
+		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 5 {
+			t.Fatalf("target shop.tmp holds %d documents, want the 5 written after the drop", n)
 		}
 	})
+	t.Run("IgnoreKeepsTheTarget", func(t *testing.T) {
+		r := runDDLUnderLoad(t, open, replicate.DDLIgnore)
+		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 55 {
+			// The statuses say where the missing inserts went (seen once
+			// under load, never reproduced in isolation).
+			t.Fatalf("target shop.tmp holds %d documents, want 55 (the drop is ignored); sink %+v; runner %+v",
+				n, r.p.sink.Status(), r.p.runner.Status())
+		}
+		if n, m := count(t, r.src.conn.Client, "shop", "orders"), count(t, r.dst.conn.Client, "shop", "orders"); n != m {
+			t.Fatalf("shop.orders: source %d documents, target %d", n, m)
+		}
+	})
+	t.Run("HaltStopsAtTheDrop", func(t *testing.T) {
+		r := runDDLUnderLoad(t, open, replicate.DDLHalt)
+		err := r.p.runner.WaitAcked(testCtx(t), 1<<62)
+		if !errors.Is(err, sink.ErrHalted) {
+			t.Fatalf("runner: %v, want halted", err)
+		}
+		if st := r.p.sink.Status(); st.Phase != replicate.PhaseHalted {
+			t.Fatalf("phase %q, want halted", st.Phase)
+		}
+		if n := count(t, r.dst.conn.Client, "shop", "tmp"); n != 50 {
+			t.Fatalf("target shop.tmp holds %d documents, want the 50 before the drop", n)
+		}
+		// The halt is durable: a reopened pipeline refuses to continue.
+		again := openSink(t, r.cfg, r.dst.conn)
+		err = again.Deliver(testCtx(t), []outbox.Record{{Seq: 1, Source: "a", Raw: changetest.Event("insert")}})
+		if !errors.Is(err, replicate.ErrHalted) || !sink.IsPermanent(err) {
+			t.Fatalf("deliver after halt: %v, want permanent ErrHalted", err)
+		}
+		if err := replicate.Reset(testCtx(t), r.dst.conn.Client, meta, r.cfg.ID); err != nil {
+			t.Fatal(err)
+		}
+		reset := openSink(t, r.cfg, r.dst.conn)
+		if st := reset.Status(); st.Phase == replicate.PhaseHalted {
+			t.Fatalf("still halted after Reset")
+		}
+	})
+}
+
+func TestSink_Mapping(t *testing.T) {
+	t.Run("RenamesAndIgnoreGlobs", func(t *testing.T) {
+		mappingRenamesAndIgnoreGlobs(t, memory)
+	})
+}
+
+// mappingRenamesAndIgnoreGlobs: a database and a collection mapping to
+// other names, and an ignore glob, between deployments opened with open.
+func mappingRenamesAndIgnoreGlobs(t *testing.T, open deployment) {
+	src, dst := open(t), open(t)
+	ob := openOutbox(t)
+	w := newWorkload(11, "shop", "orders", "items", "tmp_import")
+	w.seedDocs(t, src.Client, 40)
+	cfg := replicate.Config{ID: "map", Source: "a", Target: dst.Redacted,
+		Include: []string{"shop.*"}, Ignore: []string{"shop.tmp_*"},
+		Mapping: map[string]string{"shop": "shop_copy", "shop.orders": "archive.orders_v2"}}
+	s := openSink(t, cfg, dst)
+	l := startRunnerLater(t, ob, "map", s)
+	c := startCapture(t, ob, src, "a")
+	if err := s.InitialSync(testCtx(t), src); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	w.run(t, src.Client, 300)
+	waitCaptured(t, ob, c.id, w.events)
+	waitApplied(t, ob, l.pipe)
+	rep := mustEqual(t, src.Client, dst.Client, replicate.VerifyConfig(cfg, meta, nil))
+	got := map[string]string{}
+	for _, n := range rep.Namespaces {
+		got[n.Source] = n.Target
+	}
+	want := map[string]string{"shop.orders": "archive.orders_v2", "shop.items": "shop_copy.items"}
+	if len(got) != len(want) || got["shop.orders"] != want["shop.orders"] || got["shop.items"] != want["shop.items"] {
+		t.Fatalf("verified %v, want %v", got, want)
+	}
+	for _, ns := range [][2]string{{"shop_copy", "tmp_import"}, {"shop", "orders"}, {"shop", "items"}} {
+		if n := count(t, dst.Client, ns[0], ns[1]); n != 0 {
+			t.Fatalf("target %s.%s holds %d documents, want none", ns[0], ns[1], n)
+		}
+	}
 }
 
 func TestSink_Updates(t *testing.T) {

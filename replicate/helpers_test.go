@@ -84,8 +84,10 @@ func startCapture(t testing.TB, ob *outbox.Outbox, conn *mongodb.Conn, id string
 
 func startCaptureWith(t testing.TB, ob *outbox.Outbox, conn *mongodb.Conn, id string, echo *replicate.EchoFilter) *source {
 	t.Helper()
+	// The daemon's default fullDocument, which replication needs (the
+	// embedded engine sends the post-image anyway).
 	src := capture.New(capture.Config{ID: id, MetadataDatabase: meta, BatchInterval: 5 * time.Millisecond,
-		CheckpointInterval: time.Millisecond}, conn, ob, echo, testLog(t))
+		CheckpointInterval: time.Millisecond, FullDocument: "updateLookup"}, conn, ob, echo, testLog(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()

@@ -28,7 +28,53 @@ import (
 // stored; when the stream is applied, events up to it are skipped and the
 // later ones apply to an exact copy. A restarted sync drops and copies again
 // the collections it had not finished; finished ones stay.
+//
+// While the source or the target cannot be reached (network, no server
+// selectable), it waits for them (capped exponential backoff) and goes on
+// where the copy stopped, as a restarted sync does, until ctx ends.
 func (s *Sink) InitialSync(ctx context.Context, source *mongodb.Conn) error {
+	answered := 0
+	for attempt := 1; ; attempt++ {
+		err := s.initialSync(ctx, source)
+		if !unreachable(err) || ctx.Err() != nil {
+			return err
+		}
+		// Both answering a ping means the outage just ended, or a server
+		// drops this very request for a reason of its own (FerretDB closes
+		// the connection on a BSON type it does not know): a few tries
+		// tell which.
+		if s.reachable(ctx, source) {
+			if answered++; answered >= maxAnsweredRetries {
+				return err
+			}
+		}
+		s.set(func(x *Status) { x.LastError = "initial sync: a deployment is unreachable, retrying: " + err.Error() })
+		s.log.Warn().Err(err).Int("attempt", attempt).Str("source", source.Redacted).Str("target", s.target.Redacted).
+			Msg("initial sync: the source or the target is unreachable; retrying where the copy stopped")
+		if !waitUnreachable(ctx, attempt) {
+			return err
+		}
+	}
+}
+
+// maxAnsweredRetries bounds the initial sync's retries of a network error
+// while both deployments answer pings.
+const maxAnsweredRetries = 3
+
+// reachable reports whether both deployments answer a ping.
+func (s *Sink) reachable(ctx context.Context, source *mongodb.Conn) bool {
+	for _, c := range []lungo.IClient{source.Client, s.target.Client} {
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := c.Ping(pctx, nil)
+		cancel()
+		if err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Sink) initialSync(ctx context.Context, source *mongodb.Conn) error {
 	if !s.cfg.initialSync() {
 		s.set(func(x *Status) { x.Phase = PhaseStreaming })
 		return nil

@@ -18,94 +18,7 @@ import (
 
 func TestSink_Deliver(t *testing.T) {
 	t.Run("OneWayRandomWorkloadThenFullReplay", func(t *testing.T) {
-		src, dst := memory(t), memory(t)
-		ob := openOutbox(t)
-		w := newWorkload(7, "shop", "orders", "items")
-		w.seedDocs(t, src.Client, 300)
-		items := src.Client.Database("shop").Collection("items")
-		if _, err := items.Indexes().CreateMany(testCtx(t), []mongo.IndexModel{
-			{Keys: bson.D{{Key: "n", Value: 1}}},
-			{Keys: bson.D{{Key: "code", Value: 1}}, Options: options.Index().SetUnique(true).SetName("code_unique").
-				SetPartialFilterExpression(bson.D{{Key: "code", Value: bson.D{{Key: "$exists", Value: true}}}})},
-		}); err != nil {
-			t.Fatal(err)
-		}
-
-		cfg := replicate.Config{ID: "a2b", Source: "a", Target: "lungo:memory", Include: []string{"shop.*"}, CopyBatchSize: 64}
-		s := openSink(t, cfg, dst)
-		// The runner's cursor exists before capture starts: every event
-		// after the stream opened stays in the outbox for it.
-		l := startRunnerLater(t, ob, "a2b", s)
-		c := startCapture(t, ob, src, "a")
-		// The workload keeps writing while the collections are copied.
-		wrote := make(chan struct{})
-		go func() {
-			defer close(wrote)
-			w.run(t, src.Client, 500)
-		}()
-		if err := s.InitialSync(testCtx(t), src); err != nil {
-			t.Fatal(err)
-		}
-		<-wrote
-		for _, name := range []string{"n_1", "code_unique"} {
-			if names := indexNames(t, dst.Client, "shop", "items"); !contains(names, name) {
-				t.Fatalf("target indexes %v lack %s before streaming", names, name)
-			}
-		}
-		l.start()
-		w.run(t, src.Client, 1000)
-		waitCaptured(t, ob, c.id, w.events)
-		waitApplied(t, ob, l.pipe)
-		opts := replicate.VerifyConfig(cfg, meta, nil)
-		rep := mustEqual(t, src.Client, dst.Client, opts)
-		if len(rep.Namespaces) != 2 {
-			t.Fatalf("verified %d namespaces, want 2", len(rep.Namespaces))
-		}
-		st := s.Status()
-		if st.Phase != replicate.PhaseStreaming || st.Copied == 0 || st.Applied == 0 || st.LastEventTime.IsZero() {
-			t.Fatalf("status %+v: want streaming, documents copied, events applied", st)
-		}
-		l.pipe.stop()
-
-		recs, err := ob.Read(0, 1<<20, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		replay := func(s *replicate.Sink) {
-			t.Helper()
-			for i := 0; i < len(recs); i += 97 {
-				if err := s.Deliver(testCtx(t), recs[i:min(i+97, len(recs))]); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		// Replay the whole outbox into a fresh sink on the same target:
-		// every event is known to be applied.
-		again := openSink(t, cfg, dst)
-		replay(again)
-		mustEqual(t, src.Client, dst.Client, opts)
-		if st := again.Status(); st.Applied != 0 {
-			t.Fatalf("replay applied %d events, want 0 (all already applied)", st.Applied)
-		}
-
-		// Without its stored positions the pipeline applies every event
-		// again on top of the final state: each one sets values, none
-		// repeats an operation ($inc doubles nothing), so the target ends
-		// with the same documents.
-		if _, err := dst.Client.Database(meta).Collection(replicate.StateCollection).DeleteMany(testCtx(t), bson.D{}); err != nil {
-			t.Fatal(err)
-		}
-		blind := openSink(t, cfg, dst)
-		replay(blind)
-		// A field that an old $set adds to a document that already has it
-		// (from the future) keeps its place: the same fields and values,
-		// possibly in another order.
-		unordered := opts
-		unordered.IgnoreFieldOrder = true
-		mustEqual(t, src.Client, dst.Client, unordered)
-		if st := blind.Status(); st.Applied == 0 {
-			t.Fatalf("the blind replay applied nothing")
-		}
+		oneWayRandomWorkload(t, memory, replicate.TransactionsAuto, 1000)
 	})
 	t.Run("WorkerCountChange", func(t *testing.T) {
 		dst := memory(t)
@@ -146,6 +59,107 @@ func TestSink_Deliver(t *testing.T) {
 			t.Fatalf("an event of another source was applied")
 		}
 	})
+}
+
+// oneWayRandomWorkload replicates two collections from a deployment opened
+// with open to another: initial sync while a random workload writes, then
+// apply in the given mode; verify finds them equal, and replaying the whole
+// outbox (with and without the pipeline's stored positions) changes
+// nothing. ops sizes the workload: 3/10 of it seeded per collection, half
+// of it written during the copy, all of it after.
+func oneWayRandomWorkload(t *testing.T, open deployment, transactions string, ops int) {
+	src, dst := open(t), open(t)
+	ob := openOutbox(t)
+	w := newWorkload(7, "shop", "orders", "items")
+	w.seedDocs(t, src.Client, ops*3/10)
+	items := src.Client.Database("shop").Collection("items")
+	if _, err := items.Indexes().CreateMany(testCtx(t), []mongo.IndexModel{
+		{Keys: bson.D{{Key: "n", Value: 1}}},
+		{Keys: bson.D{{Key: "code", Value: 1}}, Options: options.Index().SetUnique(true).SetName("code_unique").
+			SetPartialFilterExpression(bson.D{{Key: "code", Value: bson.D{{Key: "$exists", Value: true}}}})},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := replicate.Config{ID: "a2b", Source: "a", Target: dst.Redacted, Include: []string{"shop.*"}, CopyBatchSize: 64,
+		Transactions: transactions}
+	s := openSink(t, cfg, dst)
+	// The runner's cursor exists before capture starts: every event
+	// after the stream opened stays in the outbox for it.
+	l := startRunnerLater(t, ob, "a2b", s)
+	c := startCapture(t, ob, src, "a")
+	// The workload keeps writing while the collections are copied.
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		w.run(t, src.Client, ops/2)
+	}()
+	if err := s.InitialSync(testCtx(t), src); err != nil {
+		t.Fatal(err)
+	}
+	<-wrote
+	for _, name := range []string{"n_1", "code_unique"} {
+		if names := indexNames(t, dst.Client, "shop", "items"); !contains(names, name) {
+			t.Fatalf("target indexes %v lack %s before streaming", names, name)
+		}
+	}
+	l.start()
+	w.run(t, src.Client, ops)
+	waitCaptured(t, ob, c.id, w.events)
+	waitApplied(t, ob, l.pipe)
+	opts := replicate.VerifyConfig(cfg, meta, nil)
+	rep := mustEqual(t, src.Client, dst.Client, opts)
+	if len(rep.Namespaces) != 2 {
+		t.Fatalf("verified %d namespaces, want 2", len(rep.Namespaces))
+	}
+	st := s.Status()
+	if st.Phase != replicate.PhaseStreaming || st.Copied == 0 || st.Applied == 0 || st.LastEventTime.IsZero() {
+		t.Fatalf("status %+v: want streaming, documents copied, events applied", st)
+	}
+	if want := transactions != replicate.TransactionsOff; st.Transactions != want {
+		t.Fatalf("status %+v: applied in transactions %v, want %v (transactions: %s)", st, st.Transactions, want, transactions)
+	}
+	l.pipe.stop()
+
+	recs, err := ob.Read(0, 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := func(s *replicate.Sink) {
+		t.Helper()
+		for i := 0; i < len(recs); i += 97 {
+			if err := s.Deliver(testCtx(t), recs[i:min(i+97, len(recs))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Replay the whole outbox into a fresh sink on the same target:
+	// every event is known to be applied.
+	again := openSink(t, cfg, dst)
+	replay(again)
+	mustEqual(t, src.Client, dst.Client, opts)
+	if st := again.Status(); st.Applied != 0 {
+		t.Fatalf("replay applied %d events, want 0 (all already applied)", st.Applied)
+	}
+
+	// Without its stored positions the pipeline applies every event
+	// again on top of the final state: each one sets values, none
+	// repeats an operation ($inc doubles nothing), so the target ends
+	// with the same documents.
+	if _, err := dst.Client.Database(meta).Collection(replicate.StateCollection).DeleteMany(testCtx(t), bson.D{}); err != nil {
+		t.Fatal(err)
+	}
+	blind := openSink(t, cfg, dst)
+	replay(blind)
+	// A field that an old $set adds to a document that already has it
+	// (from the future) keeps its place: the same fields and values,
+	// possibly in another order.
+	unordered := opts
+	unordered.IgnoreFieldOrder = true
+	mustEqual(t, src.Client, dst.Client, unordered)
+	if st := blind.Status(); st.Applied == 0 {
+		t.Fatalf("the blind replay applied nothing")
+	}
 }
 
 func TestSink_InitialSync(t *testing.T) {

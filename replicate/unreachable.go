@@ -57,12 +57,21 @@ func (s *Sink) runSegmentWaiting(ctx context.Context, seg segment) error {
 		s.set(func(x *Status) { x.LastError = "target unreachable, retrying: " + err.Error() })
 		s.log.Warn().Err(err).Int("attempt", attempt).Str("target", s.target.Redacted).
 			Msg("target unreachable; retrying the same changes")
-		t := time.NewTimer(backoff.Delay(unreachableMin, unreachableMax, attempt))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !waitUnreachable(ctx, attempt) {
 			return err
-		case <-t.C:
 		}
+	}
+}
+
+// waitUnreachable waits before the attempt+1st try at an unreachable
+// deployment (capped exponential backoff); false when ctx ended first.
+func waitUnreachable(ctx context.Context, attempt int) bool {
+	t := time.NewTimer(backoff.Delay(unreachableMin, unreachableMax, attempt))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

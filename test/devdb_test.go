@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -23,6 +23,13 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 )
+
+// sharedCompilationCache is the wasm compilation cache the tests' daemons
+// share: the directory of servertest.SharedCompilationCache (not imported:
+// this package drives the binary and links none of the daemon). Entries
+// are keyed by module hash and runtime version, so sharing is safe across
+// processes and builds.
+var sharedCompilationCache = filepath.Join(os.TempDir(), "godwit-test-wazero-cache")
 
 // startDevDB runs `godwit devdb` and returns it with the URI it printed.
 func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
@@ -64,14 +71,8 @@ func startDevDB(t *testing.T, data, listen string) (*exec.Cmd, string) {
 // every write exactly once, in order, and the daemon's subscribers see them.
 func TestDevDB_Kill9WhileCapturing(t *testing.T) {
 	dir := t.TempDir()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := lis.Addr().String()
-	lis.Close()
-	data := filepath.Join(dir, "devdb")
-	devdb, uri := startDevDB(t, data, listen)
+	devdb := newDevDBProc(t, dir, "devdb")
+	uri := devdb.uri
 
 	cfg := filepath.Join(dir, "godwit.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
@@ -132,11 +133,7 @@ sinks:
 	for i := range n {
 		if i == n/2 {
 			// kill -9 devdb; every acknowledged write is on disk.
-			if err := devdb.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			_ = devdb.Wait()
-			devdb, _ = startDevDB(t, data, listen)
+			devdb.kill9AndRestart(t)
 		}
 		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
 			t.Fatalf("insert %d: %v", i, err)
@@ -183,42 +180,14 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 	_, dst := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	connect := func(uri string) *mongo.Client {
-		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-		return c
-	}
-	a, b := connect(src), connect(dst)
+	a, b := connectURI(ctx, t, src), connectURI(ctx, t, dst)
 	orders := a.Database("shop").Collection("orders")
 	for i := range 5 { // copied by the initial sync
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Watch the target before godwit starts, for the sentinel written last.
-	cs, err := b.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": "done"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close(ctx)
-
-	cfg := filepath.Join(dir, "godwit.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`
-data_dir: data
-api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
-sources:
-  - id: a
-    uri: %q
-sinks:
-  - id: a2b
-    type: replicate
-    replicate: {source: a, target: %q, include: ["shop.*"], workers: 1}
-`, src, dst))
-	d := startDaemon(t, cfg)
-	d.waitLine(t, "change stream open")
+	d, cfg := startReplicating(t, dir, src, dst, replicating{})
 
 	for i := 5; i < 15; i++ {
 		if _, err := orders.InsertOne(ctx, bson.M{"_id": i, "qty": i}); err != nil {
@@ -245,21 +214,99 @@ sinks:
 		t.Fatal(err)
 	}
 	sess.EndSession(ctx)
-	if _, err := orders.InsertOne(ctx, bson.M{"_id": "done"}); err != nil {
+	sentinelReaches(ctx, t, d, orders, b.Database("shop").Collection("orders"), "done")
+	stopAndVerify(t, d, cfg)
+	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
+		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
+	}
+}
+
+// replicating says how startReplicating replicates.
+type replicating struct {
+	twoWay bool // also back from uriB to uriA, without an initial sync
+	// transactions is the pipelines' apply mode; "" is the default (auto).
+	transactions string
+}
+
+// startReplicating starts a daemon (in dir) replicating shop.* from the
+// deployment at uriA (source a) to the one at uriB with one worker, so the
+// target applies in the source's order, and with how.twoWay also back
+// from uriB (source b) to uriA. It returns once the change streams are
+// open. The outbox keeps acknowledged events for the test to read.
+func startReplicating(t *testing.T, dir, uriA, uriB string, how replicating) (*daemon, string) {
+	t.Helper()
+	twoWay := how.twoWay
+	mode := "auto"
+	if how.transactions != "" {
+		mode = how.transactions
+	}
+	pipe := func(id, src, dst string) string {
+		return fmt.Sprintf(`
+  - id: %s
+    type: replicate
+    replicate: {source: %s, target: %q, include: ["shop.*"], workers: 1, bidirectional: %v, initial_sync: %v, transactions: %s}`,
+			id, src, dst, twoWay, !twoWay, mode)
+	}
+	sources, sinks := fmt.Sprintf("\n  - {id: a, uri: %q}", uriA), pipe("a2b", "a", uriB)
+	if twoWay {
+		sources += fmt.Sprintf("\n  - {id: b, uri: %q}", uriB)
+		sinks += pipe("b2a", "b", uriA)
+	}
+	cfg := filepath.Join(dir, "godwit.yaml")
+	writeFile(t, cfg, `
+data_dir: data
+outbox: {keep_acked: true}
+api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
+sources:`+sources+`
+sinks:`+sinks+"\n")
+	d := startDaemon(t, cfg)
+	d.waitLine(t, "change stream open", `"source":"a"`)
+	if twoWay {
+		d.waitLine(t, "change stream open", `"source":"b"`)
+	}
+	return d, cfg
+}
+
+// connectURI connects the official driver to uri until the test ends.
+func connectURI(ctx context.Context, t *testing.T, uri string) *mongo.Client {
+	t.Helper()
+	c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	return c
+}
+
+// sentinelReaches inserts the sentinel {_id: id} into the collection from
+// (a pipeline's source) and waits until a change stream on to (the same
+// collection on its target, opened before the insert) shows it replicated.
+func sentinelReaches(ctx context.Context, t *testing.T, d *daemon, from, to *mongo.Collection, id string) {
+	t.Helper()
+	cs, err := to.Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(context.Background())
+	if _, err := from.InsertOne(ctx, bson.M{"_id": id}); err != nil {
 		t.Fatal(err)
 	}
 	if !cs.Next(ctx) {
-		t.Fatalf("the sentinel never reached the target: %v\n%s", cs.Err(), d.logs())
+		t.Fatalf("sentinel %s never reached the target: %v\n%s", id, cs.Err(), d.logs())
 	}
+}
+
+// stopAndVerify stops the daemon, which must exit cleanly, and runs
+// `godwit verify` on its config, which must find every target equal to
+// its source.
+func stopAndVerify(t *testing.T, d *daemon, cfg string) {
+	t.Helper()
 	if err := d.stop(t); err != nil {
 		t.Fatalf("serve: %v\n%s", err, d.logs())
 	}
 	out, err := cli(t, nil, "verify", "--config", cfg)
 	if err != nil || !strings.Contains(out, "equal") {
 		t.Fatalf("verify: %v\n%s\n%s", err, out, d.logs())
-	}
-	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
-		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
 	}
 }
 
@@ -280,6 +327,7 @@ func TestDevDB_DatabaseTriggerThroughMongoURI(t *testing.T) {
 data_dir: data
 api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
 metadata: {uri: %q}
+triggers: {compilation_cache: %q}
 sources:
   - id: dev
     uri: %q
@@ -287,7 +335,7 @@ sinks:
   - id: events
     type: jsonl
     jsonl: {path: events.jsonl}
-`, uri, uri))
+`, uri, sharedCompilationCache, uri))
 	d := startDaemon(t, cfg)
 	addr := d.addr(t, "gRPC API listening")
 	run := func(args ...string) string {
@@ -353,47 +401,12 @@ func TestDevDB_TwoWayBetweenTwoDevDBs(t *testing.T) {
 	_, uriB := startDevDB(t, filepath.Join(dir, "b"), "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	connect := func(uri string) *mongo.Client {
-		c, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-		return c
-	}
-	a, b := connect(uriA), connect(uriB)
-	cfg := filepath.Join(dir, "godwit.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`
-data_dir: data
-api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
-sources:
-  - {id: a, uri: %q}
-  - {id: b, uri: %q}
-sinks:
-  - id: a2b
-    type: replicate
-    replicate: {source: a, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
-  - id: b2a
-    type: replicate
-    replicate: {source: b, target: %q, include: ["shop.*"], bidirectional: true, initial_sync: false, workers: 1}
-`, uriA, uriB, uriB, uriA))
-	d := startDaemon(t, cfg)
-	d.waitLine(t, "change stream open", `"source":"a"`)
-	d.waitLine(t, "change stream open", `"source":"b"`)
+	a, b := connectURI(ctx, t, uriA), connectURI(ctx, t, uriB)
+	d, cfg := startReplicating(t, dir, uriA, uriB, replicating{twoWay: true})
 
 	sentinel := func(on, other *mongo.Client, id string) {
 		t.Helper()
-		cs, err := other.Database("shop").Collection("orders").Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.M{"documentKey._id": id}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cs.Close(ctx)
-		if _, err := on.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": id}); err != nil {
-			t.Fatal(err)
-		}
-		if !cs.Next(ctx) {
-			t.Fatalf("sentinel %s never reached the other side: %v\n%s", id, cs.Err(), d.logs())
-		}
+		sentinelReaches(ctx, t, d, on.Database("shop").Collection("orders"), other.Database("shop").Collection("orders"), id)
 	}
 	for i := range 5 {
 		if _, err := a.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": i, "from": "a"}); err != nil {
@@ -408,9 +421,7 @@ sinks:
 		t.Fatalf("update of A's order on B: %+v, %v", res, err)
 	}
 	sentinel(b, a, "b-done")
-	if err := d.stop(t); err != nil {
-		t.Fatalf("serve: %v\n%s", err, d.logs())
-	}
+	stopAndVerify(t, d, cfg)
 	for _, c := range []*mongo.Client{a, b} {
 		n, err := c.Database("shop").Collection("orders").CountDocuments(ctx, bson.M{})
 		if err != nil || n != 12 {
