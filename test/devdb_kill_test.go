@@ -286,7 +286,7 @@ func kill9WhileReplicating(t *testing.T, transactions string, stream uint64) {
 	// Everything before the sentinel is applied once the sentinel is: one
 	// worker applies in the outbox's order.
 	bc := connectURI(ctx, t, b.uri)
-	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
+	streamedSentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
 	stopAndVerify(t, d, cfg)
 
 	recs := capturedEvents(t, dir)
@@ -442,7 +442,7 @@ func TestDevDB_DownLongerThanTheDriverWaits(t *testing.T) {
 	inserted, _ := w.halt(t)
 
 	bc := connectURI(ctx, t, b.uri)
-	sentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
+	streamedSentinelReaches(ctx, t, d, w.client.Database("shop").Collection("orders"), bc.Database("shop").Collection("orders"), "done")
 	stopAndVerify(t, d, cfg)
 	checkCaptured(t, capturedEvents(t, dir), "a", inserted, w.base)
 	if t.Failed() || testing.Verbose() {

@@ -214,7 +214,7 @@ func TestDevDB_ReplicatesBetweenTwoDevDBs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess.EndSession(ctx)
-	sentinelReaches(ctx, t, d, orders, b.Database("shop").Collection("orders"), "done")
+	streamedSentinelReaches(ctx, t, d, orders, b.Database("shop").Collection("orders"), "done")
 	stopAndVerify(t, d, cfg)
 	if n, _ := b.Database("shop").Collection("customers").CountDocuments(ctx, bson.M{}); n != 1 {
 		t.Fatalf("target holds %d customers, want the one written in the source transaction", n)
@@ -294,6 +294,17 @@ func sentinelReaches(ctx context.Context, t *testing.T, d *daemon, from, to *mon
 	if !cs.Next(ctx) {
 		t.Fatalf("sentinel %s never reached the target: %v\n%s", id, cs.Err(), d.logs())
 	}
+}
+
+// streamedSentinelReaches is sentinelReaches for a pipeline with an initial
+// sync: the sentinel is written after the copy finished, so it reaches the
+// target by streaming, after every change captured before it. (Written
+// during the copy, it could arrive with the copy while changes captured
+// before it were still waiting to stream.)
+func streamedSentinelReaches(ctx context.Context, t *testing.T, d *daemon, from, to *mongo.Collection, id string) {
+	t.Helper()
+	d.waitLine(t, "initial sync finished")
+	sentinelReaches(ctx, t, d, from, to, id)
 }
 
 // stopAndVerify stops the daemon, which must exit cleanly, and runs

@@ -100,7 +100,7 @@ func (d *daemon) waitLine(t *testing.T, subs ...string) string {
 		select {
 		case <-ch:
 		case <-timeout:
-			t.Fatalf("no log line with %q within 30s:\n%s", subs, d.logs())
+			t.Fatalf("no log line with %q within %s:\n%s", subs, testwait.Long, d.logs())
 		}
 	}
 }
