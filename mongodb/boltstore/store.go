@@ -455,7 +455,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 	prev, next := old.coll.Documents, coll.Documents
 	put := map[string]bool{}
 	for _, doc := range next.List {
-		if _, ok := prev.Index[doc]; ok {
+		if prev.Has(doc) {
 			continue
 		}
 		id, err := encodeID(bsonkit.Get(doc, "_id"))
@@ -484,7 +484,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 		put[string(id)] = true
 	}
 	for _, doc := range prev.List {
-		if _, ok := next.Index[doc]; ok {
+		if next.Has(doc) {
 			continue
 		}
 		id, err := encodeID(bsonkit.Get(doc, "_id"))
@@ -639,7 +639,7 @@ func diffOplog(b *bolt.Bucket, stored []entryRef, oplog *mongokit.Collection) ([
 		if oplog == nil {
 			continue
 		}
-		if _, ok := oplog.Documents.Index[e.doc]; !ok {
+		if !oplog.Documents.Has(e.doc) {
 			if err := b.Delete(seqKey(e.seq)); err != nil {
 				return nil, err
 			}
