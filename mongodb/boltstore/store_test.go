@@ -408,3 +408,75 @@ func TestStore_AfterCloseFails(t *testing.T) {
 		t.Fatalf("Store after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestStore_ReplaysLogAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 11))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "source.lungo")
+	e := openEngine(t, path, 50)
+	for n := 0; n < 300; n++ {
+		randomOp(ctx, t, e.client, rnd, n)
+	}
+	// Plain inserts go to the log; more of them than the oplog keeps, so
+	// the log also has to say what lungo trimmed.
+	coll := e.client.Database("logdb").Collection("logged")
+	if _, err := coll.InsertOne(ctx, bson.M{"_id": -1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The files as a process killed now would leave them: every
+	// acknowledged commit is in the bbolt file or the log.
+	want := e.eng.Catalog()
+	crashed := filepath.Join(t.TempDir(), "source.lungo")
+	for _, suffix := range []string{"", ".wal"} {
+		copyFile(t, path+suffix, crashed+suffix)
+	}
+	copyFile(t, path+".wal", crashed+".wal.orig")
+	if info, err := os.Stat(crashed + ".wal"); err != nil || info.Size() == 0 {
+		t.Fatalf("log after 300 commits: %v, %v; want records to replay", info, err)
+	}
+
+	t.Run("torn record", func(t *testing.T) {
+		// A record the killed process was writing: its header promises
+		// more than was written.
+		f, err := os.OpenFile(crashed+".wal", os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte{0, 4, 0, 0, 1, 2, 3, 4, 'x', 'y'}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustEqualCatalogs(t, want, reload(t, crashed))
+		// Replayed once: opening again finds the same catalog.
+		mustEqualCatalogs(t, want, reload(t, crashed))
+	})
+
+	t.Run("log a checkpoint already covers", func(t *testing.T) {
+		// Close checkpoints and truncates the log; a crash may lose the
+		// truncation, leaving the records the checkpoint wrote.
+		e.close()
+		copyFile(t, crashed+".wal.orig", path+".wal")
+		mustEqualCatalogs(t, want, reload(t, path))
+	})
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
