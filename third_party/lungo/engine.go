@@ -156,10 +156,14 @@ func (e *Engine) Begin(ctx context.Context, lock bool) (*Transaction, error) {
 		}
 	}
 
-	// acquire token (without lock); use a tomb-aware context so that a shutdown
-	// unblocks the acquisition
+	// acquire token (without lock); a shutdown unblocks the acquisition
 	e.mutex.Unlock()
-	ok = e.token.Acquire(e.tomb.Context(ctx).Done(), time.Minute)
+	// godwit: tomb.Context registered a child context per call and scanned
+	// all registered ones on every call; children whose parent is never
+	// cancelled (every session context) piled up, so each Begin cost time
+	// proportional to the transactions before it. Waiting on both channels
+	// needs no registration.
+	ok = e.token.AcquireEither(ctx.Done(), e.tomb.Dying(), time.Minute)
 	e.mutex.Lock()
 	if !ok {
 		if !e.tomb.Alive() {

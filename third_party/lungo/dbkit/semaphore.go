@@ -52,3 +52,25 @@ func (s *Semaphore) Release() {
 		panic("semaphore full")
 	}
 }
+
+// AcquireEither is Acquire with two cancel channels: it gives up when either
+// is closed. (Added for godwit.)
+func (s *Semaphore) AcquireEither(cancel1, cancel2 <-chan struct{}, timeout time.Duration) bool {
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+
+	select {
+	case <-s.tokens:
+		return true
+	case <-cancel1:
+		return false
+	case <-cancel2:
+		return false
+	case <-deadline:
+		return false
+	}
+}

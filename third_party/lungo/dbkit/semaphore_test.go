@@ -38,3 +38,20 @@ func timeout() chan struct{} {
 	}()
 	return done
 }
+
+// godwit: AcquireEither gives up when either channel is closed.
+func TestSemaphoreAcquireEither(t *testing.T) {
+	sem := NewSemaphore(1)
+
+	ok := sem.AcquireEither(nil, nil, 0)
+	assert.True(t, ok)
+
+	closed := make(chan struct{})
+	close(closed)
+	assert.False(t, sem.AcquireEither(closed, nil, 0))
+	assert.False(t, sem.AcquireEither(nil, closed, 0))
+	assert.False(t, sem.AcquireEither(nil, nil, 10*time.Millisecond))
+
+	sem.Release()
+	assert.True(t, sem.AcquireEither(closed, nil, 0) || sem.AcquireEither(nil, nil, 0))
+}
