@@ -387,9 +387,7 @@ func (s *Store) checkpoint(cat *lungo.Catalog) error {
 	s.nss, s.oplog = nss, oplog
 	s.walGen++
 	s.setCommitted(cat)
-	if err := s.resetWAL(); err != nil {
-		return fmt.Errorf("store embedded store %s: %w", s.path, err)
-	}
+	s.resetWAL()
 	return nil
 }
 

@@ -3,6 +3,7 @@ package boltstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -444,16 +445,20 @@ func TestStore_ReplaysLogAfterCrash(t *testing.T) {
 	}
 
 	t.Run("torn record", func(t *testing.T) {
-		// A record the killed process was writing: its header promises
-		// more than was written.
-		f, err := os.OpenFile(crashed+".wal", os.O_WRONLY|os.O_APPEND, 0)
+		// A record the killed process was writing after the last one: its
+		// header promises more than was written (records are a 4-byte
+		// little-endian length, a 4-byte checksum and the payload; zeros
+		// follow the last one).
+		data, err := os.ReadFile(crashed + ".wal")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.Write([]byte{0, 4, 0, 0, 1, 2, 3, 4, 'x', 'y'}); err != nil {
-			t.Fatal(err)
+		end := 0
+		for n := binary.LittleEndian.Uint32(data[end:]); n != 0; n = binary.LittleEndian.Uint32(data[end:]) {
+			end += 8 + int(n)
 		}
-		if err := f.Close(); err != nil {
+		copy(data[end:], []byte{0, 4, 0, 0, 1, 2, 3, 4, 'x', 'y'})
+		if err := os.WriteFile(crashed+".wal", data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		mustEqualCatalogs(t, want, reload(t, crashed))

@@ -32,15 +32,22 @@ import (
 // replaying a record twice gives the same documents) and checkpoints.
 //
 // Record: uint32 length, uint32 CRC-32C of the payload, payload (BSON
-// {g: generation, e: [oplog entries]}). A torn or corrupt record ends the
-// log: it was being written when the process died, so its commit never
-// returned.
+// {g: generation, e: [oplog entries], h: oplog head}). A torn or corrupt
+// record, or a zero length, ends the log: it was being written when the
+// process died, so its commit never returned.
+//
+// The file is kept at least walPrealloc bytes long, written with zeros once,
+// and a checkpoint starts the next records at offset 0 again instead of
+// truncating it: a record that fits does not change the file's size, so its
+// fdatasync flushes data only and need not wait for a file-system journal
+// commit that other files' syncs share.
 
 const (
 	// Checkpoint after this many records or bytes of log, which bounds the
 	// log's size and the replay work on Load.
 	walMaxRecords = 512
 	walMaxBytes   = 8 << 20
+	walPrealloc   = walMaxBytes + 1<<20
 )
 
 var (
@@ -64,7 +71,29 @@ func openWAL(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store log %s: %w", walPath(path), err)
 	}
+	if err := preallocate(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("prepare embedded store log %s: %w", walPath(path), err)
+	}
 	return f, nil
+}
+
+// preallocate writes zeros up to walPrealloc bytes.
+func preallocate(f *os.File) error {
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.Size() >= walPrealloc {
+		return nil
+	}
+	zeros := make([]byte, 1<<20)
+	for off := info.Size(); off < walPrealloc; off += int64(len(zeros)) {
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), walPrealloc-off)], off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 // readWAL returns the entries of the log's records written in generation
@@ -81,7 +110,7 @@ func readWAL(f *os.File, gen int64) (out bsonkit.List, head any, err error) {
 	for len(data) >= 8 {
 		n := binary.LittleEndian.Uint32(data)
 		sum := binary.LittleEndian.Uint32(data[4:])
-		if uint64(n) > uint64(len(data)-8) {
+		if n == 0 || uint64(n) > uint64(len(data)-8) {
 			break
 		}
 		payload := data[8 : 8+n]
@@ -129,14 +158,10 @@ func (s *Store) appendWAL(entries bsonkit.List, head any) error {
 	return nil
 }
 
-// resetWAL empties the log after a checkpoint made its records redundant.
-// The truncation need not be durable: the records' generation is stale.
-func (s *Store) resetWAL() error {
-	if err := s.wal.Truncate(0); err != nil {
-		return fmt.Errorf("truncate log %s: %w", walPath(s.path), err)
-	}
+// resetWAL starts the log over after a checkpoint made its records
+// redundant: their generation is stale, so the next records overwrite them.
+func (s *Store) resetWAL() {
 	s.walSize, s.walRecords = 0, 0
-	return nil
 }
 
 // logEntries returns the oplog entries cat holds after the last one logged
@@ -239,7 +264,8 @@ func (s *Store) recoverWAL() error {
 		gen++
 	}
 	s.walGen = gen
-	return s.resetWAL()
+	s.resetWAL()
+	return nil
 }
 
 func readGen(tx *bolt.Tx) int64 {
