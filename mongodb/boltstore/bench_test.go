@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/256dpi/lungo/mongokit"
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/godwit-dev/godwit/internal/cputime"
 	"github.com/godwit-dev/godwit/mongodb/boltstore"
 )
 
@@ -90,13 +90,12 @@ func report(b *testing.B, commits int, cpu time.Duration) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(commits), "cpu-µs/op")
 }
 
-// cpuTime is the process's user and system CPU time so far.
 func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := cputime.Process()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
 
 var benchStores = []benchStore{
