@@ -60,6 +60,9 @@ type Store struct {
 	walRecords int
 	committed  *lungo.Catalog
 	lastEntry  bsonkit.Doc
+	// walNoSync skips the log's fdatasync: BenchmarkStore_CommitNoFsync
+	// only, never set otherwise.
+	walNoSync bool
 }
 
 // nsState mirrors one stored namespace.
@@ -107,9 +110,20 @@ func openBolt(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
 	s := &Store{path: path, db: db, nss: map[lungo.Handle]*nsState{}}
-	if err := db.Update(initBuckets); err != nil {
+	fresh := false
+	if err := db.Update(func(tx *bolt.Tx) (err error) {
+		fresh, err = initBuckets(tx)
+		return err
+	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	if fresh {
+		// A log left by another store that had this path is not ours.
+		if err := os.Remove(walPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			_ = db.Close()
+			return nil, fmt.Errorf("open embedded store %s: remove a stale log: %w", path, err)
+		}
 	}
 	if s.wal, err = openWAL(path); err != nil {
 		_ = db.Close()
@@ -118,28 +132,31 @@ func openBolt(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func initBuckets(tx *bolt.Tx) error {
+// initBuckets prepares a new file, or checks an existing one; fresh reports
+// a new file.
+func initBuckets(tx *bolt.Tx) (fresh bool, err error) {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch v := meta.Get(keyFormat); {
 	case v == nil:
 		if tx.Bucket(bucketNS) != nil || tx.Bucket(bucketOplog) != nil {
-			return fmt.Errorf("%w: data without a format marker; this is not a godwit embedded store", ErrFormat)
+			return false, fmt.Errorf("%w: data without a format marker; this is not a godwit embedded store", ErrFormat)
 		}
 		if err := meta.Put(keyFormat, []byte(FormatVersion)); err != nil {
-			return err
+			return false, err
 		}
+		fresh = true
 	case string(v) != FormatVersion:
-		return fmt.Errorf("%w: file has format %q, this godwit reads format %q; use the godwit version that wrote it", ErrFormat, v, FormatVersion)
+		return false, fmt.Errorf("%w: file has format %q, this godwit reads format %q; use the godwit version that wrote it", ErrFormat, v, FormatVersion)
 	}
 	for _, name := range [][]byte{bucketNS, bucketOplog} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return fresh, nil
 }
 
 // Path returns the file path.

@@ -351,6 +351,11 @@ func TestOpen_MigratesFileStore(t *testing.T) {
 		t.Fatal("Migrated() is empty after opening a FileStore file")
 	}
 	mustEqualCatalogs(t, want, e.eng.Catalog())
+	// Nothing of the conversion is left beside the store and its log.
+	left, err := filepath.Glob(filepath.Join(filepath.Dir(path), "*converting*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("conversion left %v (%v)", left, err)
+	}
 	// The converted store keeps working: its unique index still holds.
 	if _, err := e.client.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"sku": "s3"}); err == nil {
 		t.Fatal("duplicate sku accepted after migration")

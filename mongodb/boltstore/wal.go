@@ -150,8 +150,10 @@ func (s *Store) appendWAL(entries bsonkit.List, head any) error {
 	if _, err := s.wal.WriteAt(buf, s.walSize); err != nil {
 		return fmt.Errorf("write log %s: %w", walPath(s.path), err)
 	}
-	if err := fdatasync(s.wal); err != nil {
-		return fmt.Errorf("sync log %s: %w", walPath(s.path), err)
+	if !s.walNoSync {
+		if err := fdatasync(s.wal); err != nil {
+			return fmt.Errorf("sync log %s: %w", walPath(s.path), err)
+		}
 	}
 	s.walSize += int64(len(buf))
 	s.walRecords++
