@@ -163,10 +163,10 @@ const demoOplogAge = 10 * time.Second
 // Run runs the demo.
 func Run(ctx context.Context, opts Options) (*Summary, error) {
 	start := time.Now()
-	// lungo copies the whole oplog on every commit, and by default keeps
-	// every entry younger than five minutes: a fast demo's oplog would grow
-	// with every operation and each commit get slower. The demo's capture
-	// runs in this process and is never far behind, so its embedded
+	// lungo keeps every oplog entry younger than five minutes by default,
+	// so a fast demo's oplog would hold every operation in memory (a commit
+	// no longer copies it: godwit's lungo clones in O(1)). The demo's
+	// capture runs in this process and is never far behind, so its embedded
 	// deployments keep entries past mongodb.EmbeddedOplogSize for seconds.
 	if mongodb.EmbeddedMinOplogAge == 0 {
 		mongodb.EmbeddedMinOplogAge = demoOplogAge

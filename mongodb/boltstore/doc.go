@@ -6,9 +6,22 @@
 //
 // lungo calls Store with the whole new catalog after every commit. lungo's
 // own FileStore encodes and rewrites all of it (every collection and the
-// oplog) with an fsync each time. This store writes only what changed, in one
-// bbolt transaction (crash-safe: a commit is either fully on disk or not at
-// all, and Store returns only after the fsync):
+// oplog) with an fsync each time. This store writes only what changed
+// (crash-safe: a commit is either fully on disk or not at all, and Store
+// returns only after the fsync).
+//
+// A commit that only inserted, replaced, updated or deleted documents of
+// namespaces the file already has, without index changes (nearly every
+// commit), is appended to a write-ahead log next to the file (PATH.wal) as
+// its oplog entries, with one fdatasync; bbolt would sync twice and rewrite
+// the pages on the path to every changed key. Every 512 records or 8 MiB of
+// log, before any other kind of commit, and at Close, a checkpoint writes
+// what changed since the last one into bbolt in one transaction. Load
+// replays the log first. See wal.go for the record format and why a record
+// that a checkpoint covered is never replayed.
+//
+// A checkpoint (and a commit that cannot go to the log) writes, in one bbolt
+// transaction:
 //
 //   - the documents the commit inserted, replaced, updated or deleted,
 //   - the index definitions it created or dropped,
@@ -32,7 +45,7 @@
 //
 // # Layout
 //
-//	meta                      format → "1"
+//	meta                      format → "1", walgen → log generation
 //	ns/<db>\x00<coll>/docs    big-endian uint64 position → document BSON
 //	ns/<db>\x00<coll>/ids     encoded _id → position
 //	ns/<db>\x00<coll>/indexes index name → definition BSON (key, unique, partial, expiry)
@@ -51,13 +64,16 @@
 //
 // # Caveats
 //
+//   - PATH.wal belongs to PATH: copy or move both (after Close the log holds
+//     nothing the bbolt file lacks).
 //   - One process per file: a second Open fails with [ErrLocked] after the
 //     lock timeout. Within one process, open the store once and share the
 //     engine (package mongodb does).
 //   - Load reads the whole catalog into memory (lungo is an in-memory engine)
 //     and rebuilds the indexes: opening is proportional to the data.
-//   - The store makes commits cheap; lungo's engine itself still clones a
-//     namespace's document set on every write and scans documents for
-//     queries, so a write to a large collection costs time proportional to
-//     that collection in memory (see BenchmarkEngine_InsertOne).
+//   - lungo's engine (godwit's patched copy, third_party/lungo) clones a
+//     namespace in O(1) per write, but scans documents for queries: an
+//     update or delete by _id in a large collection costs time
+//     proportional to the collection (BenchmarkEngine_InsertOne measures
+//     inserts).
 package boltstore

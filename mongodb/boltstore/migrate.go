@@ -77,6 +77,7 @@ func migrate(path string) (string, error) {
 	defer func() {
 		if !done {
 			_ = os.Remove(tmpPath)
+			_ = os.Remove(walPath(tmpPath))
 		}
 	}()
 	if err := os.Remove(tmpPath); err != nil { // bbolt creates it
@@ -91,6 +92,10 @@ func migrate(path string) (string, error) {
 		return "", err
 	}
 	if err := s.Close(); err != nil {
+		return "", err
+	}
+	// Close checkpointed everything into the file: its log is empty.
+	if err := os.Remove(walPath(tmpPath)); err != nil {
 		return "", err
 	}
 	backup := path + ".filestore.bak"

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,18 @@ type Store struct {
 	// What is durable, as of the last Load or successful Store.
 	nss   map[lungo.Handle]*nsState
 	oplog []entryRef // oldest first
+
+	// The write-ahead log (wal.go) and what the engine last committed:
+	// its catalog and newest oplog entry, logged or stored.
+	wal        *os.File
+	walGen     int64
+	walSize    int64
+	walRecords int
+	committed  *lungo.Catalog
+	lastEntry  bsonkit.Doc
+	// walNoSync skips the log's fdatasync: BenchmarkStore_CommitNoFsync
+	// only, never set otherwise.
+	walNoSync bool
 }
 
 // nsState mirrors one stored namespace.
@@ -97,35 +110,53 @@ func openBolt(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
 	s := &Store{path: path, db: db, nss: map[lungo.Handle]*nsState{}}
-	if err := db.Update(initBuckets); err != nil {
+	fresh := false
+	if err := db.Update(func(tx *bolt.Tx) (err error) {
+		fresh, err = initBuckets(tx)
+		return err
+	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	if fresh {
+		// A log left by another store that had this path is not ours.
+		if err := os.Remove(walPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			_ = db.Close()
+			return nil, fmt.Errorf("open embedded store %s: remove a stale log: %w", path, err)
+		}
+	}
+	if s.wal, err = openWAL(path); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	return s, nil
 }
 
-func initBuckets(tx *bolt.Tx) error {
+// initBuckets prepares a new file, or checks an existing one; fresh reports
+// a new file.
+func initBuckets(tx *bolt.Tx) (fresh bool, err error) {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch v := meta.Get(keyFormat); {
 	case v == nil:
 		if tx.Bucket(bucketNS) != nil || tx.Bucket(bucketOplog) != nil {
-			return fmt.Errorf("%w: data without a format marker; this is not a godwit embedded store", ErrFormat)
+			return false, fmt.Errorf("%w: data without a format marker; this is not a godwit embedded store", ErrFormat)
 		}
 		if err := meta.Put(keyFormat, []byte(FormatVersion)); err != nil {
-			return err
+			return false, err
 		}
+		fresh = true
 	case string(v) != FormatVersion:
-		return fmt.Errorf("%w: file has format %q, this godwit reads format %q; use the godwit version that wrote it", ErrFormat, v, FormatVersion)
+		return false, fmt.Errorf("%w: file has format %q, this godwit reads format %q; use the godwit version that wrote it", ErrFormat, v, FormatVersion)
 	}
 	for _, name := range [][]byte{bucketNS, bucketOplog} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return fresh, nil
 }
 
 // Path returns the file path.
@@ -135,8 +166,8 @@ func (s *Store) Path() string { return s.path }
 // this Open converted, or "" when the file already was a store.
 func (s *Store) Migrated() string { return s.migrated }
 
-// Close closes the file. Close the engine first: a Store after Close fails
-// with ErrClosed.
+// Close checkpoints the log into the bbolt file and closes both. Close the
+// engine first: a Store after Close fails with ErrClosed.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -144,7 +175,17 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.db.Close()
+	var err error
+	if s.walRecords > 0 && s.committed != nil {
+		err = s.checkpoint(s.committed)
+	}
+	if cerr := s.wal.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Load reads the whole catalog and rebuilds its indexes.
@@ -153,6 +194,9 @@ func (s *Store) Load() (*lungo.Catalog, error) {
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
+	}
+	if err := s.recoverWAL(); err != nil {
+		return nil, fmt.Errorf("load embedded store %s: %w", s.path, err)
 	}
 	cat := lungo.NewCatalog()
 	nss := map[lungo.Handle]*nsState{}
@@ -194,7 +238,16 @@ func (s *Store) Load() (*lungo.Catalog, error) {
 		return nil, fmt.Errorf("load embedded store %s: %w", s.path, err)
 	}
 	s.nss, s.oplog = nss, oplog
+	s.setCommitted(cat)
 	return cat, nil
+}
+
+// setCommitted records cat as the engine's current catalog.
+func (s *Store) setCommitted(cat *lungo.Catalog) {
+	s.committed, s.lastEntry = cat, nil
+	if o := cat.Namespaces[lungo.Oplog]; o != nil && o.Documents.Len() > 0 {
+		s.lastEntry = o.Documents.List[o.Documents.Len()-1]
+	}
 }
 
 func loadNamespace(b *bolt.Bucket) (*mongokit.Collection, *nsState, error) {
@@ -238,14 +291,36 @@ func loadNamespace(b *bolt.Bucket) (*mongokit.Collection, *nsState, error) {
 	return coll, st, nil
 }
 
-// Store writes what changed since the last Load or Store in one durable
-// bbolt transaction.
+// Store makes what changed since the last Load or Store durable: in the
+// write-ahead log when the commit only wrote documents, else (and every
+// walMaxRecords commits) in one bbolt transaction.
 func (s *Store) Store(cat *lungo.Catalog) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	entries, ok := s.logEntries(cat)
+	if !ok {
+		return s.checkpoint(cat)
+	}
+	if len(entries) > 0 {
+		oplog := cat.Namespaces[lungo.Oplog].Documents
+		if err := s.appendWAL(entries, bsonkit.Get(oplog.List[0], "_id")); err != nil {
+			return fmt.Errorf("store embedded store %s: %w", s.path, err)
+		}
+		s.lastEntry = entries[len(entries)-1]
+	}
+	s.committed = cat
+	if s.walRecords >= walMaxRecords || s.walSize >= walMaxBytes {
+		return s.checkpoint(cat)
+	}
+	return nil
+}
+
+// checkpoint writes what changed since the last checkpoint (logged or not)
+// in one durable bbolt transaction, then empties the log.
+func (s *Store) checkpoint(cat *lungo.Catalog) error {
 	var list bsonkit.List
 	if o := cat.Namespaces[lungo.Oplog]; o != nil {
 		list = o.Documents.List
@@ -318,18 +393,24 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 		} else {
 			oplog, err = diffOplog(tx.Bucket(bucketOplog), s.oplog, cat.Namespaces[lungo.Oplog])
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return writeGen(tx, s.walGen+1)
 	})
 	if err != nil {
 		return fmt.Errorf("store embedded store %s: %w", s.path, err)
 	}
 	s.nss, s.oplog = nss, oplog
+	s.walGen++
+	s.setCommitted(cat)
+	s.resetWAL()
 	return nil
 }
 
 // change is one document write taken from an oplog entry.
 type change struct {
-	op  byte // 'p' put, 'd' delete, 'x' drop namespace
+	op  byte // 'i' insert, 'p' put (replace, update), 'd' delete, 'x' drop namespace
 	id  []byte
 	doc bson.D
 }
@@ -357,6 +438,9 @@ func parseChanges(entries bsonkit.List) (map[lungo.Handle][]change, error) {
 					return nil, errors.New("oplog entry without fullDocument")
 				}
 				c.op, c.doc = 'p', doc
+				if op == "insert" {
+					c.op = 'i'
+				}
 			}
 			out[h] = append(out[h], c)
 		case "drop":
@@ -374,70 +458,94 @@ func parseChanges(entries bsonkit.List) (map[lungo.Handle][]change, error) {
 // not have as many documents as the committed collection (which would mean
 // the oplog did not tell the whole story), the namespace is rewritten.
 func replay(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsState, changes []change) (*nsState, error) {
-	key := encodeHandle(h)
 	st := &nsState{coll: coll}
 	if old != nil {
 		st.count, st.indexes = old.count, old.indexes
 	}
-	b, err := nsBucket(root, key)
+	res, err := applyChanges(root, encodeHandle(h), changes)
 	if err != nil {
 		return nil, err
 	}
+	if res.dropped {
+		st.count, st.indexes = 0, nil
+	}
+	st.count += res.delta
+	if !res.consistent || st.count != coll.Documents.Len() {
+		return rewrite(root, h, coll)
+	}
+	if st.indexes, err = syncIndexes(res.bucket.Bucket(bucketIndexes), st.indexes, coll); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// applied is what applyChanges did to a namespace.
+type applied struct {
+	bucket *bolt.Bucket
+	// delta is the change in the number of documents since the namespace
+	// was dropped, if dropped, else since before.
+	delta      int
+	dropped    bool
+	consistent bool // false if a delete found no document
+}
+
+// applyChanges writes a namespace's changes to its buckets, in order.
+// Applying them again gives the same documents.
+func applyChanges(root *bolt.Bucket, key []byte, changes []change) (applied, error) {
+	b, err := nsBucket(root, key)
+	if err != nil {
+		return applied{}, err
+	}
+	res := applied{consistent: true}
 	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
-	consistent := true
 	for _, c := range changes {
 		switch c.op {
 		case 'x':
 			if err := root.DeleteBucket(key); err != nil {
-				return nil, err
+				return applied{}, err
 			}
 			if b, err = nsBucket(root, key); err != nil {
-				return nil, err
+				return applied{}, err
 			}
 			docs, ids = b.Bucket(bucketDocs), b.Bucket(bucketIDs)
-			st.count, st.indexes = 0, nil
-		case 'p':
+			res.delta, res.dropped = 0, true
+		case 'i', 'p':
 			raw, err := bson.Marshal(c.doc)
 			if err != nil {
-				return nil, err
+				return applied{}, err
 			}
 			pos := ids.Get(c.id)
 			if pos == nil {
 				seq, err := docs.NextSequence()
 				if err != nil {
-					return nil, err
+					return applied{}, err
 				}
 				pos = seqKey(seq)
 				if err := ids.Put(c.id, pos); err != nil {
-					return nil, err
+					return applied{}, err
 				}
-				st.count++
+				res.delta++
 			}
 			if err := docs.Put(pos, raw); err != nil {
-				return nil, err
+				return applied{}, err
 			}
 		case 'd':
 			pos := ids.Get(c.id)
 			if pos == nil {
-				consistent = false
+				res.consistent = false
 				continue
 			}
 			if err := docs.Delete(pos); err != nil {
-				return nil, err
+				return applied{}, err
 			}
 			if err := ids.Delete(c.id); err != nil {
-				return nil, err
+				return applied{}, err
 			}
-			st.count--
+			res.delta--
 		}
 	}
-	if !consistent || st.count != len(coll.Documents.List) {
-		return rewrite(root, h, coll)
-	}
-	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), st.indexes, coll); err != nil {
-		return nil, err
-	}
-	return st, nil
+	res.bucket = b
+	return res, nil
 }
 
 // diff writes the documents that differ between the stored collection and
@@ -455,7 +563,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 	prev, next := old.coll.Documents, coll.Documents
 	put := map[string]bool{}
 	for _, doc := range next.List {
-		if _, ok := prev.Index[doc]; ok {
+		if prev.Has(doc) {
 			continue
 		}
 		id, err := encodeID(bsonkit.Get(doc, "_id"))
@@ -484,7 +592,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 		put[string(id)] = true
 	}
 	for _, doc := range prev.List {
-		if _, ok := next.Index[doc]; ok {
+		if next.Has(doc) {
 			continue
 		}
 		id, err := encodeID(bsonkit.Get(doc, "_id"))
@@ -564,27 +672,17 @@ func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsS
 	return st, nil
 }
 
-// syncIndexes writes the index definitions that differ from old. lungo keeps
-// an index's configuration (and its key document's pointer) when it clones a
-// collection, so comparing configurations is cheap.
+// syncIndexes writes the index definitions that differ from old. Index
+// definitions are small, so comparing them is cheap.
 func syncIndexes(b *bolt.Bucket, old map[string]mongokit.IndexConfig, coll *mongokit.Collection) (map[string]mongokit.IndexConfig, error) {
-	same := len(old) == len(coll.Indexes)
-	if same {
-		for name, index := range coll.Indexes {
-			if cfg, ok := old[name]; !ok || cfg != index.Config() {
-				same = false
-				break
-			}
-		}
-	}
-	if same {
+	if sameIndexes(old, coll) {
 		return old, nil
 	}
 	next := make(map[string]mongokit.IndexConfig, len(coll.Indexes))
 	for name, index := range coll.Indexes {
 		cfg := index.Config()
 		next[name] = cfg
-		if prev, ok := old[name]; ok && prev == cfg {
+		if prev, ok := old[name]; ok && prev.Equal(cfg) {
 			continue
 		}
 		raw, err := bson.Marshal(lungo.FileIndex{Key: cfg.Key, Unique: cfg.Unique, Partial: cfg.Partial, Expiry: cfg.Expiry})
@@ -603,6 +701,20 @@ func syncIndexes(b *bolt.Bucket, old map[string]mongokit.IndexConfig, coll *mong
 		}
 	}
 	return next, nil
+}
+
+// sameIndexes reports whether the collection's indexes are the ones old
+// describes.
+func sameIndexes(old map[string]mongokit.IndexConfig, coll *mongokit.Collection) bool {
+	if len(old) != len(coll.Indexes) {
+		return false
+	}
+	for name, index := range coll.Indexes {
+		if cfg, ok := old[name]; !ok || !cfg.Equal(index.Config()) {
+			return false
+		}
+	}
+	return true
 }
 
 func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List) ([]entryRef, error) {
@@ -639,7 +751,7 @@ func diffOplog(b *bolt.Bucket, stored []entryRef, oplog *mongokit.Collection) ([
 		if oplog == nil {
 			continue
 		}
-		if _, ok := oplog.Documents.Index[e.doc]; !ok {
+		if !oplog.Documents.Has(e.doc) {
 			if err := b.Delete(seqKey(e.seq)); err != nil {
 				return nil, err
 			}
