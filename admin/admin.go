@@ -27,26 +27,37 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/events"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/admin/v1"
 	"github.com/godwit-dev/godwit/rpc"
+	"github.com/godwit-dev/godwit/status"
 	"github.com/godwit-dev/godwit/trigger"
 )
 
 // Deps is what the service reports on. Triggers and Events may be nil.
 type Deps struct {
-	Daemon   *daemon.Daemon
+	// Status is the running godwit's snapshot (runtime.Godwit.Status).
+	Status func() status.Snapshot
+	// Outbox is the outbox the snapshot's sources and sinks use.
+	Outbox   Outbox
 	Config   *config.Config
 	Triggers *trigger.Manager
 	Events   *events.Engine
+}
+
+// Outbox is what the service reads of the outbox besides the snapshot.
+type Outbox interface {
+	Path() string
+	Paused() int
+	Sources() (map[string]outbox.SourceState, error)
 }
 
 // Service implements AdminService.
@@ -69,11 +80,11 @@ var _ rpc.Service = (*Service)(nil)
 // Status implements AdminService.
 func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	if id, ok := auth.FromContext(ctx); ok && !id.IsAdmin() {
-		return nil, status.Errorf(codes.PermissionDenied, "status is for admins: user %q has the %s role", id.User, id.Role)
+		return nil, grpcstatus.Errorf(codes.PermissionDenied, "status is for admins: user %q has the %s role", id.User, id.Role)
 	}
 	now := time.Now()
-	st := s.d.Daemon.Status()
-	ob := s.d.Daemon.Outbox()
+	st := s.d.Status()
+	ob := s.d.Outbox
 	res := &pb.StatusResponse{Time: timestamppb.New(now), Problems: httpapi.NotReady(st),
 		Outbox: &pb.OutboxStatus{Path: ob.Path(), Bytes: st.Outbox.Bytes, MaxBytes: st.Outbox.MaxBytes,
 			FileBytes: st.Outbox.FileBytes, OldestSequence: st.Outbox.Oldest, LastSequence: st.Outbox.Last,

@@ -12,18 +12,18 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/godwit-dev/godwit/admin"
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/capture"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/outbox"
 	adminpb "github.com/godwit-dev/godwit/proto/godwit/admin/v1"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
 	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/status"
 	"github.com/godwit-dev/godwit/trigger"
 )
 
@@ -219,7 +219,7 @@ func TestService_Status(t *testing.T) {
 func TestService_Status_AdminsOnly(t *testing.T) {
 	svc := admin.New(admin.Deps{})
 	ctx := auth.WithIdentity(context.Background(), auth.Identity{User: "bob", Role: auth.RoleUser})
-	if _, err := svc.Status(ctx, &adminpb.StatusRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := svc.Status(ctx, &adminpb.StatusRequest{}); grpcstatus.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Status as a user = %v, want PermissionDenied", err)
 	}
 }
@@ -269,17 +269,17 @@ type setter chan [2]any
 func (s setter) SetServing(name string, ok bool) { s <- [2]any{name, ok} }
 
 func TestWatchHealth(t *testing.T) {
-	states := make(chan daemon.Status, 1)
-	cur := daemon.Status{}
-	snapshot := func() daemon.Status {
+	states := make(chan status.Snapshot, 1)
+	cur := status.Snapshot{}
+	snapshot := func() status.Snapshot {
 		select {
 		case cur = <-states:
 		default:
 		}
 		return cur
 	}
-	src := func(state capture.State) daemon.Status {
-		st := daemon.Status{Sources: []daemon.SourceStatus{{}}, Sinks: []daemon.SinkStatus{{}}}
+	src := func(state capture.State) status.Snapshot {
+		st := status.Snapshot{Sources: []status.Source{{}}, Sinks: []status.Sink{{}}}
 		st.Sources[0].ID, st.Sources[0].State = "a", state
 		st.Sinks[0].ID = "s"
 		return st

@@ -42,6 +42,7 @@ import (
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
 	"github.com/godwit-dev/godwit/runtime"
+	"github.com/godwit-dev/godwit/status"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/api"
 	"github.com/godwit-dev/godwit/trigger/wasm"
@@ -75,7 +76,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		}
 	}()
 	var m *metrics.Metrics
-	m = metrics.New(func() daemon.Status { return s.Daemon.Status() })
+	m = metrics.New(func() status.Snapshot { return s.Daemon.Status() })
 	opts = append(opts, daemon.WithDeliveryObserver(m.ObserveDelivery))
 	if s.Daemon, err = daemon.Open(ctx, cfg, log, opts...); err != nil {
 		return nil, err
@@ -136,7 +137,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 	if err := g.Add(runtime.New("events", s.Events.Run, closeEvents)); err != nil {
 		return nil, errors.Join(err, closeEvents(ctx))
 	}
-	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
+	s.Admin = admin.New(admin.Deps{Status: s.Daemon.Status, Outbox: s.Daemon.Outbox(), Config: cfg, Triggers: s.Triggers, Events: s.Events})
 	s.auditAPI = auditapi.New(s.Daemon.AuditLogs())
 	if err := g.Add(runtime.New("audit-api", s.auditAPI.Run, nil)); err != nil {
 		return nil, err
@@ -200,7 +201,7 @@ func (h *httpListener) Close(ctx context.Context) error {
 // listenHTTP binds the HTTP listener: HTTPS with api.tls on a
 // non-loopback address, and the metrics api.metrics_labels allows.
 func listenHTTP(cfg *config.Config, m *metrics.Metrics, a *admin.Service, authn *auth.Authenticator,
-	status func() daemon.Status, log zerolog.Logger) (*httpapi.Server, error) {
+	status func() status.Snapshot, log zerolog.Logger) (*httpapi.Server, error) {
 	hc := httpapi.Config{Addr: cfg.API.HTTPAddr, Auth: authn, Insecure: cfg.API.HTTPInsecure, Status: status}
 	if host, _, err := net.SplitHostPort(cfg.API.HTTPAddr); err == nil && cfg.API.TLS != nil && !isLoopback(host) {
 		t := cfg.API.TLS
