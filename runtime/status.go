@@ -1,4 +1,4 @@
-package daemon
+package runtime
 
 import (
 	"time"
@@ -14,7 +14,7 @@ import (
 // Status returns a snapshot: the one place the daemon's status is
 // assembled (godwit status, /metrics, /readyz and the health service read
 // it).
-func (d *Daemon) Status() status.Snapshot {
+func (d *Godwit) Status() status.Snapshot {
 	st := status.Snapshot{Outbox: d.ob.Stats()}
 	stored, _ := d.ob.Sources()
 	for _, s := range d.sources {
