@@ -89,7 +89,7 @@ func (s *Godwit) openControl(ctx context.Context, m *metrics.Metrics) (err error
 	if err := g.Add(New("events", s.Events.Run, closeEvents)); err != nil {
 		return errors.Join(err, closeEvents(ctx))
 	}
-	s.Admin = admin.New(admin.Deps{Status: s.Status, Outbox: s.ob, Config: cfg, Triggers: s.Triggers, Events: s.Events})
+	s.Admin = admin.New(admin.Deps{Status: s.Status, Report: s.Report})
 	s.auditAPI = auditapi.New(s.auditLogs)
 	if err := g.Add(New("audit-api", s.auditAPI.Run, nil)); err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 // owns the connection, which sinks and triggers use while they run.
 type source struct {
 	id      string
+	uri     string // redacted
 	conn    *mongodb.Conn
 	echo    *replicate.EchoFilter
 	capture *capture.Source
@@ -166,7 +167,7 @@ func (d *Godwit) openSource(ctx context.Context, sc config.Source) (*source, err
 	ccfg.OnHalt = func(id, reason string) {
 		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
 	}
-	src := &source{id: sc.ID, conn: conn, echo: echo, capture: capture.New(ccfg, conn, d.ob, echo, d.log)}
+	src := &source{id: sc.ID, uri: logging.RedactURI(sc.URI), conn: conn, echo: echo, capture: capture.New(ccfg, conn, d.ob, echo, d.log)}
 	if err := d.group.Add(src); err != nil {
 		return nil, errors.Join(err, conn.Close(ctx))
 	}

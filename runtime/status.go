@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"time"
 
 	"github.com/godwit-dev/godwit/capture"
@@ -9,18 +10,21 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/status"
+	"github.com/godwit-dev/godwit/trigger"
 )
 
-// Status returns a snapshot: the one place the daemon's status is
-// assembled (godwit status, /metrics, /readyz and the health service read
-// it).
+// Status returns a snapshot of the data path: the one place it is
+// assembled (Report, /metrics, /readyz and the health service read it).
 func (d *Godwit) Status() status.Snapshot {
 	st := status.Snapshot{Outbox: d.ob.Stats()}
 	stored, _ := d.ob.Sources()
 	for _, s := range d.sources {
-		ss := status.Source{Status: s.capture.Status()}
+		ss := status.Source{Status: s.capture.Status(), URI: s.uri}
 		if cp, ok := stored[ss.ID]; ok {
 			ss.Captured = cp.Captured
+			if cp.LastClusterTime != 0 {
+				ss.LastClusterTime = time.Unix(int64(cp.LastClusterTime), 0).UTC()
+			}
 			if ts, ok := change.TokenTime(cp.Token); ok {
 				ss.TokenTime = time.Unix(int64(ts.T), 0).UTC()
 				ss.LagSeconds = max(time.Since(ss.TokenTime).Seconds(), 0)
@@ -44,7 +48,7 @@ func (d *Godwit) Status() status.Snapshot {
 		if st.Outbox.Last > rs.Acked {
 			backlog = st.Outbox.Last - rs.Acked
 		}
-		ss := status.Sink{Status: rs, Backlog: backlog}
+		ss := status.Sink{Status: rs, Type: sp.cfg.Type, Backlog: backlog}
 		if c, ok := sp.sink.(sink.Connection); ok {
 			ss.Connection = c.ConnectionState()
 		}
@@ -66,4 +70,24 @@ func (d *Godwit) Status() status.Snapshot {
 		st.Sinks = append(st.Sinks, ss)
 	}
 	return st
+}
+
+// Report returns the snapshot with the outbox file, every user's triggers
+// and the event subscriptions: what `godwit status` and the trigger and
+// subscription metrics show, assembled in one place. It reads the metadata
+// store (bounded by ctx).
+func (d *Godwit) Report(ctx context.Context) status.Report {
+	r := status.Report{Snapshot: d.Status(), OutboxPath: d.ob.Path(), OutboxPaused: d.ob.Paused() > 0}
+	if m := d.Triggers; m != nil {
+		ts, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
+		r.TriggersErr = err
+		for _, t := range ts {
+			r.Triggers = append(r.Triggers, status.Trigger{ID: t.ID, Name: t.Name, UserID: t.UserID, Type: t.Type, Status: m.Status(t)})
+		}
+		r.FunctionsMemory = m.MemoryStats()
+	}
+	if e := d.Events; e != nil {
+		r.Subscriptions, r.SubscriptionsErr = e.Subscriptions()
+	}
+	return r
 }
