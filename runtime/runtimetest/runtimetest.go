@@ -26,7 +26,7 @@ import (
 // Wait bounds every blocking step of a test.
 var Wait = testwait.Long
 
-// SharedCompilationCache is the wasm compilation cache every test server
+// SharedCompilationCache is the wasm compilation cache every test godwit
 // shares (unless its YAML names one): compiling a Go guest takes tens of
 // seconds under -race on a busy 2-core machine, loading it from the cache
 // well under a second. Entries are keyed by module hash and wazero version,
@@ -42,7 +42,7 @@ sources: [{id: shop, uri: "lungo:source.lungo"}]
 sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 `
 
-// Server is a running server.
+// Server is a running godwit with its listeners, stopped at cleanup.
 type Server struct {
 	*runtime.Godwit
 	Dir  string
