@@ -4,11 +4,12 @@
 //
 // # Basics
 //
-// Status composes one snapshot from the daemon (sources, sinks, outbox),
-// the trigger manager and the event engine. URIs pass through
-// logging.RedactURI: a password never leaves the daemon.
+// Status and the Collector map one status.Report, which the runtime
+// assembles (sources, sinks, pipelines, outbox, triggers, subscriptions);
+// admin only translates it. URIs pass through logging.RedactURI: a
+// password never leaves godwit.
 //
-// WatchHealth keeps the gRPC health service in step with the daemon: the
+// WatchHealth keeps the gRPC health service in step with godwit: the
 // service "source/ID" of each source is SERVING while the source runs,
 // "sink/ID" of each sink while it is not halted, and the overall service
 // "" is NOT_SERVING while any source or sink is not (the same rule as
@@ -16,7 +17,7 @@
 //
 // # Caveats
 //
-// Health follows the daemon by polling its status (every second by
+// Health follows godwit by polling its status snapshot (every second by
 // default): a halt shows up within one interval. Status lists every user's
 // triggers and subscriptions: with API tokens, only admins may call it.
 package admin
@@ -27,26 +28,25 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/godwit-dev/godwit/auth"
-	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
-	"github.com/godwit-dev/godwit/events"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/logging"
 	pb "github.com/godwit-dev/godwit/proto/godwit/admin/v1"
 	"github.com/godwit-dev/godwit/rpc"
-	"github.com/godwit-dev/godwit/trigger"
+	"github.com/godwit-dev/godwit/status"
 )
 
-// Deps is what the service reports on. Triggers and Events may be nil.
+// Deps is what the service reports on: functions of the running godwit
+// (runtime.Godwit's Status and Report).
 type Deps struct {
-	Daemon   *daemon.Daemon
-	Config   *config.Config
-	Triggers *trigger.Manager
-	Events   *events.Engine
+	// Status is the data path's snapshot, which the health service polls.
+	Status func() status.Snapshot
+	// Report is the snapshot with the triggers and subscriptions: what
+	// Status (the RPC) and the Collector map. Nil reports nothing.
+	Report func(context.Context) status.Report
 }
 
 // Service implements AdminService.
@@ -69,38 +69,22 @@ var _ rpc.Service = (*Service)(nil)
 // Status implements AdminService.
 func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	if id, ok := auth.FromContext(ctx); ok && !id.IsAdmin() {
-		return nil, status.Errorf(codes.PermissionDenied, "status is for admins: user %q has the %s role", id.User, id.Role)
+		return nil, grpcstatus.Errorf(codes.PermissionDenied, "status is for admins: user %q has the %s role", id.User, id.Role)
 	}
 	now := time.Now()
-	st := s.d.Daemon.Status()
-	ob := s.d.Daemon.Outbox()
+	r := s.report(ctx)
+	st := r.Snapshot
 	res := &pb.StatusResponse{Time: timestamppb.New(now), Problems: httpapi.NotReady(st),
-		Outbox: &pb.OutboxStatus{Path: ob.Path(), Bytes: st.Outbox.Bytes, MaxBytes: st.Outbox.MaxBytes,
+		Outbox: &pb.OutboxStatus{Path: r.OutboxPath, Bytes: st.Outbox.Bytes, MaxBytes: st.Outbox.MaxBytes,
 			FileBytes: st.Outbox.FileBytes, OldestSequence: st.Outbox.Oldest, LastSequence: st.Outbox.Last,
-			Paused: ob.Paused() > 0}}
-
-	uris := map[string]string{}
-	sinkTypes := map[string]string{}
-	if s.d.Config != nil {
-		for _, sc := range s.d.Config.Sources {
-			uris[sc.ID] = logging.RedactURI(sc.URI)
-		}
-		for _, sc := range s.d.Config.Sinks {
-			sinkTypes[sc.ID] = sc.Type
-		}
-	}
-	stored, _ := ob.Sources()
+			Paused: r.OutboxPaused}}
 	for _, src := range st.Sources {
-		p := &pb.SourceStatus{Id: src.ID, Uri: uris[src.ID], State: string(src.State), Reason: src.Reason,
+		res.Sources = append(res.Sources, &pb.SourceStatus{Id: src.ID, Uri: src.URI, State: string(src.State), Reason: src.Reason,
 			LastError: logging.RedactText(src.LastError), Captured: src.Captured, Filtered: src.Filtered,
-			LagSeconds: src.LagSeconds, TokenTime: timeOrNil(src.TokenTime)}
-		if ct := stored[src.ID].LastClusterTime; ct != 0 {
-			p.LastClusterTime = timestamppb.New(time.Unix(int64(ct), 0))
-		}
-		res.Sources = append(res.Sources, p)
+			LagSeconds: src.LagSeconds, TokenTime: timeOrNil(src.TokenTime), LastClusterTime: timeOrNil(src.LastClusterTime)})
 	}
 	for _, sk := range st.Sinks {
-		res.Sinks = append(res.Sinks, &pb.SinkStatus{Id: sk.ID, Type: sinkTypes[sk.ID], Acked: sk.Acked, Backlog: sk.Backlog,
+		res.Sinks = append(res.Sinks, &pb.SinkStatus{Id: sk.ID, Type: sk.Type, Acked: sk.Acked, Backlog: sk.Backlog,
 			Delivered: sk.Delivered, DeadLetters: sk.Parked, Halted: sk.Halted, LastError: logging.RedactText(sk.LastError),
 			Connection: logging.RedactText(sk.Connection)})
 	}
@@ -114,31 +98,31 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 			Total: p.Total, Applied: p.Applied, Conflicts: p.Conflicts, LagEvents: lag,
 			LagSeconds: p.LagSeconds, LastError: logging.RedactText(p.LastError)})
 	}
-	if m := s.d.Triggers; m != nil {
-		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
-		if err != nil {
-			res.Problems = append(res.Problems, "triggers: "+err.Error())
-		}
-		for _, t := range triggers {
-			tst := m.Status(t)
-			p := &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: string(tst.State),
-				Invocations: tst.Invocations, DeadLetters: tst.DeadLetters, LastError: tst.LastError, LastFired: timeOrNil(tst.LastFired),
-				Acked: tst.Acked, Backlog: tst.Backlog, LogDroppedLines: tst.LogDroppedLines, LogDroppedBytes: tst.LogDroppedBytes}
-			res.Triggers = append(res.Triggers, p)
-		}
+	if r.TriggersErr != nil {
+		res.Problems = append(res.Problems, "triggers: "+r.TriggersErr.Error())
 	}
-	if e := s.d.Events; e != nil {
-		subs, err := e.Subscriptions()
-		if err != nil {
-			res.Problems = append(res.Problems, "subscriptions: "+err.Error())
-		}
-		for _, sub := range subs {
-			res.Subscriptions = append(res.Subscriptions, &pb.SubscriptionStatus{Name: sub.Name, Durable: sub.Durable,
-				Connected: sub.Connected, Peer: sub.Peer, Filter: sub.Filter, Cursor: sub.Cursor, Backlog: sub.Backlog,
-				Sent: sub.Sent, Lagged: sub.Lagged, LastError: sub.LastError, ConnectedAt: timeOrNil(sub.ConnectedAt)})
-		}
+	for _, t := range r.Triggers {
+		res.Triggers = append(res.Triggers, &pb.TriggerStatus{Id: t.ID, Name: t.Name, UserId: t.UserID, Type: string(t.Type), State: string(t.State),
+			Invocations: t.Invocations, DeadLetters: t.DeadLetters, LastError: t.LastError, LastFired: timeOrNil(t.LastFired),
+			Acked: t.Acked, Backlog: t.Backlog, LogDroppedLines: t.LogDroppedLines, LogDroppedBytes: t.LogDroppedBytes})
+	}
+	if r.SubscriptionsErr != nil {
+		res.Problems = append(res.Problems, "subscriptions: "+r.SubscriptionsErr.Error())
+	}
+	for _, sub := range r.Subscriptions {
+		res.Subscriptions = append(res.Subscriptions, &pb.SubscriptionStatus{Name: sub.Name, Durable: sub.Durable,
+			Connected: sub.Connected, Peer: sub.Peer, Filter: sub.Filter, Cursor: sub.Cursor, Backlog: sub.Backlog,
+			Sent: sub.Sent, Lagged: sub.Lagged, LastError: sub.LastError, ConnectedAt: timeOrNil(sub.ConnectedAt)})
 	}
 	return res, nil
+}
+
+// report returns the running godwit's report (empty without one).
+func (s *Service) report(ctx context.Context) status.Report {
+	if s.d.Report == nil {
+		return status.Report{}
+	}
+	return s.d.Report(ctx)
 }
 
 func timeOrNil(t time.Time) *timestamppb.Timestamp {

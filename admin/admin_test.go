@@ -12,18 +12,18 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/godwit-dev/godwit/admin"
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/capture"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/outbox"
 	adminpb "github.com/godwit-dev/godwit/proto/godwit/admin/v1"
 	eventpb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
+	"github.com/godwit-dev/godwit/status"
 	"github.com/godwit-dev/godwit/trigger"
 )
 
@@ -44,8 +44,8 @@ sinks:
 
 func TestService_Status(t *testing.T) {
 	dir := t.TempDir()
-	srv := servertest.Start(t, dir, statusConfig)
-	ctx, cancel := context.WithTimeout(context.Background(), servertest.Wait)
+	srv := runtimetest.Start(t, dir, statusConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), runtimetest.Wait)
 	defer cancel()
 
 	// A database trigger, a connected durable subscription and one whose
@@ -83,13 +83,13 @@ func TestService_Status(t *testing.T) {
 	}
 
 	const n = 12
-	src := servertest.Source(t, dir, "source.lungo")
+	src := runtimetest.Source(t, dir, "source.lungo")
 	for i := range n {
 		if _, err := src.Database("shop").Collection("orders").InsertOne(ctx, bson.M{"_id": i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, r := range srv.Daemon.Runners() {
+	for _, r := range srv.Runners() {
 		if err := r.WaitAcked(ctx, n); err != nil {
 			t.Fatal(err)
 		}
@@ -108,11 +108,11 @@ func TestService_Status(t *testing.T) {
 	}
 
 	t.Run("Outbox", func(t *testing.T) {
-		st := srv.Daemon.Outbox().Stats()
+		st := srv.Outbox().Stats()
 		o := res.Outbox
 		// The durable subscriptions hold every event: nothing was deleted.
 		if o.LastSequence != n || o.OldestSequence != 1 || o.Bytes != st.Bytes || o.MaxBytes != 1000000 ||
-			o.FileBytes <= 0 || o.Paused || o.Path != srv.Daemon.Outbox().Path() {
+			o.FileBytes <= 0 || o.Paused || o.Path != srv.Outbox().Path() {
 			t.Fatalf("outbox status %v, outbox %+v", o, st)
 		}
 	})
@@ -219,7 +219,7 @@ func TestService_Status(t *testing.T) {
 func TestService_Status_AdminsOnly(t *testing.T) {
 	svc := admin.New(admin.Deps{})
 	ctx := auth.WithIdentity(context.Background(), auth.Identity{User: "bob", Role: auth.RoleUser})
-	if _, err := svc.Status(ctx, &adminpb.StatusRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := svc.Status(ctx, &adminpb.StatusRequest{}); grpcstatus.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Status as a user = %v, want PermissionDenied", err)
 	}
 }
@@ -227,9 +227,9 @@ func TestService_Status_AdminsOnly(t *testing.T) {
 // TestService_WatchHealth marks the source halted in the outbox, as
 // capture does when it halts, while the server runs.
 func TestService_WatchHealth(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), servertest.Config)
+	srv := runtimetest.Start(t, t.TempDir(), runtimetest.Config)
 	hc := healthpb.NewHealthClient(srv.Dial(t))
-	ctx, cancel := context.WithTimeout(context.Background(), servertest.Wait)
+	ctx, cancel := context.WithTimeout(context.Background(), runtimetest.Wait)
 	defer cancel()
 	await := func(service string, want healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
@@ -251,7 +251,7 @@ func TestService_WatchHealth(t *testing.T) {
 	await("source/shop", healthpb.HealthCheckResponse_SERVING)
 	await("sink/events", healthpb.HealthCheckResponse_SERVING)
 
-	err := srv.Daemon.Outbox().UpdateSource("shop", func(s *outbox.SourceState) {
+	err := srv.Outbox().UpdateSource("shop", func(s *outbox.SourceState) {
 		s.State, s.Reason = outbox.StateHalted, "history lost; run godwit resync"
 	})
 	if err != nil {
@@ -269,17 +269,17 @@ type setter chan [2]any
 func (s setter) SetServing(name string, ok bool) { s <- [2]any{name, ok} }
 
 func TestWatchHealth(t *testing.T) {
-	states := make(chan daemon.Status, 1)
-	cur := daemon.Status{}
-	snapshot := func() daemon.Status {
+	states := make(chan status.Snapshot, 1)
+	cur := status.Snapshot{}
+	snapshot := func() status.Snapshot {
 		select {
 		case cur = <-states:
 		default:
 		}
 		return cur
 	}
-	src := func(state capture.State) daemon.Status {
-		st := daemon.Status{Sources: []daemon.SourceStatus{{}}, Sinks: []daemon.SinkStatus{{}}}
+	src := func(state capture.State) status.Snapshot {
+		st := status.Snapshot{Sources: []status.Source{{}}, Sinks: []status.Sink{{}}}
 		st.Sources[0].ID, st.Sources[0].State = "a", state
 		st.Sinks[0].ID = "s"
 		return st
@@ -301,7 +301,7 @@ func TestWatchHealth(t *testing.T) {
 					t.Fatalf("SetServing(%q, %v), want %v", name, ok, wants)
 				}
 				delete(wants, name)
-			case <-time.After(servertest.Wait):
+			case <-time.After(runtimetest.Wait):
 				t.Fatalf("still waiting for %v", wants)
 			}
 		}

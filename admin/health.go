@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/godwit-dev/godwit/capture"
-	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/status"
 )
 
 // HealthSetter sets a gRPC health service's status (rpc.Server does).
@@ -25,7 +25,7 @@ func SinkHealthName(id string) string { return "sink/" + id }
 // Health returns the health service statuses st implies: one per source
 // (serving while running), one per sink (serving unless halted) and the
 // overall "" (serving when all of them are).
-func Health(st daemon.Status) map[string]bool {
+func Health(st status.Snapshot) map[string]bool {
 	out := map[string]bool{}
 	all := true
 	for _, s := range st.Sources {
@@ -44,11 +44,11 @@ func Health(st daemon.Status) map[string]bool {
 // WatchHealth sets h's statuses from the daemon's status every interval
 // (DefaultHealthInterval if zero) until ctx ends. Only changes are set.
 func (s *Service) WatchHealth(ctx context.Context, h HealthSetter, interval time.Duration) error {
-	return WatchHealth(ctx, s.d.Daemon.Status, h, interval)
+	return WatchHealth(ctx, s.d.Status, h, interval)
 }
 
 // WatchHealth is Service.WatchHealth over any status source.
-func WatchHealth(ctx context.Context, snapshot func() daemon.Status, h HealthSetter, interval time.Duration) error {
+func WatchHealth(ctx context.Context, snapshot func() status.Snapshot, h HealthSetter, interval time.Duration) error {
 	if interval <= 0 {
 		interval = DefaultHealthInterval
 	}

@@ -65,57 +65,53 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	d := c.s.d
-	if m := d.Triggers; m != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		triggers, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
-		cancel()
-		if err == nil {
-			states := map[string]float64{}
-			for _, t := range triggers {
-				st := m.Status(t)
-				states[string(st.State)]++
-				if !c.names {
-					continue
-				}
-				ch <- prometheus.MustNewConstMetric(descTriggerCalls, prometheus.CounterValue, float64(st.Invocations), t.ID, t.Name)
-				up := 0.0
-				if st.State == trigger.StateRunning {
-					up = 1
-				}
-				ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, string(st.State))
-				ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(st.Parked), t.ID, t.Name)
-				ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(st.DeadLetters), t.ID, t.Name)
-				ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(st.Backlog), t.ID, t.Name)
-				ch <- prometheus.MustNewConstMetric(descTriggerLogDropped, prometheus.CounterValue, float64(st.LogDroppedLines), t.ID, t.Name)
-				ch <- prometheus.MustNewConstMetric(descTriggerLogDroppedBytes, prometheus.CounterValue, float64(st.LogDroppedBytes), t.ID, t.Name)
-			}
-			for state, n := range states {
-				ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.GaugeValue, n, state)
-			}
-		}
-		ms := m.MemoryStats()
-		ch <- prometheus.MustNewConstMetric(descFunctionsMemory, prometheus.GaugeValue, float64(ms.InUse))
-		ch <- prometheus.MustNewConstMetric(descFunctionsMemoryBudget, prometheus.GaugeValue, float64(ms.Budget))
+	if c.s.d.Report == nil {
+		return
 	}
-	if e := d.Events; e != nil {
-		subs, err := e.Subscriptions()
-		if err != nil {
-			return
-		}
-		var live, durable float64
-		for _, sub := range subs {
-			switch {
-			case !sub.Durable:
-				live++
-			case sub.Connected:
-				durable++
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r := c.s.d.Report(ctx)
+	cancel()
+	if r.TriggersErr == nil {
+		states := map[string]float64{}
+		for _, t := range r.Triggers {
+			states[string(t.State)]++
+			if !c.names {
+				continue
 			}
-			if sub.Durable && c.names {
-				ch <- prometheus.MustNewConstMetric(descSubBacklog, prometheus.GaugeValue, float64(sub.Backlog), sub.Name)
+			ch <- prometheus.MustNewConstMetric(descTriggerCalls, prometheus.CounterValue, float64(t.Invocations), t.ID, t.Name)
+			up := 0.0
+			if t.State == trigger.StateRunning {
+				up = 1
 			}
+			ch <- prometheus.MustNewConstMetric(descTriggerUp, prometheus.GaugeValue, up, t.ID, t.Name, string(t.State))
+			ch <- prometheus.MustNewConstMetric(descTriggerParked, prometheus.CounterValue, float64(t.Parked), t.ID, t.Name)
+			ch <- prometheus.MustNewConstMetric(descTriggerDead, prometheus.GaugeValue, float64(t.DeadLetters), t.ID, t.Name)
+			ch <- prometheus.MustNewConstMetric(descTriggerBacklog, prometheus.GaugeValue, float64(t.Backlog), t.ID, t.Name)
+			ch <- prometheus.MustNewConstMetric(descTriggerLogDropped, prometheus.CounterValue, float64(t.LogDroppedLines), t.ID, t.Name)
+			ch <- prometheus.MustNewConstMetric(descTriggerLogDroppedBytes, prometheus.CounterValue, float64(t.LogDroppedBytes), t.ID, t.Name)
 		}
-		ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, live, "false")
-		ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, durable, "true")
+		for state, n := range states {
+			ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.GaugeValue, n, state)
+		}
 	}
+	ms := r.FunctionsMemory
+	ch <- prometheus.MustNewConstMetric(descFunctionsMemory, prometheus.GaugeValue, float64(ms.InUse))
+	ch <- prometheus.MustNewConstMetric(descFunctionsMemoryBudget, prometheus.GaugeValue, float64(ms.Budget))
+	if r.SubscriptionsErr != nil {
+		return
+	}
+	var live, durable float64
+	for _, sub := range r.Subscriptions {
+		switch {
+		case !sub.Durable:
+			live++
+		case sub.Connected:
+			durable++
+		}
+		if sub.Durable && c.names {
+			ch <- prometheus.MustNewConstMetric(descSubBacklog, prometheus.GaugeValue, float64(sub.Backlog), sub.Name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, live, "false")
+	ch <- prometheus.MustNewConstMetric(descSubsConnected, prometheus.GaugeValue, durable, "true")
 }

@@ -19,13 +19,13 @@ import (
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 )
 
 // keep_acked: replays need the events the jsonl sink acknowledged.
-const testConfig = servertest.Config + "outbox: {keep_acked: true}\n"
+const testConfig = runtimetest.Config + "outbox: {keep_acked: true}\n"
 
-func dial(t *testing.T, srv *servertest.Server, opts ...client.DialOption) *client.Client {
+func dial(t *testing.T, srv *runtimetest.Server, opts ...client.DialOption) *client.Client {
 	t.Helper()
 	c, err := client.Dial(testwait.Context(t), srv.RPC.Addr(), opts...)
 	if err != nil {
@@ -56,7 +56,7 @@ type item struct {
 // TestTypedStream_Next decodes every operation type the embedded engine
 // produces into the caller's struct, with the fields each one carries.
 func TestTypedStream_Next(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), testConfig)
+	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	c := dial(t, srv)
 	// dropDatabase of a database without collections makes no event.
 	write(t, srv, 1, insertN("keep", 0, 1))
@@ -173,7 +173,7 @@ func TestTypedStream_Next(t *testing.T) {
 // AckEvery events, not one per event; Close sends the rest; a new stream
 // of the subscription starts after the last ack.
 func TestStream_Ack(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), testConfig)
+	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	var calls atomic.Int64
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if strings.HasSuffix(method, "/Ack") {
@@ -231,10 +231,10 @@ func TestStream_Ack(t *testing.T) {
 // TestStream_Lagged: a stream more than MaxLag events behind gets a
 // *LaggedError naming the skipped events, then goes on after them.
 func TestStream_Lagged(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), testConfig)
+	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	c := dial(t, srv)
 	ctx := testwait.Context(t)
-	first := srv.Daemon.Outbox().LastSeq() + 1
+	first := srv.Outbox().LastSeq() + 1
 	last := write(t, srv, 50, insertN("lag", 0, 50))
 	s := subscribe(t, c, client.Filter{Namespaces: []string{"shop.lag"}}, client.FromSequence(first), client.MaxLag(5))
 	var lag *client.LaggedError
@@ -256,7 +256,7 @@ func TestClient_Errors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := servertest.Start(t, t.TempDir(), `
+	srv := runtimetest.Start(t, t.TempDir(), `
 api: {http_addr: "off", grpc_addr: "127.0.0.1:0", tokens: [{user: app, role: admin, sha256: `+auth.Hash(token)+`}]}
 sources: [{id: shop, uri: "lungo:source.lungo"}]
 `)
@@ -316,7 +316,7 @@ func TestDial_TLS(t *testing.T) {
 	ca := rpctest.NewCA(t, dir, "godwit")
 	srvPair, cliPair := ca.Server(t, "server"), ca.Client(t, "app")
 	other := rpctest.NewCA(t, dir, "other")
-	srv := servertest.Start(t, dir, fmt.Sprintf(`
+	srv := runtimetest.Start(t, dir, fmt.Sprintf(`
 api: {http_addr: "off", grpc_addr: "127.0.0.1:0", tls: {cert: %q, key: %q, client_ca: %q}}
 sources: [{id: shop, uri: "lungo:source.lungo"}]
 `, srvPair.CertFile, srvPair.KeyFile, ca.CertFile))
@@ -347,7 +347,7 @@ sources: [{id: shop, uri: "lungo:source.lungo"}]
 // TestStream_GiveUpAfter: with GiveUpAfter, a stream whose daemon is gone
 // stops retrying and says so; every attempt was reported to OnReconnect.
 func TestStream_GiveUpAfter(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), testConfig)
+	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	c := dial(t, srv)
 	var attempts []error
 	s := subscribe(t, c, client.Filter{}, client.GiveUpAfter(300*time.Millisecond), client.Backoff(10*time.Millisecond, 50*time.Millisecond),
@@ -368,7 +368,7 @@ func TestStream_GiveUpAfter(t *testing.T) {
 // do not hold its cursor back: once the application acknowledged what it
 // was sent, godwit's checkpoints are acknowledged too, while Next waits.
 func TestStream_AckCheckpoint(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), testConfig)
+	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	c := dial(t, srv)
 	ctx := testwait.Context(t)
 	s := subscribe(t, c, client.Filter{Namespaces: []string{"shop.wanted"}}, client.Durable("cp"), client.AckEvery(1000, 50*time.Millisecond))
@@ -390,7 +390,7 @@ func TestStream_AckCheckpoint(t *testing.T) {
 		next <- s.Event().Sequence
 	}()
 	others := write(t, srv, 20, insertN("other", 0, 20))
-	err := srv.Daemon.Outbox().WaitUntil(ctx, func(v outbox.View) (bool, error) {
+	err := srv.Outbox().WaitUntil(ctx, func(v outbox.View) (bool, error) {
 		st, _, err := v.Sink(outbox.SubscriptionCursor("cp"))
 		return st.Acked >= others, err
 	})

@@ -16,8 +16,8 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
-	"github.com/godwit-dev/godwit/server"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 )
 
 // The examples share one daemon, started on first use and stopped after
@@ -46,7 +46,7 @@ func exampleDaemon() (addr string, shop lungo.IDatabase) {
 		if err != nil {
 			panic(err)
 		}
-		srv, stop, err := openServer(dir, servertest.Config)
+		srv, stop, err := openServer(dir, runtimetest.Config)
 		if err != nil {
 			panic(err)
 		}
@@ -66,14 +66,14 @@ func exampleDaemon() (addr string, shop lungo.IDatabase) {
 
 // openServer runs a godwit server from yaml in dir until stop, and returns
 // once its sources capture.
-func openServer(dir, yaml string) (*server.Server, func(), error) {
+func openServer(dir, yaml string) (*runtime.Godwit, func(), error) {
 	cfg, err := config.Parse([]byte(yaml), dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.Triggers.CompilationCache = servertest.SharedCompilationCache
+	cfg.Triggers.CompilationCache = runtimetest.SharedCompilationCache
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, cfg, zerolog.Nop())
+	srv, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		cancel()
 		return nil, nil, err
@@ -85,7 +85,7 @@ func openServer(dir, yaml string) (*server.Server, func(), error) {
 		<-ran
 		_ = srv.Close(context.Background())
 	}
-	for _, src := range srv.Daemon.Sources() {
+	for _, src := range srv.Sources() {
 		select {
 		case <-src.Ready():
 		case err := <-ran:
@@ -102,11 +102,11 @@ func openServer(dir, yaml string) (*server.Server, func(), error) {
 
 // write runs fn against the source of srv and waits until capture
 // appended the n events it makes; it returns the last one's sequence.
-func write(t *testing.T, srv *servertest.Server, n uint64, fn func(ctx context.Context, db lungo.IDatabase) error) uint64 {
+func write(t *testing.T, srv *runtimetest.Server, n uint64, fn func(ctx context.Context, db lungo.IDatabase) error) uint64 {
 	t.Helper()
-	ob := srv.Daemon.Outbox()
+	ob := srv.Outbox()
 	want := ob.LastSeq() + n
-	if err := fn(testwait.Context(t), servertest.Source(t, srv.Dir, "source.lungo").Database("shop")); err != nil {
+	if err := fn(testwait.Context(t), runtimetest.Source(t, srv.Dir, "source.lungo").Database("shop")); err != nil {
 		t.Fatal(err)
 	}
 	if err := ob.Wait(testwait.Context(t), want-1); err != nil {

@@ -29,14 +29,13 @@ import (
 	"github.com/godwit-dev/godwit/capture"
 	"github.com/godwit-dev/godwit/change"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/logging"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/progress"
 	"github.com/godwit-dev/godwit/replicate"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 	"github.com/godwit-dev/godwit/sink/jsonl"
 	"github.com/godwit-dev/godwit/sink/kafka"
 	"github.com/godwit-dev/godwit/sink/nats"
@@ -251,11 +250,10 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 // runDaemon runs the daemon while the workload writes, until capture has
 // every operation and every sink has every event, then stops it.
 func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summary) error {
-	srv, err := server.Open(ctx, cfg, opts.Log, daemon.WithProgress(opts.Progress))
+	srv, err := runtime.Open(ctx, cfg, opts.Log, runtime.WithProgress(opts.Progress))
 	if err != nil {
 		return err
 	}
-	d := srv.Daemon
 	// Triggers exist before the workload starts, so they see all of it.
 	triggers, err := ensureTriggers(ctx, srv.Triggers)
 	if err != nil {
@@ -273,7 +271,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 		}
 	}()
 
-	src := d.Sources()[0]
+	src := srv.Sources()[0]
 	select {
 	case <-src.Ready():
 	case err := <-ran:
@@ -300,7 +298,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 	}
 
 	// Wait until capture has every operation and every sink every event.
-	ob := d.Outbox()
+	ob := srv.Outbox()
 	waitCtx, cancel := context.WithTimeout(ctx, captureWindow)
 	defer cancel()
 	var last uint64
@@ -312,7 +310,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 	if err != nil && waitCtx.Err() == nil {
 		return err
 	}
-	for _, r := range d.Runners() {
+	for _, r := range srv.Runners() {
 		if err := r.WaitAcked(waitCtx, last); err != nil {
 			sum.Problems = append(sum.Problems, err.Error())
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 // ServeOptions configures Serve.
@@ -73,7 +73,7 @@ func Serve(ctx context.Context, opts ServeOptions) (int, error) {
 		return 0, err
 	}
 	cfg.API.GRPCAddr, cfg.API.HTTPAddr = opts.GRPCAddr, opts.HTTPAddr
-	srv, err := server.Open(ctx, cfg, opts.Log)
+	srv, err := runtime.Open(ctx, cfg, opts.Log)
 	if err != nil {
 		return 0, err
 	}
@@ -90,7 +90,7 @@ func Serve(ctx context.Context, opts ServeOptions) (int, error) {
 		_ = srv.Close(context.WithoutCancel(ctx))
 	}()
 	select {
-	case <-srv.Daemon.Sources()[0].Ready():
+	case <-srv.Sources()[0].Ready():
 	case err := <-ran:
 		ran <- err
 		return 0, fmt.Errorf("daemon stopped before capture started: %v", err)

@@ -35,8 +35,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/godwit-dev/godwit/auth"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/logging"
+	"github.com/godwit-dev/godwit/status"
 )
 
 // DefaultAddr is the listen address when none is configured.
@@ -62,7 +62,7 @@ type Config struct {
 	// names.
 	Named prometheus.Gatherer
 	// Status supplies the daemon's status for /readyz.
-	Status func() daemon.Status
+	Status func() status.Snapshot
 }
 
 // Validate names the first bad field.
@@ -203,7 +203,7 @@ func (s *Server) Close(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 // ready, by kind, id and state only ("source shop: reconnecting"): what
 // /readyz shows. Reasons carry driver messages and addresses and are left
 // to NotReady (`godwit status`, admins only). Empty means ready.
-func NotReadyComponents(st daemon.Status) []string {
+func NotReadyComponents(st status.Snapshot) []string {
 	var out []string
 	for _, s := range st.Sources {
 		if s.State != "running" {
@@ -227,7 +227,7 @@ func NotReadyComponents(st daemon.Status) []string {
 // not running or a halted sink or pipeline. Empty means ready. The
 // reasons are redacted (logging.RedactText) but may name hosts: this is
 // for `godwit status`, not for /readyz.
-func NotReady(st daemon.Status) []string {
+func NotReady(st status.Snapshot) []string {
 	var out []string
 	for _, s := range st.Sources {
 		if s.State != "running" {

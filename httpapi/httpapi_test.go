@@ -20,11 +20,11 @@ import (
 
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/capture"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/rpc"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
 	"github.com/godwit-dev/godwit/sink"
+	"github.com/godwit-dev/godwit/status"
 )
 
 const (
@@ -32,13 +32,13 @@ const (
 	adminToken = "gdw_http-admin-token"
 )
 
-// status is a daemon whose source cannot connect: its reason and last
+// unready is a godwit whose source cannot connect: its reason and last
 // error carry what the driver says, host and port included.
-func status() daemon.Status {
-	return daemon.Status{
-		Sources: []daemon.SourceStatus{{Status: capture.Status{ID: "hr", State: "reconnecting",
+func unready() status.Snapshot {
+	return status.Snapshot{
+		Sources: []status.Source{{Status: capture.Status{ID: "hr", State: "reconnecting",
 			LastError: "server selection error: current topology: { Addr: db-hr.internal:27017, Last error: dial tcp 10.1.2.3:27017: connection refused }"}}},
-		Sinks: []daemon.SinkStatus{{Status: sink.Status{ID: "audit", Halted: true, LastError: "record 12 at /var/lib/godwit/audit.jsonl: bad seal"}}},
+		Sinks: []status.Sink{{Status: sink.Status{ID: "audit", Halted: true, LastError: "record 12 at /var/lib/godwit/audit.jsonl: bad seal"}}},
 	}
 }
 
@@ -105,14 +105,14 @@ func TestListen_NetworkNeedsTLSAndTokens(t *testing.T) {
 		"TLSNoTokens": {Addr: "0.0.0.0:0", TLS: &tls.Config{}},
 		"TokensNoTLS": {Addr: "0.0.0.0:0", Auth: authn},
 	} {
-		cfg.Metrics, cfg.Status = plain, status
+		cfg.Metrics, cfg.Status = plain, unready
 		if _, err := httpapi.Listen(cfg, zerolog.Nop()); err == nil ||
 			!strings.Contains(err.Error(), "api.http_addr") || !strings.Contains(err.Error(), "api.http_insecure") {
 			t.Errorf("%s: %v, want a refusal naming api.http_addr and the opt-in", name, err)
 		}
 	}
 	var logs syncBuffer
-	s := serve(t, httpapi.Config{Addr: "0.0.0.0:0", Insecure: true, Metrics: plain, Status: status}, zerolog.New(&logs))
+	s := serve(t, httpapi.Config{Addr: "0.0.0.0:0", Insecure: true, Metrics: plain, Status: unready}, zerolog.New(&logs))
 	if !strings.Contains(logs.String(), "non-loopback address") || !strings.Contains(logs.String(), `"level":"warn"`) {
 		t.Fatalf("no warning for an insecure network listener: %s", logs.String())
 	}
@@ -142,7 +142,7 @@ func TestServer_AttackerOnTheNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain, named := gatherers(t)
-	s := serve(t, httpapi.Config{Addr: "0.0.0.0:0", TLS: tc, Auth: authn, Metrics: plain, Named: named, Status: status}, zerolog.Nop())
+	s := serve(t, httpapi.Config{Addr: "0.0.0.0:0", TLS: tc, Auth: authn, Metrics: plain, Named: named, Status: unready}, zerolog.Nop())
 	_, port, _ := net.SplitHostPort(s.Addr())
 	base := "https://127.0.0.1:" + port
 	pem, err := os.ReadFile(ca.CertFile)
@@ -229,7 +229,7 @@ func TestServer_AttackerOnTheNetwork(t *testing.T) {
 // internals.
 func TestServer_LoopbackNamesComponents(t *testing.T) {
 	plain, _ := gatherers(t)
-	s := serve(t, httpapi.Config{Addr: "127.0.0.1:0", Metrics: plain, Status: status}, zerolog.Nop())
+	s := serve(t, httpapi.Config{Addr: "127.0.0.1:0", Metrics: plain, Status: unready}, zerolog.Nop())
 	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Get("http://" + s.Addr() + "/readyz")
 	if err != nil {
 		t.Fatal(err)

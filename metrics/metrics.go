@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/godwit-dev/godwit/capture"
-	"github.com/godwit-dev/godwit/daemon"
+	"github.com/godwit-dev/godwit/status"
 )
 
 // Metrics is godwit's registry.
@@ -24,7 +24,7 @@ type Metrics struct {
 }
 
 // New returns a registry that reads status from snapshot at scrape time.
-func New(snapshot func() daemon.Status) *Metrics {
+func New(snapshot func() status.Snapshot) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -81,7 +81,7 @@ var (
 		"Sequence of the last appended event.", nil, nil)
 )
 
-type collector struct{ snapshot func() daemon.Status }
+type collector struct{ snapshot func() status.Snapshot }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCaptured, descFiltered, descLag, descSourceUp, descDelivered,

@@ -5,12 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/metrics"
+	"github.com/godwit-dev/godwit/status"
 )
 
 func TestMetrics_ObserveDelivery(t *testing.T) {
-	m := metrics.New(func() daemon.Status { return daemon.Status{} })
+	m := metrics.New(func() status.Snapshot { return status.Snapshot{} })
 	observe := m.ObserveDelivery("kafka")
 	observe(time.Millisecond, 10, nil)
 	observe(time.Second, 10, errors.New("broker down"))

@@ -36,7 +36,7 @@ import (
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
 	"github.com/godwit-dev/godwit/rpc/rpctest"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 // daemon is a running `godwit serve` whose log lines the test can wait for.
@@ -686,7 +686,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, cfg, zerolog.Nop())
+	srv, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +702,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 		}
 	})
 	select {
-	case <-srv.Daemon.Sources()[0].Ready():
+	case <-srv.Sources()[0].Ready():
 	case <-time.After(testwait.Long):
 		t.Fatal("source did not start")
 	}
@@ -830,7 +830,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	}
 	// Nothing captured is lost: the sink has every write once, and the
 	// hostile trigger handled every event, parking the ones it choked on.
-	if err := srv.Daemon.Runners()[0].WaitAcked(cctx, n); err != nil {
+	if err := srv.Runners()[0].WaitAcked(cctx, n); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "godwit-data", "events.jsonl"))

@@ -22,7 +22,7 @@ import (
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
@@ -179,7 +179,7 @@ func newRigOn(t testing.TB, metaURI string) *rig {
 // closed it.
 func (d *rig) open(t testing.TB, cfg trigger.Config) *trigger.Manager {
 	t.Helper()
-	cfg.Wasm.CacheDir = servertest.SharedCompilationCache
+	cfg.Wasm.CacheDir = runtimetest.SharedCompilationCache
 	// Two instances: a test calls a module while a trigger's call on it
 	// is held.
 	cfg.Wasm.PoolSize = 2

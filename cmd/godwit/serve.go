@@ -6,9 +6,8 @@ import (
 	"os"
 
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/logging"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 func init() {
@@ -42,7 +41,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.Open(ctx, cfg, log, daemon.WithProgress(m.Stderr))
+	srv, err := runtime.Open(ctx, cfg, log, runtime.WithProgress(m.Stderr))
 	if err != nil {
 		return err
 	}

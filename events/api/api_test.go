@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/godwit-dev/godwit/proto/godwit/event/v1"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 )
 
 // sub is a Subscribe stream.
@@ -58,7 +58,7 @@ func (s *sub) recvErr() (*pb.SubscribeResponse, error) {
 	select {
 	case r := <-ch:
 		return r.m, r.err
-	case <-time.After(servertest.Wait):
+	case <-time.After(runtimetest.Wait):
 		s.t.Fatal("no message within the test's bound")
 		return nil, nil
 	}
@@ -115,12 +115,12 @@ func jsonOf(t *testing.T, d *pb.Document) map[string]any {
 
 // write runs fn against the source and waits until capture appended the
 // events it made (n of them).
-func write(t *testing.T, srv *servertest.Server, n uint64, fn func(ctx context.Context, db lungo.IDatabase)) uint64 {
+func write(t *testing.T, srv *runtimetest.Server, n uint64, fn func(ctx context.Context, db lungo.IDatabase)) uint64 {
 	t.Helper()
-	ob := srv.Daemon.Outbox()
+	ob := srv.Outbox()
 	want := ob.LastSeq() + n
-	fn(context.Background(), servertest.Source(t, srv.Dir, "source.lungo").Database("shop"))
-	ctx, cancel := context.WithTimeout(context.Background(), servertest.Wait)
+	fn(context.Background(), runtimetest.Source(t, srv.Dir, "source.lungo").Database("shop"))
+	ctx, cancel := context.WithTimeout(context.Background(), runtimetest.Wait)
 	defer cancel()
 	if err := ob.Wait(ctx, want-1); err != nil {
 		t.Fatalf("capture did not reach %d: %v", want, err)
@@ -140,7 +140,7 @@ func insert(coll string, docs ...bson.M) func(context.Context, lungo.IDatabase) 
 
 func TestService_Subscribe(t *testing.T) {
 	// keep_acked: replays need the events the jsonl sink acknowledged.
-	srv := servertest.Start(t, t.TempDir(), servertest.Config+"outbox: {keep_acked: true}\n")
+	srv := runtimetest.Start(t, t.TempDir(), runtimetest.Config+"outbox: {keep_acked: true}\n")
 	conn := srv.Dial(t)
 
 	t.Run("Live", func(t *testing.T) {
@@ -263,7 +263,7 @@ func TestService_Subscribe(t *testing.T) {
 // when it reads again.
 func TestService_Subscribe_Stalled(t *testing.T) {
 	// keep_acked takes retention out of the picture: only max_lag skips.
-	srv := servertest.Start(t, t.TempDir(), servertest.Config+"outbox: {keep_acked: true}\n")
+	srv := runtimetest.Start(t, t.TempDir(), runtimetest.Config+"outbox: {keep_acked: true}\n")
 	// A fixed 64 KiB window (it disables gRPC's window growth) bounds what
 	// the transport buffers for the stalled client to a few events.
 	small := srv.Dial(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
@@ -287,7 +287,7 @@ func TestService_Subscribe_Stalled(t *testing.T) {
 	if got := healthy.events(last); len(got) != n {
 		t.Fatalf("the healthy subscriber got %d events, want %d", len(got), n)
 	}
-	if c := srv.Daemon.Status().Sources[0].Captured; c != last {
+	if c := srv.Status().Sources[0].Captured; c != last {
 		t.Fatalf("captured %d, want %d while a subscriber stalls", c, last)
 	}
 
@@ -327,7 +327,7 @@ func TestService_Subscribe_Stalled(t *testing.T) {
 // acked all of it (retention waits for the subscription).
 func TestService_Durable_ResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	srv := servertest.Start(t, dir, servertest.Config)
+	srv := runtimetest.Start(t, dir, runtimetest.Config)
 	conn := srv.Dial(t)
 	s := subscribe(t, conn, &pb.SubscribeRequest{DurableName: "app"})
 	if st := s.started(); st.Resumed {
@@ -346,20 +346,20 @@ func TestService_Durable_ResumesAfterRestart(t *testing.T) {
 		t.Fatalf("stream after the daemon stopped: %v, want UNAVAILABLE", err)
 	}
 	// Written while godwit is down: capture finds it at restart.
-	src := servertest.Source(t, dir, "source.lungo")
+	src := runtimetest.Source(t, dir, "source.lungo")
 	for i := 4; i <= 5; i++ {
 		if _, err := src.Database("shop").Collection("orders").InsertOne(context.Background(), bson.M{"_id": i}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	srv = servertest.Start(t, dir, servertest.Config)
-	ctx, cancel := context.WithTimeout(context.Background(), servertest.Wait)
+	srv = runtimetest.Start(t, dir, runtimetest.Config)
+	ctx, cancel := context.WithTimeout(context.Background(), runtimetest.Wait)
 	defer cancel()
-	if err := srv.Daemon.Outbox().Wait(ctx, last+1); err != nil {
+	if err := srv.Outbox().Wait(ctx, last+1); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Daemon.Runners()[0].WaitAcked(ctx, last+2); err != nil {
+	if err := srv.Runners()[0].WaitAcked(ctx, last+2); err != nil {
 		t.Fatal(err)
 	}
 	again := subscribe(t, srv.Dial(t), &pb.SubscribeRequest{DurableName: "app"})
@@ -376,7 +376,7 @@ func TestService_Durable_ResumesAfterRestart(t *testing.T) {
 }
 
 func TestService_DeleteSubscription(t *testing.T) {
-	srv := servertest.Start(t, t.TempDir(), servertest.Config)
+	srv := runtimetest.Start(t, t.TempDir(), runtimetest.Config)
 	conn := srv.Dial(t)
 	client := pb.NewEventServiceClient(conn)
 	s := subscribe(t, conn, &pb.SubscribeRequest{DurableName: "old"})

@@ -24,7 +24,7 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	pb "github.com/godwit-dev/godwit/proto/godwit/trigger/v1"
 	"github.com/godwit-dev/godwit/rpc"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 	"github.com/godwit-dev/godwit/sink"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/api"
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		cacheDir = servertest.SharedCompilationCache
+		cacheDir = runtimetest.SharedCompilationCache
 		guests = map[string][]byte{}
 		for _, name := range demoguests.Names {
 			if guests[name], err = demoguests.Wasm(name); err != nil {

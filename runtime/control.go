@@ -1,21 +1,4 @@
-// Package server runs a configured godwit: the daemon (capture, outbox,
-// sinks), the trigger manager, and the network listeners (HTTP metrics and
-// health, the gRPC API). `godwit serve` and `godwit demo` use it.
-//
-// Server adds the control plane's components to the daemon's
-// runtime.Group, after the daemon's own (so they close first):
-//
-//	metadata                     the metadata store's connection
-//	triggers      -> metadata    the trigger manager (isolated: its failure stops only itself)
-//	events                       subscriptions (open even without gRPC: durable cursors hold retention)
-//	audit-api                    ends audit follow streams when godwit stops
-//	http                         /metrics, /healthz, /readyz (unless api.http_addr is off)
-//	grpc                         the gRPC API (unless api.grpc_addr is off)
-//	admin-health  -> grpc        the gRPC health service, from status
-//
-// The first component that fails stops all the others: Run returns that
-// failure at once instead of when its context ends.
-package server
+package runtime
 
 import (
 	"context"
@@ -34,62 +17,32 @@ import (
 	auditapi "github.com/godwit-dev/godwit/audit/api"
 	"github.com/godwit-dev/godwit/auth"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/events"
 	eventsapi "github.com/godwit-dev/godwit/events/api"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/metrics"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/rpc"
-	"github.com/godwit-dev/godwit/runtime"
+	"github.com/godwit-dev/godwit/status"
 	"github.com/godwit-dev/godwit/trigger"
 	"github.com/godwit-dev/godwit/trigger/api"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
-// Server is an opened configuration with its listeners.
-type Server struct {
-	Daemon   *daemon.Daemon
-	Triggers *trigger.Manager
-	HTTP     *httpapi.Server // nil when api.http_addr is "off"
-	RPC      *rpc.Server     // nil when api.grpc_addr is "off"
-	// Events serves event subscriptions; it is open even without gRPC, so
-	// that durable subscriptions' cursors hold retention.
-	Events *events.Engine
-	Admin  *admin.Service
-
-	meta     *mongodb.Conn
-	auditAPI *auditapi.Service
-	log      zerolog.Logger
-}
-
-// Open opens the daemon and the trigger manager and binds the listeners.
-// Nothing runs until Run.
-//
-// Daemon options (for example daemon.WithProgress) pass through.
-func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...daemon.Option) (_ *Server, err error) {
-	s := &Server{log: log}
-	defer func() {
-		if err != nil {
-			_ = s.Close(context.WithoutCancel(ctx))
-		}
-	}()
-	var m *metrics.Metrics
-	m = metrics.New(func() daemon.Status { return s.Daemon.Status() })
-	opts = append(opts, daemon.WithDeliveryObserver(m.ObserveDelivery))
-	if s.Daemon, err = daemon.Open(ctx, cfg, log, opts...); err != nil {
-		return nil, err
-	}
-	g := s.Daemon.Group()
+// openControl opens the control plane after the data path: the metadata
+// store, the trigger manager, the events engine, the admin service and the
+// listeners. They close before the data path (reverse order).
+func (s *Godwit) openControl(ctx context.Context, m *metrics.Metrics) (err error) {
+	cfg, log, g := s.cfg, s.log, s.group
 	if s.meta, err = mongodb.Open(ctx, cfg.Metadata.URI, cfg.Dir()); err != nil {
-		return nil, fmt.Errorf("metadata.uri: %w", err)
+		return fmt.Errorf("metadata.uri: %w", err)
 	}
-	if err := g.Add(runtime.New("metadata", nil, s.meta.Close)); err != nil {
-		return nil, errors.Join(err, s.meta.Close(ctx))
+	if err := g.Add(New("metadata", nil, s.meta.Close)); err != nil {
+		return errors.Join(err, s.meta.Close(ctx))
 	}
 	authn, err := auth.New(authTokens(cfg.API.Tokens))
 	if err != nil { // one problem per line, each naming its field
-		return nil, errors.New("api." + strings.ReplaceAll(err.Error(), "\n", "\napi."))
+		return errors.New("api." + strings.ReplaceAll(err.Error(), "\n", "\napi."))
 	}
 	var allow func(string) auth.Allow
 	if authn.Enabled() {
@@ -112,42 +65,42 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 		QueuePath:             filepath.Join(cfg.DataDir, "trigger-queue.db"),
 		QueueMaxBytes:         cfg.Triggers.QueueMaxBytes,
 	}, trigger.Deps{
-		Outbox:      s.Daemon.Outbox(),
+		Outbox:      s.ob,
 		Metadata:    s.meta.Client,
-		DataSources: s.Daemon.SourceClients(),
+		DataSources: s.SourceClients(),
 		Log:         log.With().Str("component", "triggers").Logger(),
 		Audit:       s.auditTrigger,
 		Allow:       allow,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("triggers: %w", err)
+		return fmt.Errorf("triggers: %w", err)
 	}
 	// Isolated: with the metadata store down, capture and the sinks go on
 	// (the failure is logged, shown, and returned when godwit stops).
-	if err := g.Add(runtime.New("triggers", s.Triggers.Run, s.Triggers.Close, "metadata").Isolate()); err != nil {
-		return nil, errors.Join(err, s.Triggers.Close(ctx))
+	if err := g.Add(New("triggers", s.Triggers.Run, s.Triggers.Close, "metadata").Isolate()); err != nil {
+		return errors.Join(err, s.Triggers.Close(ctx))
 	}
-	if s.Events, err = events.Open(s.Daemon.Outbox(), events.Config{MetadataDatabase: cfg.Metadata.Database}, log); err != nil {
-		return nil, err
+	if s.Events, err = events.Open(s.ob, events.Config{MetadataDatabase: cfg.Metadata.Database}, log); err != nil {
+		return err
 	}
 	// Streams end only when told: events and audit-api end them when the
 	// group stops, so that the gRPC server's graceful stop can finish.
 	closeEvents := s.Events.Close
-	if err := g.Add(runtime.New("events", s.Events.Run, closeEvents)); err != nil {
-		return nil, errors.Join(err, closeEvents(ctx))
+	if err := g.Add(New("events", s.Events.Run, closeEvents)); err != nil {
+		return errors.Join(err, closeEvents(ctx))
 	}
-	s.Admin = admin.New(admin.Deps{Daemon: s.Daemon, Config: cfg, Triggers: s.Triggers, Events: s.Events})
-	s.auditAPI = auditapi.New(s.Daemon.AuditLogs())
-	if err := g.Add(runtime.New("audit-api", s.auditAPI.Run, nil)); err != nil {
-		return nil, err
+	s.Admin = admin.New(admin.Deps{Status: s.Status, Report: s.Report})
+	s.auditAPI = auditapi.New(s.auditLogs)
+	if err := g.Add(New("audit-api", s.auditAPI.Run, nil)); err != nil {
+		return err
 	}
 	if cfg.API.HTTPAddr != "off" {
-		if s.HTTP, err = listenHTTP(cfg, m, s.Admin, authn, s.Daemon.Status, log); err != nil {
-			return nil, err
+		if s.HTTP, err = listenHTTP(cfg, m, s.Admin, authn, s.Status, log); err != nil {
+			return err
 		}
 		h := &httpListener{srv: s.HTTP}
 		if err := g.Add(h); err != nil {
-			return nil, errors.Join(err, h.Close(ctx))
+			return errors.Join(err, h.Close(ctx))
 		}
 	}
 	if cfg.API.GRPCAddr != "off" {
@@ -157,17 +110,17 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...d
 			rc.TLS = &rpc.TLS{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA}
 		}
 		if s.RPC, err = rpc.New(rc, log, api.New(s.Triggers), eventsapi.New(s.Events), s.Admin, s.auditAPI); err != nil {
-			return nil, err
+			return err
 		}
-		if err := g.Add(runtime.New("grpc", s.RPC.Serve, s.RPC.Close)); err != nil {
-			return nil, errors.Join(err, s.RPC.Close(ctx))
+		if err := g.Add(New("grpc", s.RPC.Serve, s.RPC.Close)); err != nil {
+			return errors.Join(err, s.RPC.Close(ctx))
 		}
 		health := func(ctx context.Context) error { return s.Admin.WatchHealth(ctx, s.RPC, 0) }
-		if err := g.Add(runtime.New("admin-health", health, nil, "grpc")); err != nil {
-			return nil, err
+		if err := g.Add(New("admin-health", health, nil, "grpc")); err != nil {
+			return err
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // httpListener is the HTTP listener as a component: it serves until the
@@ -200,7 +153,7 @@ func (h *httpListener) Close(ctx context.Context) error {
 // listenHTTP binds the HTTP listener: HTTPS with api.tls on a
 // non-loopback address, and the metrics api.metrics_labels allows.
 func listenHTTP(cfg *config.Config, m *metrics.Metrics, a *admin.Service, authn *auth.Authenticator,
-	status func() daemon.Status, log zerolog.Logger) (*httpapi.Server, error) {
+	status func() status.Snapshot, log zerolog.Logger) (*httpapi.Server, error) {
 	hc := httpapi.Config{Addr: cfg.API.HTTPAddr, Auth: authn, Insecure: cfg.API.HTTPInsecure, Status: status}
 	if host, _, err := net.SplitHostPort(cfg.API.HTTPAddr); err == nil && cfg.API.TLS != nil && !isLoopback(host) {
 		t := cfg.API.TLS
@@ -248,7 +201,7 @@ func authTokens(in []config.Token) []auth.Token {
 
 // auditTrigger records what the trigger manager must audit: the acting
 // user (the owner when no token named one) and what changed.
-func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error {
+func (s *Godwit) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error {
 	user := ev.Actor
 	if user == "" {
 		user = ev.UserID
@@ -264,7 +217,7 @@ func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error 
 	if ev.Action != "" {
 		details["action"] = ev.Action
 	}
-	s.Daemon.Audit(ctx, audit.SystemEvent{
+	s.Audit(ctx, audit.SystemEvent{
 		Class:   strings.ReplaceAll(ev.Kind, ".", "_"),
 		User:    user,
 		Message: what + ": " + ev.Detail,
@@ -272,17 +225,4 @@ func (s *Server) auditTrigger(ctx context.Context, ev trigger.AuditEvent) error 
 		Time:    ev.At,
 	})
 	return nil
-}
-
-// Run runs every component until ctx ends (nil) or one fails, which stops
-// the others at once and is returned.
-func (s *Server) Run(ctx context.Context) error { return s.Daemon.Run(ctx) }
-
-// Close closes everything (after Run returned, or instead of Run), in
-// reverse start order, joining every error.
-func (s *Server) Close(ctx context.Context) error {
-	if s.Daemon == nil {
-		return nil
-	}
-	return s.Daemon.Close(ctx)
 }

@@ -1,6 +1,7 @@
-package daemon
+package runtime
 
 import (
+	"context"
 	"time"
 
 	"github.com/godwit-dev/godwit/capture"
@@ -8,48 +9,22 @@ import (
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/sink"
+	"github.com/godwit-dev/godwit/status"
+	"github.com/godwit-dev/godwit/trigger"
 )
 
-// Status is a snapshot of the whole daemon, as `godwit status` shows it.
-type Status struct {
-	Sources []SourceStatus `json:"sources"`
-	Sinks   []SinkStatus   `json:"sinks"`
-	// Pipelines are the replicate sinks' own progress: phase (copying x of
-	// y documents, streaming, halted), applied events, lag, last error.
-	Pipelines []replicate.Status `json:"pipelines,omitempty"`
-	Outbox    outbox.Stats       `json:"outbox"`
-}
-
-// SourceStatus is a source's live state plus its stored checkpoint.
-type SourceStatus struct {
-	capture.Status
-	// TokenTime is the cluster time of the stored resume token.
-	TokenTime time.Time `json:"token_time,omitempty"`
-	// LagSeconds is how far the stored token is behind the wall clock. On
-	// a real server an idle stream's post-batch tokens keep it near zero;
-	// on the embedded engine it grows while the source is idle.
-	LagSeconds float64 `json:"lag_seconds"`
-}
-
-// SinkStatus is a sink's runner state plus its backlog.
-type SinkStatus struct {
-	sink.Status
-	// Backlog is how many events were appended after the sink's cursor.
-	Backlog uint64 `json:"backlog"`
-	// Connection is the state of a broker sink's connection (kafka, nats).
-	Connection string `json:"connection,omitempty"`
-}
-
-// Status returns a snapshot: the one place the daemon's status is
-// assembled (godwit status, /metrics, /readyz and the health service read
-// it).
-func (d *Daemon) Status() Status {
-	st := Status{Outbox: d.ob.Stats()}
+// Status returns a snapshot of the data path: the one place it is
+// assembled (Report, /metrics, /readyz and the health service read it).
+func (d *Godwit) Status() status.Snapshot {
+	st := status.Snapshot{Outbox: d.ob.Stats()}
 	stored, _ := d.ob.Sources()
 	for _, s := range d.sources {
-		ss := SourceStatus{Status: s.capture.Status()}
+		ss := status.Source{Status: s.capture.Status(), URI: s.uri}
 		if cp, ok := stored[ss.ID]; ok {
 			ss.Captured = cp.Captured
+			if cp.LastClusterTime != 0 {
+				ss.LastClusterTime = time.Unix(int64(cp.LastClusterTime), 0).UTC()
+			}
 			if ts, ok := change.TokenTime(cp.Token); ok {
 				ss.TokenTime = time.Unix(int64(ts.T), 0).UTC()
 				ss.LagSeconds = max(time.Since(ss.TokenTime).Seconds(), 0)
@@ -73,7 +48,7 @@ func (d *Daemon) Status() Status {
 		if st.Outbox.Last > rs.Acked {
 			backlog = st.Outbox.Last - rs.Acked
 		}
-		ss := SinkStatus{Status: rs, Backlog: backlog}
+		ss := status.Sink{Status: rs, Type: sp.cfg.Type, Backlog: backlog}
 		if c, ok := sp.sink.(sink.Connection); ok {
 			ss.Connection = c.ConnectionState()
 		}
@@ -95,4 +70,24 @@ func (d *Daemon) Status() Status {
 		st.Sinks = append(st.Sinks, ss)
 	}
 	return st
+}
+
+// Report returns the snapshot with the outbox file, every user's triggers
+// and the event subscriptions: what `godwit status` and the trigger and
+// subscription metrics show, assembled in one place. It reads the metadata
+// store (bounded by ctx).
+func (d *Godwit) Report(ctx context.Context) status.Report {
+	r := status.Report{Snapshot: d.Status(), OutboxPath: d.ob.Path(), OutboxPaused: d.ob.Paused() > 0}
+	if m := d.Triggers; m != nil {
+		ts, err := m.QueryTriggers(ctx, trigger.TriggerQuery{})
+		r.TriggersErr = err
+		for _, t := range ts {
+			r.Triggers = append(r.Triggers, status.Trigger{ID: t.ID, Name: t.Name, UserID: t.UserID, Type: t.Type, Status: m.Status(t)})
+		}
+		r.FunctionsMemory = m.MemoryStats()
+	}
+	if e := d.Events; e != nil {
+		r.Subscriptions, r.SubscriptionsErr = e.Subscriptions()
+	}
+	return r
 }

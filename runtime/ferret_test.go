@@ -1,4 +1,4 @@
-package server_test
+package runtime_test
 
 import (
 	"bufio"
@@ -17,16 +17,16 @@ import (
 	"github.com/godwit-dev/godwit/internal/ferrettest"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/replicate"
-	"github.com/godwit-dev/godwit/server/servertest"
+	"github.com/godwit-dev/godwit/runtime/runtimetest"
 	"github.com/godwit-dev/godwit/trigger"
 )
 
-// TestServer_FerretDB runs godwit with every role a server without change
+// TestGodwit_FerretDB runs godwit with every role a server without change
 // streams can take played by FerretDB, a MongoDB-wire server nobody here
 // wrote: the metadata store (functions and triggers survive a restart), the
 // audit sink's mirror, and a replication target; the replica is checked
 // with verify's comparison.
-func TestServer_FerretDB(t *testing.T) {
+func TestGodwit_FerretDB(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	fdb := ferrettest.Start(t)
@@ -40,14 +40,14 @@ sinks:
   - {id: replica, type: replicate, on_failure: halt, replicate: {source: shop, target: %[1]q, include: ["shop.*"]}}
 `, fdb.URI)
 
-	src := servertest.Source(t, dir, "source.lungo")
+	src := runtimetest.Source(t, dir, "source.lungo")
 	orders := src.Database("shop").Collection("orders")
 	for i := range 50 {
 		if _, err := orders.InsertOne(ctx, bson.D{{Key: "_id", Value: i}, {Key: "n", Value: i}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	srv := servertest.Start(t, dir, yaml)
+	srv := runtimetest.Start(t, dir, yaml)
 	wasm, err := guests.Wasm("notifier")
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +77,8 @@ sinks:
 	if err := tmp.Drop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	last := srv.Daemon.Outbox().LastSeq()
-	for _, r := range srv.Daemon.Runners() {
+	last := srv.Outbox().LastSeq()
+	for _, r := range srv.Runners() {
 		if err := r.WaitAcked(ctx, last); err != nil {
 			t.Fatalf("sink %s: %v (%+v)", r.ID(), err, r.Status())
 		}
@@ -87,7 +87,7 @@ sinks:
 
 	// The metadata store kept the function (its wasm included) and the
 	// trigger across the restart.
-	srv = servertest.Start(t, dir, yaml)
+	srv = runtimetest.Start(t, dir, yaml)
 	got, err := srv.Triggers.GetFunction(ctx, fn.ID, true)
 	if err != nil || !bytes.Equal(got.Wasm, wasm) {
 		t.Fatalf("function after restart: %v (wasm %d bytes, want %d)", err, len(got.Wasm), len(wasm))

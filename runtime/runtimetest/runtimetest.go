@@ -1,8 +1,8 @@
-// Package servertest runs a whole godwit server inside a test: the daemon
+// Package runtimetest runs a whole godwit inside a test: the data path
 // on embedded deployments, the listeners on free loopback ports, and gRPC
 // clients for it. Tests of the gRPC services use it to test what a client
 // sees.
-package servertest
+package runtimetest
 
 import (
 	"context"
@@ -20,13 +20,13 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 // Wait bounds every blocking step of a test.
 var Wait = testwait.Long
 
-// SharedCompilationCache is the wasm compilation cache every test server
+// SharedCompilationCache is the wasm compilation cache every test godwit
 // shares (unless its YAML names one): compiling a Go guest takes tens of
 // seconds under -race on a busy 2-core machine, loading it from the cache
 // well under a second. Entries are keyed by module hash and wazero version,
@@ -42,9 +42,9 @@ sources: [{id: shop, uri: "lungo:source.lungo"}]
 sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 `
 
-// Server is a running server.
+// Server is a running godwit with its listeners, stopped at cleanup.
 type Server struct {
-	*server.Server
+	*runtime.Godwit
 	Dir  string
 	stop func()
 }
@@ -61,14 +61,14 @@ func Start(t testing.TB, dir, yaml string) *Server {
 		cfg.Triggers.CompilationCache = SharedCompilationCache
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, cfg, zerolog.Nop())
+	srv, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	s := &Server{Server: srv, Dir: dir}
+	s := &Server{Godwit: srv, Dir: dir}
 	stopped := false
 	s.stop = func() {
 		if stopped {
@@ -89,10 +89,10 @@ func Start(t testing.TB, dir, yaml string) *Server {
 		}
 	}
 	t.Cleanup(s.stop)
-	for i, src := range srv.Daemon.Sources() {
+	for i, src := range srv.Sources() {
 		// A source halted before the start never gets ready, nor does one
 		// on a real deployment (tests have none).
-		if st, _, _ := srv.Daemon.Outbox().Source(src.Status().ID); st.State == "halted" || !strings.HasPrefix(cfg.Sources[i].URI, "lungo:") {
+		if st, _, _ := srv.Outbox().Source(src.Status().ID); st.State == "halted" || !strings.HasPrefix(cfg.Sources[i].URI, "lungo:") {
 			continue
 		}
 		select {

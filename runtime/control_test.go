@@ -1,4 +1,4 @@
-package server_test
+package runtime_test
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
-	"github.com/godwit-dev/godwit/server"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 // start runs a server with an embedded source and a jsonl sink.
-func start(t *testing.T, dir string) *server.Server {
+func start(t *testing.T, dir string) *runtime.Godwit {
 	t.Helper()
 	cfg, err := config.Parse([]byte(`
 api: {http_addr: "127.0.0.1:0", grpc_addr: "127.0.0.1:0"}
@@ -32,7 +32,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Open(ctx, cfg, zerolog.Nop())
+	srv, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ sinks: [{id: events, type: jsonl, jsonl: {path: events.jsonl}}]
 	return srv
 }
 
-func get(t *testing.T, srv *server.Server, path string) *http.Response {
+func get(t *testing.T, srv *runtime.Godwit, path string) *http.Response {
 	t.Helper()
 	resp, err := http.Get("http://" + srv.HTTP.Addr() + path)
 	if err != nil {
@@ -60,12 +60,11 @@ func get(t *testing.T, srv *server.Server, path string) *http.Response {
 	return resp
 }
 
-func TestServer_MetricsCountWhatWasWritten(t *testing.T) {
+func TestGodwit_MetricsCountWhatWasWritten(t *testing.T) {
 	dir := t.TempDir()
 	srv := start(t, dir)
-	d := srv.Daemon
 	select {
-	case <-d.Sources()[0].Ready():
+	case <-srv.Sources()[0].Ready():
 	case <-time.After(testwait.Long):
 		t.Fatal("source did not start")
 	}
@@ -82,7 +81,7 @@ func TestServer_MetricsCountWhatWasWritten(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
-	if err := d.Runners()[0].WaitAcked(ctx, n); err != nil {
+	if err := srv.Runners()[0].WaitAcked(ctx, n); err != nil {
 		t.Fatal(err)
 	}
 
@@ -139,13 +138,13 @@ func TestServer_MetricsCountWhatWasWritten(t *testing.T) {
 	}
 
 	// Status agrees with the outbox.
-	st := d.Status()
+	st := srv.Status()
 	if st.Outbox.Last != n || st.Sources[0].Captured != n || st.Sinks[0].Acked != n {
 		t.Errorf("status = %+v", st)
 	}
 }
 
-func TestServer_Health(t *testing.T) {
+func TestGodwit_Health(t *testing.T) {
 	dir := t.TempDir()
 	// A source halted by an earlier run (its history was lost).
 	if err := os.MkdirAll(filepath.Join(dir, "godwit-data"), 0o755); err != nil {

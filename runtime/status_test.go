@@ -1,4 +1,4 @@
-package daemon_test
+package runtime_test
 
 import (
 	"context"
@@ -11,13 +11,13 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/replicate"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
 // A pipeline whose initial sync failed is halted, and status says so for
 // the pipeline and for its sink alike; the log line names the sink.
-func TestDaemon_Status(t *testing.T) {
+func TestGodwit_Status(t *testing.T) {
 	t.Run("FailedInitialSyncHaltsTheSink", func(t *testing.T) {
 		dir := t.TempDir()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -48,7 +48,7 @@ sinks:
 				once.Do(func() { failed <- line })
 			}
 		}))
-		d, err := daemon.Open(ctx, cfg, log)
+		d, err := runtime.Open(ctx, cfg, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package daemon_test
+package runtime_test
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 	"github.com/godwit-dev/godwit/replicate"
 )
 
-// TestDaemon_PipelineStreamsAfterItsInitialSync: a pipeline copies what its
+// TestGodwit_PipelineStreamsAfterItsInitialSync: a pipeline copies what its
 // source held before godwit started, then applies what is written later.
 // Its runner is a component that depends on the initial sync, which
 // depends on the source: an initial sync that finishes at once must still
 // let the runner start.
-func TestDaemon_PipelineStreamsAfterItsInitialSync(t *testing.T) {
+func TestGodwit_PipelineStreamsAfterItsInitialSync(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
@@ -35,7 +35,7 @@ sinks: [{id: copy, type: replicate, on_failure: halt, replicate: {source: a, tar
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, stop := runDaemon(t, ctx, cfg)
+	d, stop := runGodwit(t, ctx, cfg)
 	defer stop()
 	for i := 5; i < 8; i++ {
 		if _, err := orders.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {

@@ -1,34 +1,3 @@
-// Package runtime runs godwit's long-running parts as one supervised group.
-//
-// # Basics
-//
-// Everything that runs until godwit stops — a source's capture, a sink's
-// runner, the trigger manager, the events engine, the listeners — is a
-// [Component]: a name, Run(ctx) and Close(ctx). Optional abilities are
-// separate interfaces: [Readier] (a channel closed once dependents may
-// start), [Dependent] (the names of components that must be ready first) and
-// [Reporter] (a status snapshot).
-//
-// A [Group] holds components in the order they were opened. Run starts each
-// one as soon as the components it depends on are ready, and supervises them
-// together: the first component whose Run fails is logged with its name and
-// stops the rest (their context is cancelled), and Run returns that error.
-// A component whose Run returns nil has simply finished; the others go on,
-// as they do when an [Isolated] component fails.
-// Close closes every component in the reverse of the start order and joins
-// every error.
-//
-// # Caveats
-//
-//   - A component that stops without becoming ready never lets its dependents
-//     start: they are skipped (State "blocked"), not failed. A halted source
-//     is such a component: its pipelines wait, the rest of godwit runs.
-//   - Run checks the dependencies before starting anything: an unknown name
-//     or a cycle is an error and nothing runs.
-//   - Close must be called after Run returned (or instead of it); it closes
-//     components that never started too, since they were opened.
-//   - Run must return soon after its context ends: the group waits for every
-//     Run before it returns.
 package runtime
 
 import (

@@ -1,4 +1,4 @@
-package server_test
+package runtime_test
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"github.com/godwit-dev/godwit/config"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/runtime"
-	"github.com/godwit-dev/godwit/server"
 )
 
 const pipelineConfig = `
@@ -25,13 +24,13 @@ sinks:
   - {id: copy, type: replicate, replicate: {source: shop, target: "lungo:target.lungo"}}
 `
 
-func open(t *testing.T, yaml string) *server.Server {
+func open(t *testing.T, yaml string) *runtime.Godwit {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.Open(context.Background(), cfg, zerolog.Nop())
+	srv, err := runtime.Open(context.Background(), cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +45,7 @@ func names(states []runtime.State) []string {
 	return out
 }
 
-func TestServer_Components(t *testing.T) {
+func TestGodwit_Components(t *testing.T) {
 	srv := open(t, pipelineConfig)
 	defer func() {
 		if err := srv.Close(context.Background()); err != nil {
@@ -57,7 +56,7 @@ func TestServer_Components(t *testing.T) {
 	// comes after its source; the listeners last, so they close first.
 	want := []string{"outbox", "source shop", "sink events", "sync copy", "sink copy",
 		"metadata", "triggers", "events", "audit-api", "http", "grpc", "admin-health"}
-	states := srv.Daemon.Group().States()
+	states := srv.Group().States()
 	if got := names(states); !slices.Equal(got, want) {
 		t.Fatalf("components %v, want %v", got, want)
 	}
@@ -71,10 +70,10 @@ func TestServer_Components(t *testing.T) {
 	}
 }
 
-func TestServer_Run(t *testing.T) {
+func TestGodwit_Run(t *testing.T) {
 	t.Run("AFailingComponentStopsEverythingAtOnce", func(t *testing.T) {
 		srv := open(t, pipelineConfig)
-		g := srv.Daemon.Group()
+		g := srv.Group()
 		// A component that fails once godwit captures, standing in for a
 		// listener or manager that dies early.
 		boom := errors.New("listener died")

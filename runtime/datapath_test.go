@@ -1,4 +1,4 @@
-package daemon_test
+package runtime_test
 
 import (
 	"context"
@@ -14,16 +14,16 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/replicate"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
-// TestDaemon_TwoWayReplication configures A↔B as a user would (two sources,
+// TestGodwit_TwoWayReplication configures A↔B as a user would (two sources,
 // two bidirectional replicate sinks) and writes on both sides: both converge,
 // and neither capture stores the other side's replicated writes (no echo).
-func TestDaemon_TwoWayReplication(t *testing.T) {
+func TestGodwit_TwoWayReplication(t *testing.T) {
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(`
 api: {http_addr: "off", grpc_addr: "off"}
@@ -40,7 +40,7 @@ sinks:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
-	d, stop := runDaemon(t, ctx, cfg)
+	d, stop := runGodwit(t, ctx, cfg)
 	defer stop()
 	a, b := openSide(t, ctx, dir, "a.lungo"), openSide(t, ctx, dir, "b.lungo")
 
@@ -88,11 +88,11 @@ sinks:
 	}
 }
 
-// runDaemon opens and runs a daemon on cfg until its sources are ready; stop
+// runGodwit opens and runs godwit on cfg until its sources are ready; stop
 // stops and closes it.
-func runDaemon(t *testing.T, ctx context.Context, cfg *config.Config) (d *daemon.Daemon, stop func()) {
+func runGodwit(t *testing.T, ctx context.Context, cfg *config.Config) (d *runtime.Godwit, stop func()) {
 	t.Helper()
-	d, err := daemon.Open(ctx, cfg, zerolog.Nop())
+	d, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func openSide(t *testing.T, ctx context.Context, dir, file string) *mongodb.Conn
 
 // waitConverged waits until every sink acked everything captured so far and
 // both sides hold the same documents.
-func waitConverged(t *testing.T, ctx context.Context, d *daemon.Daemon, a, b *mongodb.Conn) {
+func waitConverged(t *testing.T, ctx context.Context, d *runtime.Godwit, a, b *mongodb.Conn) {
 	t.Helper()
 	for {
 		last := d.Outbox().LastSeq()
@@ -153,10 +153,10 @@ func waitConverged(t *testing.T, ctx context.Context, d *daemon.Daemon, a, b *mo
 	}
 }
 
-// TestDaemon_ConflictIsAudited makes both sides change one document while
+// TestGodwit_ConflictIsAudited makes both sides change one document while
 // godwit is down: after the restart the later write wins on both sides and
 // the losing one is in the audit log as a replication_conflict, once.
-func TestDaemon_ConflictIsAudited(t *testing.T) {
+func TestGodwit_ConflictIsAudited(t *testing.T) {
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(`
 api: {http_addr: "off", grpc_addr: "off"}
@@ -173,7 +173,7 @@ sinks:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
-	d, stop := runDaemon(t, ctx, cfg)
+	d, stop := runGodwit(t, ctx, cfg)
 	a, b := openSide(t, ctx, dir, "a.lungo"), openSide(t, ctx, dir, "b.lungo")
 	ordersA := a.Client.Database("shop").Collection("orders")
 	ordersB := b.Client.Database("shop").Collection("orders")
@@ -191,7 +191,7 @@ sinks:
 	if _, err := ordersB.UpdateOne(ctx, bson.M{"_id": 1}, bson.M{"$set": bson.M{"v": "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	d, stop = runDaemon(t, ctx, cfg)
+	d, stop = runGodwit(t, ctx, cfg)
 	defer stop()
 	waitConverged(t, ctx, d, a, b)
 	for side, c := range map[string]*mongodb.Conn{"a": a, "b": b} {

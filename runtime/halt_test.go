@@ -1,4 +1,4 @@
-package daemon_test
+package runtime_test
 
 import (
 	"context"
@@ -11,19 +11,19 @@ import (
 
 	"github.com/godwit-dev/godwit/audit"
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/httpapi"
 	"github.com/godwit-dev/godwit/internal/ferrettest"
 	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/internal/wiretest"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
-// TestDaemon_SourceWithoutChangeStreamsHalts points a source at a server
+// TestGodwit_SourceWithoutChangeStreamsHalts points a source at a server
 // that answers a change stream as FerretDB v1.24.2 does (scripted over the
 // wire protocol; the official driver runs): the source halts instead of
 // retrying forever, and the plain-words reason is in status, in /readyz's
 // problems and in the audit log.
-func TestDaemon_SourceWithoutChangeStreamsHalts(t *testing.T) {
+func TestGodwit_SourceWithoutChangeStreamsHalts(t *testing.T) {
 	srv := wiretest.Start(t, func(_ context.Context, req wiretest.Request) bson.Raw {
 		if req.Command == "aggregate" {
 			return wiretest.Error(238, "NotImplemented", "$changeStream is not implemented yet")
@@ -36,10 +36,10 @@ func TestDaemon_SourceWithoutChangeStreamsHalts(t *testing.T) {
 	}
 }
 
-// TestDaemon_FerretDBSourceHalts does the same against a real FerretDB
+// TestGodwit_FerretDBSourceHalts does the same against a real FerretDB
 // v1.24.2, whatever it answers: a database-scoped and a deployment-scoped
 // source both halt with the plain-words reason.
-func TestDaemon_FerretDBSourceHalts(t *testing.T) {
+func TestGodwit_FerretDBSourceHalts(t *testing.T) {
 	uri := ferrettest.Start(t).URI
 	for _, scope := range []string{"database: shop", "database: shop, collection: orders", ""} {
 		t.Run("scope "+scope, func(t *testing.T) {
@@ -73,7 +73,7 @@ sinks:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
-	d, err := daemon.Open(ctx, cfg, zerolog.Nop())
+	d, err := runtime.Open(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,31 +1,10 @@
-// Package daemon wires a configuration into the data path's components:
-// the outbox, one capture per source, one initial sync per replicate
-// pipeline and one sink runner per sink, all in one runtime.Group.
-// Package server adds the control plane's components to the same group.
-// `godwit serve` and `godwit demo` run it.
-//
-// Lifecycle: Open opens the outbox, the connections and the sinks and
-// registers every sink cursor (so retention holds from the start); Run
-// runs the group until its context ends or a component fails; Close closes
-// every component in reverse start order and joins the errors.
-//
-// Components and their dependencies (runtime.Group starts each once the
-// ones it depends on are ready):
-//
-//	outbox
-//	source ID                 ready once its change stream is open
-//	sync ID    -> source SRC  replicate pipelines: ready once the initial sync is done
-//	sink ID    (-> sync ID)   the runner; a pipeline's waits for its sync
-package daemon
+package runtime
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/256dpi/lungo"
 	"github.com/rs/zerolog"
@@ -37,30 +16,15 @@ import (
 	"github.com/godwit-dev/godwit/mongodb"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
-	"github.com/godwit-dev/godwit/runtime"
 	"github.com/godwit-dev/godwit/sink"
 	_ "github.com/godwit-dev/godwit/sink/all" // every sink type
 )
-
-// Daemon is an opened configuration.
-type Daemon struct {
-	cfg   *config.Config
-	log   zerolog.Logger
-	group *runtime.Group
-
-	ob      *outbox.Outbox
-	sources []*source          // config order
-	byID    map[string]*source // the same, by source id
-	sinks   []*sinkPart        // config order
-	audits  []*audit.Sink
-	// auditLogs maps the audit sinks' ids to their log files.
-	auditLogs map[string]string
-}
 
 // source is a source's connection and capture: component "source ID". It
 // owns the connection, which sinks and triggers use while they run.
 type source struct {
 	id      string
+	uri     string // redacted
 	conn    *mongodb.Conn
 	echo    *replicate.EchoFilter
 	capture *capture.Source
@@ -116,7 +80,7 @@ func (s *sinkPart) Close(ctx context.Context) error {
 	return nil
 }
 
-// pipelineSink is what the daemon needs of a replicate sink.
+// pipelineSink is what the runtime needs of a replicate sink.
 type pipelineSink interface {
 	sink.Sink
 	Source() string
@@ -167,66 +131,29 @@ func (p *initialSync) failure() string {
 	return p.err
 }
 
-// Option changes how Open builds the daemon.
-type Option func(*options)
-
-type options struct {
-	observe  func(sinkID string) func(time.Duration, int, error)
-	progress io.Writer
-}
-
-// WithProgress draws the progress of initial syncs to w.
-func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
-
-// WithDeliveryObserver calls observe once per sink; the function it returns
-// is called after every delivery to that sink (for latency metrics).
-func WithDeliveryObserver(observe func(sinkID string) func(time.Duration, int, error)) Option {
-	return func(o *options) { o.observe = observe }
-}
-
-// Open opens the outbox, connects every source and opens every sink.
-func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ...Option) (_ *Daemon, err error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	d := &Daemon{cfg: cfg, log: log, group: runtime.NewGroup(log), byID: map[string]*source{}, auditLogs: map[string]string{}}
-	defer func() {
-		if err != nil {
-			_ = d.Close(context.WithoutCancel(ctx))
-		}
-	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	ob, err := outbox.Open(cfg.Outbox.Path, outbox.Options{MaxBytes: cfg.Outbox.MaxBytes, KeepAcked: cfg.Outbox.KeepAcked})
-	if err != nil {
-		return nil, err
-	}
-	d.ob = ob
-	if err := d.group.Add(runtime.New("outbox", nil, func(ctx context.Context) error { return ob.Close(ctx) })); err != nil {
-		return nil, err
-	}
-	// Sources first: replicate sinks need their connections and echo filters.
+// openDataPath connects every source and opens every sink, after the
+// outbox. Sources come first: replicate sinks need their connections and
+// echo filters, found by source id.
+func (d *Godwit) openDataPath(ctx context.Context, o options) error {
 	srcs := map[string]sink.Source{}
-	for _, sc := range cfg.Sources {
+	for _, sc := range d.cfg.Sources {
 		src, err := d.openSource(ctx, sc)
 		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", sc.ID, err)
+			return fmt.Errorf("source %s: %w", sc.ID, err)
 		}
 		srcs[sc.ID] = sink.Source{URI: sc.URI, Conn: src.conn, Echo: src.echo}
 	}
-	for _, sc := range cfg.Sinks {
+	for _, sc := range d.cfg.Sinks {
 		if err := d.openSink(ctx, sc, srcs, o); err != nil {
-			return nil, fmt.Errorf("sink %s: %w", sc.ID, err)
+			return fmt.Errorf("sink %s: %w", sc.ID, err)
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // openSource connects a source and prepares its capture, with the echo
 // filter that two-way pipelines share with it.
-func (d *Daemon) openSource(ctx context.Context, sc config.Source) (*source, error) {
+func (d *Godwit) openSource(ctx context.Context, sc config.Source) (*source, error) {
 	conn, err := mongodb.Open(ctx, sc.URI, d.cfg.Dir())
 	if err != nil {
 		return nil, err
@@ -236,11 +163,11 @@ func (d *Daemon) openSource(ctx context.Context, sc config.Source) (*source, err
 			Msg("converted the embedded deployment's file to the incremental store; the original is kept as the backup")
 	}
 	echo := replicate.NewEchoFilter(d.cfg.Metadata.Database)
-	ccfg := SourceConfig(d.cfg, sc)
+	ccfg := sourceConfig(d.cfg, sc)
 	ccfg.OnHalt = func(id, reason string) {
 		d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassCaptureHalted, Source: id, Message: reason})
 	}
-	src := &source{id: sc.ID, conn: conn, echo: echo, capture: capture.New(ccfg, conn, d.ob, echo, d.log)}
+	src := &source{id: sc.ID, uri: logging.RedactURI(sc.URI), conn: conn, echo: echo, capture: capture.New(ccfg, conn, d.ob, echo, d.log)}
 	if err := d.group.Add(src); err != nil {
 		return nil, errors.Join(err, conn.Close(ctx))
 	}
@@ -249,8 +176,8 @@ func (d *Daemon) openSource(ctx context.Context, sc config.Source) (*source, err
 	return src, nil
 }
 
-// SourceConfig translates a configured source into capture's config.
-func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
+// sourceConfig translates a configured source into capture's config.
+func sourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 	full := sc.FullDocument
 	if full == "off" {
 		full = ""
@@ -272,7 +199,7 @@ func SourceConfig(cfg *config.Config, sc config.Source) capture.Config {
 
 // openSink opens a sink through the sink registry and registers its
 // runner's cursor; a replicate pipeline also gets its initial sync.
-func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcs map[string]sink.Source, o options) error {
+func (d *Godwit) openSink(ctx context.Context, sc config.Sink, srcs map[string]sink.Source, o options) error {
 	log := d.log.With().Str("sink", sc.ID).Logger()
 	s, err := sink.Open(ctx, sc.Type, sc.Settings, sink.Deps{
 		ID: sc.ID, Dir: d.cfg.Dir(), MetadataDatabase: d.cfg.Metadata.Database,
@@ -314,34 +241,9 @@ func (d *Daemon) openSink(ctx context.Context, sc config.Sink, srcs map[string]s
 	return err
 }
 
-// Outbox returns the open outbox.
-func (d *Daemon) Outbox() *outbox.Outbox { return d.ob }
-
-// Sources returns the capture sources, in config order.
-func (d *Daemon) Sources() []*capture.Source {
-	out := make([]*capture.Source, len(d.sources))
-	for i, s := range d.sources {
-		out[i] = s.capture
-	}
-	return out
-}
-
-// Runners returns the sink runners, in config order.
-func (d *Daemon) Runners() []*sink.Runner {
-	out := make([]*sink.Runner, len(d.sinks))
-	for i, s := range d.sinks {
-		out[i] = s.runner
-	}
-	return out
-}
-
-// Group returns the group of the daemon's components. Package server adds
-// its own to it before Run.
-func (d *Daemon) Group() *runtime.Group { return d.group }
-
 // Audit records a godwit event in every audit sink (there may be none).
 // Failures are logged: auditing must not stop capture.
-func (d *Daemon) Audit(ctx context.Context, ev audit.SystemEvent) {
+func (d *Godwit) Audit(ctx context.Context, ev audit.SystemEvent) {
 	for _, a := range d.audits {
 		if err := a.RecordSystem(ctx, ev); err != nil {
 			d.log.Error().Err(err).Str("class", ev.Class).Msg("could not write audit record")
@@ -351,7 +253,7 @@ func (d *Daemon) Audit(ctx context.Context, ev audit.SystemEvent) {
 
 // SourceClients maps source ids to their deployments (where trigger
 // functions write).
-func (d *Daemon) SourceClients() map[string]lungo.IClient {
+func (d *Godwit) SourceClients() map[string]lungo.IClient {
 	out := map[string]lungo.IClient{}
 	for id, s := range d.byID {
 		out[id] = s.conn.Client
@@ -360,25 +262,7 @@ func (d *Daemon) SourceClients() map[string]lungo.IClient {
 }
 
 // AuditSinks returns the open audit sinks.
-func (d *Daemon) AuditSinks() []*audit.Sink { return d.audits }
+func (d *Godwit) AuditSinks() []*audit.Sink { return d.audits }
 
 // AuditLogs maps the audit sinks' ids to their log files.
-func (d *Daemon) AuditLogs() map[string]string { return d.auditLogs }
-
-// Run runs every component until ctx ends (nil) or one fails: that
-// failure stops the others and is returned. A halted source or sink, or a
-// pipeline whose initial sync failed, is logged and the others keep
-// running. Run returns when every component has stopped.
-func (d *Daemon) Run(ctx context.Context) error {
-	d.Audit(ctx, audit.SystemEvent{Class: audit.ClassDaemonStart,
-		Message: fmt.Sprintf("godwit started with %d sources and %d sinks", len(d.sources), len(d.sinks))})
-	d.log.Info().Int("sources", len(d.sources)).Int("sinks", len(d.sinks)).
-		Str("outbox", d.ob.Path()).Msg("godwit running")
-	err := d.group.Run(ctx)
-	d.Audit(context.WithoutCancel(ctx), audit.SystemEvent{Class: audit.ClassDaemonStop, Message: "godwit stopped"})
-	return err
-}
-
-// Close closes every component (sinks, connections, the outbox, and what
-// package server added) in reverse start order, joining every error.
-func (d *Daemon) Close(ctx context.Context) error { return d.group.Close(ctx) }
+func (d *Godwit) AuditLogs() map[string]string { return d.auditLogs }

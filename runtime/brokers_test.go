@@ -1,4 +1,4 @@
-package daemon_test
+package runtime_test
 
 import (
 	"context"
@@ -20,14 +20,14 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/godwit-dev/godwit/config"
-	"github.com/godwit-dev/godwit/daemon"
 	"github.com/godwit-dev/godwit/internal/testwait"
+	"github.com/godwit-dev/godwit/runtime"
 )
 
-// TestDaemon_BrokerSinks configures a kafka sink (Debezium envelope) and a
+// TestGodwit_BrokerSinks configures a kafka sink (Debezium envelope) and a
 // nats sink as a user would, writes to the source, and reads both brokers
 // back as their consumers would.
-func TestDaemon_BrokerSinks(t *testing.T) {
+func TestGodwit_BrokerSinks(t *testing.T) {
 	dir := t.TempDir()
 	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3))
 	if err != nil {
@@ -58,7 +58,7 @@ sinks:
 		t.Fatal(err)
 	}
 	ctx := testwait.Context(t)
-	d, stop := runDaemon(t, ctx, cfg)
+	d, stop := runGodwit(t, ctx, cfg)
 	defer stop()
 	src := openSide(t, ctx, dir, "shop.lungo")
 	orders := src.Client.Database("shop").Collection("orders")
@@ -147,10 +147,10 @@ sinks:
 	}
 }
 
-// TestDaemon_BrokerOutageIsNeverParked: with default settings a kafka sink
+// TestGodwit_BrokerOutageIsNeverParked: with default settings a kafka sink
 // retries a broker outage far past the default five attempts without
 // parking anything, and delivers once the broker takes writes again.
-func TestDaemon_BrokerOutageIsNeverParked(t *testing.T) {
+func TestGodwit_BrokerOutageIsNeverParked(t *testing.T) {
 	dir := t.TempDir()
 	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "out"))
 	if err != nil {
@@ -169,7 +169,7 @@ sinks:
 	fault := kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
 	failures := make(chan struct{}, 1000)
 	ctx := testwait.Context(t)
-	d, err := daemon.Open(ctx, cfg, zerolog.Nop(), daemon.WithDeliveryObserver(func(string) func(time.Duration, int, error) {
+	d, err := runtime.Open(ctx, cfg, zerolog.Nop(), runtime.WithDeliveryObserver(func(string) func(time.Duration, int, error) {
 		return func(_ time.Duration, _ int, err error) {
 			if err != nil {
 				failures <- struct{}{}
