@@ -310,15 +310,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, opts Options, sum *Summa
 	if err != nil && waitCtx.Err() == nil {
 		return err
 	}
-	for _, r := range srv.Runners() {
-		if err := r.WaitAcked(waitCtx, last); err != nil {
-			sum.Problems = append(sum.Problems, err.Error())
-		}
+	for _, err := range srv.WaitDelivered(waitCtx, last) {
+		sum.Problems = append(sum.Problems, err.Error())
 	}
 	for _, t := range triggers {
-		if err := srv.Triggers.WaitAcked(waitCtx, t.ID, last); err != nil {
-			sum.Problems = append(sum.Problems, fmt.Sprintf("trigger %s: %v", t.Name, err))
-		}
 		st := srv.Triggers.Status(t)
 		sum.Triggered += st.Invocations
 		if st.DeadLetters > 0 {

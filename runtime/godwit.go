@@ -137,6 +137,23 @@ func (d *Godwit) Runners() []*sink.Runner {
 	return out
 }
 
+// WaitDelivered waits until every sink and every running database trigger
+// has handled outbox sequence seq (delivered it, or parked it in its dead
+// letters), or has halted, or ctx ended. It returns one error per sink or
+// trigger that did not get there, saying why; none when all did.
+func (d *Godwit) WaitDelivered(ctx context.Context, seq uint64) []error {
+	var errs []error
+	for _, s := range d.sinks {
+		if err := s.runner.WaitAcked(ctx, seq); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.Triggers != nil {
+		errs = append(errs, d.Triggers.WaitDelivered(ctx, seq)...)
+	}
+	return errs
+}
+
 // Group returns the group of godwit's components (its States show each
 // one's).
 func (d *Godwit) Group() *Group { return d.group }

@@ -194,6 +194,29 @@ func oneLine(s string) string {
 	return out
 }
 
+// WaitDelivered waits until every running database trigger has handled
+// outbox sequence seq (delivered or parked), or halted, or ctx ended, and
+// returns one error per trigger that did not get there, naming it.
+// Triggers that start later are not waited for.
+func (m *Manager) WaitDelivered(ctx context.Context, seq uint64) []error {
+	m.mu.Lock()
+	var running []*active
+	for _, a := range m.active {
+		if a.t.Type == TypeDatabase && a.runner != nil {
+			running = append(running, a)
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(running, func(x, y *active) int { return strings.Compare(x.t.Name, y.t.Name) })
+	var errs []error
+	for _, a := range running {
+		if err := a.runner.WaitAcked(ctx, seq); err != nil {
+			errs = append(errs, fmt.Errorf("trigger %s: %w", a.t.Name, err))
+		}
+	}
+	return errs
+}
+
 // WaitAcked blocks until trigger id has handled every record up to seq of
 // its outbox (database triggers) or of the queue (the others), delivered
 // or parked in its dead letters, or ctx ends. The trigger must be running.
