@@ -121,6 +121,9 @@ data_dir: %q
 api: {http_addr: "off", grpc_addr: "off"}
 outbox:
   keep_acked: true
+triggers:   # the example notifier logs a line per notification: room for the demo's pace
+  log_lines_per_second: 2000
+  log_bytes_per_second: 262144
 sources:
   - id: %s
     uri: lungo:source.lungo
