@@ -350,7 +350,10 @@ func TestStream_GiveUpAfter(t *testing.T) {
 	srv := runtimetest.Start(t, t.TempDir(), testConfig)
 	c := dial(t, srv)
 	var attempts []error
-	s := subscribe(t, c, client.Filter{}, client.GiveUpAfter(300*time.Millisecond), client.Backoff(10*time.Millisecond, 50*time.Millisecond),
+	// Two attempts (a refused connection and a 10 ms wait before the
+	// second) must fit before it gives up: 1 s leaves them a wide margin
+	// on a loaded machine without making the test slow.
+	s := subscribe(t, c, client.Filter{}, client.GiveUpAfter(time.Second), client.Backoff(10*time.Millisecond, 50*time.Millisecond),
 		client.OnReconnect(func(err error, attempt int, _ time.Duration) { attempts = append(attempts, err) }))
 	srv.Stop()
 	if s.Next(testwait.Context(t)) || !errors.Is(s.Err(), client.ErrUnavailable) || !strings.Contains(s.Err().Error(), "gave up") {

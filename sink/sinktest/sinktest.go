@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/sink"
 )
@@ -113,7 +114,7 @@ func appendAll(t *testing.T, ob *outbox.Outbox, events [][]byte) []outbox.Record
 // drain runs a runner until the sink acked upTo.
 func drain(t *testing.T, ob *outbox.Outbox, s sink.Sink, upTo uint64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.Long)
 	defer cancel()
 	r := sink.NewRunner(outbox.SinkCursor("conf"), ob, s, sink.RunnerConfig{BatchSize: 7, MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, zerolog.Nop())
 	done := make(chan error, 1)

@@ -69,7 +69,7 @@ func TestMain(m *testing.M) {
 // under -race), loading it from the cache milliseconds.
 func warmCache() error {
 	ctx := context.Background()
-	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir, Timeout: testwait.Long}) // bounds each guest's first instantiation
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,10 @@ func startEnv(t testing.TB, dir string, opts envOptions) *env {
 		opts.wasm.CacheDir = cacheDir
 	}
 	if opts.wasm.Timeout == 0 {
-		opts.wasm.Timeout = 2 * time.Second
+		// A call's deadline only bounds work that finishes: a Go guest's
+		// initialisation alone took up to 500 ms at GOMAXPROCS=1 beside two
+		// busy loops. Tests that need a call to run out set their own.
+		opts.wasm.Timeout = testwait.Long
 	}
 	authn, err := auth.New(opts.tokens)
 	if err != nil {

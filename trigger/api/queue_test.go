@@ -154,12 +154,17 @@ func TestAuthTrigger_DeadLettersListAndRetry(t *testing.T) {
 // With wait, the answer names the triggers that had not handled the event
 // before the caller's deadline; the event stays queued for them.
 func TestAuthTrigger_WaitReportsPending(t *testing.T) {
-	e := startEnv(t, t.TempDir(), envOptions{})
+	// The function loops until its call deadline, twice (two attempts):
+	// the trigger cannot handle the event before 12 s however fast the
+	// machine, and the server stops waiting at 9 s (a tenth, at most 1 s,
+	// before the caller's 10 s deadline). The 1 s left for the answer is
+	// the most the server leaves; 100 ms (a 1 s deadline) failed half the
+	// runs at GOMAXPROCS=1 beside two busy loops.
+	e := startEnv(t, t.TempDir(), envOptions{wasm: wasm.Config{Timeout: 6 * time.Second}})
 	fn := e.createFunction("slow", abiWasm)
 	tr := e.createTrigger(authTrigger("logins", fn.Id, "login"))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// The function loops until its 2 s call deadline, past the caller's.
 	res, err := e.tc.ReportAuthEvent(ctx, &pb.ReportAuthEventRequest{OperationType: "login", Provider: "oidc", UserId: "u",
 		Details: `{"x": "loop"}`, Wait: true})
 	if err != nil || !slices.Equal(res.Pending, []string{tr.Id}) || len(res.Triggered)+len(res.Failed) != 0 {

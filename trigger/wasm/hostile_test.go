@@ -8,12 +8,12 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
+	"github.com/godwit-dev/godwit/internal/testwait"
 	"github.com/godwit-dev/godwit/trigger/wasm"
 )
 
@@ -36,7 +36,7 @@ func TestModule_HostileOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRuntime(t, wasm.Config{MemoryLimit: 16 << 20, Timeout: time.Second, PoolSize: 1, MaxResultBytes: 64 << 10})
+	r := newRuntime(t, wasm.Config{MemoryLimit: 16 << 20, Timeout: testwait.Long, PoolSize: 1, MaxResultBytes: 64 << 10})
 	m := compile(t, r, hostile)
 	ctx := context.Background()
 	echo := func(t *testing.T) {
