@@ -94,7 +94,7 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 			lag = st.Outbox.Last - p.Seq
 		}
 		res.Pipelines = append(res.Pipelines, &pb.PipelineStatus{Id: p.Pipeline, Source: p.Source,
-			Target: logging.RedactURI(p.Target), Phase: p.Phase, Namespace: p.Namespace, Copied: p.Copied,
+			Target: logging.RedactURI(p.Target), Phase: string(p.Phase), Namespace: p.Namespace, Copied: p.Copied,
 			Total: p.Total, Applied: p.Applied, Conflicts: p.Conflicts, LagEvents: lag,
 			LagSeconds: p.LagSeconds, LastError: logging.RedactText(p.LastError)})
 	}

@@ -138,7 +138,7 @@ func (s *Sink) initialSync(ctx context.Context, source *mongodb.Conn) error {
 // planCopy lists the source namespaces to copy and checks that their
 // targets are empty.
 func (s *Sink) planCopy(ctx context.Context, source *mongodb.Conn) (*initialState, error) {
-	st := &initialState{ID: initialID(s.cfg.ID), Phase: PhaseCopying, Started: time.Now().UTC()}
+	st := &initialState{ID: initialID(s.cfg.ID), Phase: string(PhaseCopying), Started: time.Now().UTC()}
 	dbs, err := source.Client.ListDatabaseNames(ctx, bson.D{})
 	if err != nil {
 		return nil, fmt.Errorf("list source databases: %w", err)

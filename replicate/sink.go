@@ -29,7 +29,7 @@ type Status struct {
 	// transactions (see Config.Transactions).
 	Transactions bool `json:"transactions"`
 	// Phase is starting, copying, streaming or halted.
-	Phase string `json:"phase"`
+	Phase Phase `json:"phase"`
 	// Namespace is the collection being copied (copying only).
 	Namespace string `json:"namespace,omitempty"`
 	// Copied and Total count documents of the initial copy.
@@ -152,7 +152,7 @@ func (s *Sink) logProgress(force bool) {
 	if !due {
 		return
 	}
-	e := s.log.Info().Str("phase", st.Phase)
+	e := s.log.Info().Str("phase", string(st.Phase))
 	if st.Phase == PhaseCopying {
 		e = e.Str("ns", st.Namespace).Int64("copied", st.Copied).Int64("of", st.Total)
 	} else {
@@ -257,7 +257,7 @@ func Open(ctx context.Context, cfg Config, target *mongodb.Conn, metadataDB stri
 	if s.status.Phase == PhaseStarting && (st != nil && st.Phase == phaseDone || !cfg.initialSync()) {
 		s.status.Phase = PhaseStreaming
 	}
-	s.log.Info().Str("target", target.Redacted).Str("phase", s.status.Phase).Int("workers", cfg.Workers).
+	s.log.Info().Str("target", target.Redacted).Str("phase", string(s.status.Phase)).Int("workers", cfg.Workers).
 		Bool("bidirectional", cfg.Bidirectional).Bool("transactions", s.txn).Msg("replication pipeline open")
 	return s, nil
 }

@@ -84,12 +84,15 @@ type haltedState struct {
 	At     time.Time `bson:"at"`
 }
 
+// Phase is where a pipeline is: starting, copying, streaming or halted.
+type Phase string
+
 // Phases of a pipeline.
 const (
-	PhaseStarting  = "starting"
-	PhaseCopying   = "copying"
-	PhaseStreaming = "streaming"
-	PhaseHalted    = "halted"
+	PhaseStarting  Phase = "starting"
+	PhaseCopying   Phase = "copying"
+	PhaseStreaming Phase = "streaming"
+	PhaseHalted    Phase = "halted"
 )
 
 const phaseDone = "done"
@@ -195,7 +198,7 @@ func isNoDocuments(err error) bool {
 // `godwit status` when the daemon is not reachable.
 type Progress struct {
 	Pipeline   string         `json:"pipeline"`
-	Phase      string         `json:"phase"`
+	Phase      Phase          `json:"phase"`
 	Copied     int64          `json:"copied"`
 	Total      int64          `json:"total"`
 	Namespaces []NSProgress   `json:"namespaces,omitempty"`
