@@ -194,11 +194,17 @@ func oneLine(s string) string {
 	return out
 }
 
-// WaitDelivered waits until every running database trigger has handled
-// outbox sequence seq (delivered or parked), or halted, or ctx ended, and
-// returns one error per trigger that did not get there, naming it.
-// Triggers that start later are not waited for.
+// WaitDelivered waits until Run has started the triggers (Started), then
+// until every running database trigger has handled outbox sequence seq
+// (delivered or parked), or halted, or ctx ended. It returns one error per
+// trigger that did not get there, naming it. Triggers that could not start
+// or start later are not waited for.
 func (m *Manager) WaitDelivered(ctx context.Context, seq uint64) []error {
+	select {
+	case <-m.started:
+	case <-ctx.Done():
+		return []error{fmt.Errorf("triggers are still starting: %w", ctx.Err())}
+	}
 	m.mu.Lock()
 	var running []*active
 	for _, a := range m.active {
@@ -219,8 +225,14 @@ func (m *Manager) WaitDelivered(ctx context.Context, seq uint64) []error {
 
 // WaitAcked blocks until trigger id has handled every record up to seq of
 // its outbox (database triggers) or of the queue (the others), delivered
-// or parked in its dead letters, or ctx ends. The trigger must be running.
+// or parked in its dead letters, or ctx ends. It waits for Run to start the
+// triggers first; then the trigger must be running.
 func (m *Manager) WaitAcked(ctx context.Context, id string, seq uint64) error {
+	select {
+	case <-m.started:
+	case <-ctx.Done():
+		return fmt.Errorf("trigger %s: triggers are still starting: %w", id, ctx.Err())
+	}
 	a := m.running(id)
 	if a == nil || a.runner == nil {
 		return fmt.Errorf("trigger %s: %w (not running)", id, ErrNotFound)
