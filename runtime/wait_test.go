@@ -78,7 +78,13 @@ sinks:
 		t.Fatal(err)
 	}
 
-	// A sequence nothing will reach: each sink is named when ctx ends.
+	// A sequence nothing will reach: each sink is named when ctx ends (the
+	// triggers, none here, have started: they add nothing).
+	select {
+	case <-d.Triggers.Started():
+	case <-ctx.Done():
+		t.Fatal("the trigger manager did not start")
+	}
 	short, cancelShort := context.WithCancel(ctx)
 	cancelShort()
 	errs := d.WaitDelivered(short, last+1)

@@ -194,16 +194,30 @@ func oneLine(s string) string {
 	return out
 }
 
+// waitStarted waits until Run has started the triggers, or ctx ends (an
+// error then). Once they started it returns nil whatever ctx is.
+func (m *Manager) waitStarted(ctx context.Context) error {
+	select {
+	case <-m.started:
+		return nil
+	default:
+	}
+	select {
+	case <-m.started:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("triggers are still starting: %w", ctx.Err())
+	}
+}
+
 // WaitDelivered waits until Run has started the triggers (Started), then
 // until every running database trigger has handled outbox sequence seq
 // (delivered or parked), or halted, or ctx ended. It returns one error per
 // trigger that did not get there, naming it. Triggers that could not start
 // or start later are not waited for.
 func (m *Manager) WaitDelivered(ctx context.Context, seq uint64) []error {
-	select {
-	case <-m.started:
-	case <-ctx.Done():
-		return []error{fmt.Errorf("triggers are still starting: %w", ctx.Err())}
+	if err := m.waitStarted(ctx); err != nil {
+		return []error{err}
 	}
 	m.mu.Lock()
 	var running []*active
@@ -228,10 +242,8 @@ func (m *Manager) WaitDelivered(ctx context.Context, seq uint64) []error {
 // or parked in its dead letters, or ctx ends. It waits for Run to start the
 // triggers first; then the trigger must be running.
 func (m *Manager) WaitAcked(ctx context.Context, id string, seq uint64) error {
-	select {
-	case <-m.started:
-	case <-ctx.Done():
-		return fmt.Errorf("trigger %s: triggers are still starting: %w", id, ctx.Err())
+	if err := m.waitStarted(ctx); err != nil {
+		return fmt.Errorf("trigger %s: %w", id, err)
 	}
 	a := m.running(id)
 	if a == nil || a.runner == nil {
