@@ -63,19 +63,38 @@ func (v View) Sink(id CursorID) (SinkState, bool, error) {
 }
 
 // View calls fn with one consistent read of the outbox.
+//
+// LastSeq after View returns is at least the View's Last: a View can run
+// between an append's commit and the appender publishing its new last
+// sequence, and a caller that saw the commit in the View (a source's
+// Captured count, say) and then asks LastSeq must not get an older answer.
 func (o *Outbox) View(fn func(View) error) error {
 	for {
+		var seen uint64
 		err := o.viewTx(func(meta *bolt.Tx) error {
 			// The active segment is taken after the cursor file's
 			// snapshot, so it is at least as new.
 			return o.viewSources(func(seg *bolt.Tx) error {
-				return fn(View{meta: meta, seg: seg})
+				v := View{meta: meta, seg: seg}
+				seen = v.Last()
+				return fn(v)
 			})
 		})
 		if !errors.Is(err, errSegmentGone) {
+			o.sawCommitted(seen)
 			return err
 		}
 	}
+}
+
+// sawCommitted publishes a last sequence a read saw committed, if the
+// appender has not yet: it is committed, so it is the outbox's last.
+func (o *Outbox) sawCommitted(last uint64) {
+	o.mu.Lock()
+	if last > o.last {
+		o.last = last
+	}
+	o.mu.Unlock()
 }
 
 // WaitUntil calls cond with a consistent View now and again after every
