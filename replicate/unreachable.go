@@ -28,8 +28,9 @@ func unreachable(err error) bool {
 		return false
 	}
 	var sel topology.ServerSelectionError
+	var conn topology.ConnectionError // a handshake refused before the driver marked the server unknown
 	var le mongo.LabeledError
-	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.As(err, &sel) ||
+	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.As(err, &sel) || errors.As(err, &conn) ||
 		errors.As(err, &le) && le.HasErrorLabel("RetryableWriteError") && !unsupportedCode(err)
 }
 
