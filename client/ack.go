@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -110,7 +111,10 @@ func (a *acker) flush(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.c.opts.callTimeout)
 	defer cancel()
-	_, err = a.c.rpc.Ack(ctx, &pb.AckRequest{DurableName: a.name, Sequence: target})
+	// Wait for the connection within the call's timeout: right after
+	// godwit restarts, gRPC's channel may still be backing off from the
+	// refused reconnects, and failing fast would lose the ack to a race.
+	_, err = a.c.rpc.Ack(ctx, &pb.AckRequest{DurableName: a.name, Sequence: target}, grpc.WaitForReady(true))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
