@@ -126,41 +126,57 @@ func TestDemo_ContinuesWhereItStopped(t *testing.T) {
 // times, restarting it each time; in the end the outbox must equal the
 // source's history (the demo's own check) and pass bbolt's consistency
 // check. Set GODWIT_CRASH_SEED to replay a failing run.
+//
+// Every run is asked for more operations than the one before, so each run
+// has writes to do and a kill can land in them however fast the machine
+// is. The kill moment is drawn from [20ms, longest], where longest starts
+// at 600ms and shrinks to the length of any run that finished before its
+// kill: the draws follow the machine's real pace, never a guess of it.
 func TestDemo_SurvivesKill9(t *testing.T) {
 	rng := crashRNG(t, 1)
 
-	const ops, kills = 1500, 25
+	const kills, step = 20, 100
+	ops := 1000
 	dir := t.TempDir()
-	killed := 0
-	for attempt := 0; killed < kills && attempt < 3*kills; attempt++ {
+	longest := 600 * time.Millisecond
+	killed, finished := 0, 0
+	for attempt := 0; killed < kills; attempt++ {
+		if attempt == 10*kills {
+			t.Fatalf("only %d of %d runs were killed before they finished (the kill moment never fell inside a run)", killed, attempt)
+		}
+		ops += step
 		cmd := exec.Command(godwit, "demo", "--json", "--ops", strconv.Itoa(ops), "--data", dir)
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		started := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		delay := time.Duration(20+rng.IntN(600)) * time.Millisecond
+		delay := 20*time.Millisecond + time.Duration(rng.Int64N(int64(longest-20*time.Millisecond)+1))
+		timer := time.NewTimer(delay)
 		select {
 		case err := <-done:
+			timer.Stop()
 			if err != nil {
-				t.Fatalf("demo failed on its own before the kill (run %d): %v", attempt, err)
+				t.Fatalf("demo failed on its own before the kill (run %d, %d ops): %v", attempt, ops, err)
 			}
-			// Finished before the kill: the workload is complete.
-			attempt = 3 * kills
-		case <-time.After(delay):
+			// It finished before the kill: later kills are drawn
+			// within the length of this run.
+			finished++
+			if took := time.Since(started); took > 40*time.Millisecond && took < longest {
+				longest = took
+			}
+		case <-timer.C:
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 			<-done
 			killed++
 		}
 	}
-	t.Logf("killed the demo %d times", killed)
-	if killed < 20 {
-		t.Fatalf("only %d kills landed before the workload finished; raise ops", killed)
-	}
+	t.Logf("killed the demo %d times; %d runs finished before their kill; %d operations", killed, finished, ops)
 
 	s, _ := runDemo(t, "--ops", strconv.Itoa(ops), "--data", dir)
-	if !s.Verified || s.Captured != ops || s.Delivered["events"] != ops || s.Replicated != ops {
+	if want := uint64(ops); !s.Verified || s.Captured != want || s.Delivered["events"] != want || s.Replicated != want {
 		t.Fatalf("after %d kills: %+v", killed, s)
 	}
 	ob, err := outbox.Open(s.Outbox, outbox.Options{})
