@@ -60,6 +60,10 @@ type Store struct {
 	walRecords int
 	committed  *lungo.Catalog
 	lastEntry  bsonkit.Doc
+	// logged holds the entries of the log's records since the last
+	// checkpoint, oldest first: the next checkpoint's changes start with
+	// them, even when lungo has trimmed them from its oplog meanwhile.
+	logged bsonkit.List
 	// walNoSync skips the log's fdatasync: BenchmarkStore_CommitNoFsync
 	// only, never set otherwise.
 	walNoSync bool
@@ -310,6 +314,7 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 			return fmt.Errorf("store embedded store %s: %w", s.path, err)
 		}
 		s.lastEntry = entries[len(entries)-1]
+		s.logged = append(s.logged, entries...)
 	}
 	s.committed = cat
 	if s.walRecords >= walMaxRecords || s.walSize >= walMaxBytes {
@@ -326,21 +331,39 @@ func (s *Store) checkpoint(cat *lungo.Catalog) error {
 		list = o.Documents.List
 	}
 
-	// Anchor on the last stored oplog entry: the ones after it are this
-	// commit's changes; the stored ones before the new head were trimmed.
+	// Anchor on the last entry stored or logged since: the stored ones,
+	// then the logged ones, then the catalog's entries after the anchor
+	// are the history; what follows the stored ones are the changes to
+	// write (the logged ones count even if lungo has trimmed them since).
+	// The stored entries before the new head were trimmed.
 	var fresh bsonkit.List
 	head, anchored := 0, false
-	if n := len(s.oplog); n > 0 {
-		last := s.oplog[n-1].doc
+	last := s.lastStoredOrLogged()
+	if last != nil {
 		for i := len(list) - 1; i >= 0; i-- {
 			if list[i] == last {
-				fresh, anchored = list[i+1:], true
+				fresh = append(slices.Clip(s.logged), list[i+1:]...)
+				anchored = true
 				break
 			}
 		}
-		if anchored {
-			for s.oplog[head].doc != list[0] {
-				head++
+	}
+	// head: the stored entries before it were trimmed; trimmed: the number
+	// of fresh ones lungo trimmed too (when none of the stored are left).
+	trimmed := 0
+	if anchored && len(list) > 0 {
+		head = len(s.oplog)
+		for i, e := range s.oplog {
+			if e.doc == list[0] {
+				head = i
+				break
+			}
+		}
+		if head == len(s.oplog) {
+			// The committed oplog is a suffix of fresh.
+			trimmed = len(fresh) - len(list)
+			if trimmed < 0 || fresh[trimmed] != list[0] {
+				anchored = false
 			}
 		}
 	}
@@ -389,7 +412,7 @@ func (s *Store) checkpoint(cat *lungo.Catalog) error {
 		}
 		var err error
 		if anchored {
-			oplog, err = appendOplog(tx.Bucket(bucketOplog), s.oplog, head, fresh)
+			oplog, err = appendOplog(tx.Bucket(bucketOplog), s.oplog, head, fresh[trimmed:])
 		} else {
 			oplog, err = diffOplog(tx.Bucket(bucketOplog), s.oplog, cat.Namespaces[lungo.Oplog])
 		}
@@ -550,9 +573,11 @@ func applyChanges(root *bolt.Bucket, key []byte, changes []change) (applied, err
 
 // diff writes the documents that differ between the stored collection and
 // the committed one, by pointer identity (lungo never modifies a document in
-// place: a write replaces it). It costs a map lookup per document, and is
-// used only when the oplog cannot say what changed. A document deleted and
-// inserted again with the same _id keeps its stored position.
+// place: a write replaces it). It is used only when the oplog cannot say
+// what changed, and costs a map lookup and an _id lookup per document. A
+// document replaced keeps its stored position; if the committed order is
+// not the stored positions' order (a document deleted and inserted again
+// with the same _id moved to the end), the namespace is rewritten.
 func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsState) (*nsState, error) {
 	b, err := nsBucket(root, encodeHandle(h))
 	if err != nil {
@@ -561,6 +586,12 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
 	st := &nsState{coll: coll, count: old.count}
 	prev, next := old.coll.Documents, coll.Documents
+	if ok, err := inStoredOrder(ids, next.List); err != nil || !ok {
+		if err != nil {
+			return nil, err
+		}
+		return rewrite(root, h, coll)
+	}
 	put := map[string]bool{}
 	for _, doc := range next.List {
 		if prev.Has(doc) {
@@ -621,6 +652,30 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 		return nil, err
 	}
 	return st, nil
+}
+
+// inStoredOrder reports whether list's documents with a stored position come
+// in the order of their positions, and the ones without come after them
+// all (they will be given new, higher positions).
+func inStoredOrder(ids *bolt.Bucket, list bsonkit.List) (bool, error) {
+	var last []byte
+	newSeen := false
+	for i, doc := range list {
+		id, err := encodeID(bsonkit.Get(doc, "_id"))
+		if err != nil {
+			return false, fmt.Errorf("document %d: %w", i, err)
+		}
+		pos := ids.Get(id)
+		switch {
+		case pos == nil:
+			newSeen = true
+		case newSeen || last != nil && bytes.Compare(pos, last) <= 0:
+			return false, nil
+		default:
+			last = pos
+		}
+	}
+	return true, nil
 }
 
 // rewrite replaces a namespace's buckets with the collection's contents.
@@ -717,6 +772,19 @@ func sameIndexes(old map[string]mongokit.IndexConfig, coll *mongokit.Collection)
 	return true
 }
 
+// lastStoredOrLogged is the newest oplog entry in bbolt or the log, or nil.
+func (s *Store) lastStoredOrLogged() bsonkit.Doc {
+	if n := len(s.logged); n > 0 {
+		return s.logged[n-1]
+	}
+	if n := len(s.oplog); n > 0 {
+		return s.oplog[n-1].doc
+	}
+	return nil
+}
+
+// appendOplog deletes the stored entries before head and stores the fresh
+// ones.
 func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List) ([]entryRef, error) {
 	for _, e := range stored[:head] {
 		if err := b.Delete(seqKey(e.seq)); err != nil {

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -98,6 +100,21 @@ func handles(c *lungo.Catalog) []string {
 	return out
 }
 
+// testSeed returns the seed of a randomized test, from the clock or from
+// GODWIT_TEST_SEED, and logs it so a failing run can be replayed.
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GODWIT_TEST_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("GODWIT_TEST_SEED=%q: want an unsigned integer", s)
+		}
+	}
+	t.Logf("seed %d (GODWIT_TEST_SEED=%d to replay)", seed, seed)
+	return seed
+}
+
 // reload reads the file as a new process would.
 func reload(t testing.TB, path string) *lungo.Catalog {
 	t.Helper()
@@ -174,8 +191,7 @@ func randomOp(ctx context.Context, t testing.TB, client lungo.IClient, rnd *rand
 
 func TestStore_ReopenedEqualsCommitted(t *testing.T) {
 	ctx := context.Background()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 7))
 	path := filepath.Join(t.TempDir(), "source.lungo")
 	// A small oplog, so lungo trims it while the workload runs.
@@ -270,8 +286,7 @@ func TestStore_MatchesFileStore(t *testing.T) {
 	// the same catalog (documents in natural order, indexes, oplog length).
 	ctx := context.Background()
 	dir := t.TempDir()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 
 	fileClient, fileEng, err := lungo.Open(ctx, lungo.Options{Store: lungo.NewFileStore(filepath.Join(dir, "file.bson"), 0o600), MaxOplogSize: 50, MinOplogSize: 10, MinOplogAge: time.Nanosecond})
 	if err != nil {
@@ -422,8 +437,7 @@ func TestStore_AfterCloseFails(t *testing.T) {
 
 func TestStore_ReplaysLogAfterCrash(t *testing.T) {
 	ctx := context.Background()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, 11))
 	dir := t.TempDir()
 	path := filepath.Join(dir, "source.lungo")
@@ -493,5 +507,88 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A document deleted and inserted again with the same _id moves to the end
+// of lungo's natural order. The store must keep that order when the oplog
+// no longer holds the commits since its last checkpoint, and when a single
+// commit writes more oplog entries than lungo keeps. (lungo's engine only
+// trims entries older than a second, so this drives the store with lungo
+// transactions directly.)
+func TestStore_ReinsertMovesToEnd(t *testing.T) {
+	h := lungo.Handle{"shop", "orders"}
+	insert := func(txn *lungo.Transaction, ids ...int) error {
+		for _, id := range ids {
+			if _, err := txn.Insert(h, bsonkit.List{bsonkit.MustConvert(bson.M{"_id": id})}, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	reinsert3 := func(txn *lungo.Transaction) error {
+		if _, err := txn.Delete(h, bsonkit.MustConvert(bson.M{"_id": 3}), nil, 0, 0); err != nil {
+			return err
+		}
+		return insert(txn, 3)
+	}
+	update0 := func(txn *lungo.Transaction) error {
+		_, err := txn.Update(h, bsonkit.MustConvert(bson.M{"_id": 0}), nil, bsonkit.MustConvert(bson.M{"$inc": bson.M{"n": 1}}), 0, 1, false, nil)
+		return err
+	}
+	for _, tc := range []struct {
+		name    string
+		changes []func(*lungo.Transaction) error
+	}{
+		{"logged, then trimmed before the checkpoint", append([]func(*lungo.Transaction) error{reinsert3}, slices.Repeat([]func(*lungo.Transaction) error{update0}, 10)...)},
+		{"in a commit larger than the oplog", []func(*lungo.Transaction) error{func(txn *lungo.Transaction) error {
+			if err := reinsert3(txn); err != nil {
+				return err
+			}
+			return insert(txn, 100, 101, 102, 103, 104, 105)
+		}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "source.lungo")
+			var s *boltstore.Store
+			var cat *lungo.Catalog
+			open := func() {
+				var err error
+				if s, err = boltstore.Open(path, boltstore.Options{}); err != nil {
+					t.Fatal(err)
+				}
+				if cat, err = s.Load(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			commit := func(change func(*lungo.Transaction) error) {
+				t.Helper()
+				txn := lungo.NewTransaction(cat)
+				if err := change(txn); err != nil {
+					t.Fatal(err)
+				}
+				txn.Clean(5, 5, 0, 0)
+				cat = txn.Catalog()
+				if err := s.Store(cat); err != nil {
+					t.Fatal(err)
+				}
+			}
+			open()
+			for i := range 10 {
+				commit(func(txn *lungo.Transaction) error { return insert(txn, i) })
+			}
+			// Close checkpoints: _id 3 is in the file at its position.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			open()
+			for _, change := range tc.changes {
+				commit(change)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			mustEqualCatalogs(t, cat, reload(t, path))
+		})
 	}
 }

@@ -23,7 +23,9 @@ import (
 // first checkpoints the log into bbolt, then commits to bbolt as before.
 //
 // A checkpoint writes the catalog's changes since the last one in one bbolt
-// transaction (anchored on the oplog, as a direct commit is) and raises the
+// transaction: the logged records' entries (kept in memory, since lungo may
+// have trimmed them from its oplog meanwhile), then the catalog's entries
+// after the last logged one, as a direct commit does, and raises the
 // file's log generation in the same transaction; only then is the log
 // truncated. Each record carries the generation it was written in, so a
 // record that a checkpoint already covers is recognised, even when the
@@ -163,7 +165,7 @@ func (s *Store) appendWAL(entries bsonkit.List, head any) error {
 // resetWAL starts the log over after a checkpoint made its records
 // redundant: their generation is stale, so the next records overwrite them.
 func (s *Store) resetWAL() {
-	s.walSize, s.walRecords = 0, 0
+	s.walSize, s.walRecords, s.logged = 0, 0, nil
 }
 
 // logEntries returns the oplog entries cat holds after the last one logged
