@@ -392,7 +392,7 @@ func (s *Source) open(ctx context.Context, token bson.Raw, startAt *primitive.Ti
 }
 
 // stream runs one change stream until it fails or ctx ends.
-func (s *Source) stream(ctx context.Context, fp string) error {
+func (s *Source) stream(ctx context.Context, fp string) (err error) {
 	st, _, err := s.ob.Source(s.cfg.ID)
 	if err != nil {
 		return haltError{fmt.Sprintf("stored state is unreadable: %v; %s", err, s.resyncHint()), true}
@@ -441,6 +441,13 @@ func (s *Source) stream(ctx context.Context, fp string) error {
 	s.log.Info().Str("uri", s.conn.Redacted).Bool("resumed", len(token) > 0).Msg("change stream open")
 
 	b := &batcher{src: s, fp: fp, stored: token, lastCheckpoint: time.Now()}
+	// Whatever ends the stream, the last batch handed to the outbox is
+	// written (or has failed) before stream returns.
+	defer func() {
+		if werr := b.wait(ctx); werr != nil && err == nil {
+			err = werr
+		}
+	}()
 	healthy := false
 	for {
 		var ok bool
@@ -524,6 +531,15 @@ type batcher struct {
 	frags          fragments
 	lastGood       bson.Raw // last non-nil safe token
 	lastCheckpoint time.Time
+	// writing is the batch being appended to the outbox while the stream
+	// reads the next one; nil when none is.
+	writing *write
+}
+
+// write is one batch's append to the outbox, in its own goroutine.
+type write struct {
+	done chan struct{}
+	err  error
 }
 
 // add takes one raw event with the stream's resume token after it. It
@@ -625,25 +641,50 @@ func (b *batcher) flush(ctx context.Context, postBatch bson.Raw) error {
 			return nil
 		}
 	}
-	_, err := s.ob.Append(ctx, s.cfg.ID, b.events, outbox.Checkpoint{Token: token, Fingerprint: b.fp, LastClusterTime: b.lastCT})
-	if err != nil {
+	// One batch at a time: the outbox writes this one (its fsync is most
+	// of the cost) while the stream reads and parses the next.
+	if err := b.wait(ctx); err != nil {
+		return err
+	}
+	w := &write{done: make(chan struct{})}
+	events, cp := b.events, outbox.Checkpoint{Token: token, Fingerprint: b.fp, LastClusterTime: b.lastCT}
+	n, f, wall := len(events), b.filtered, b.lastWall
+	go func() {
+		defer close(w.done)
+		if _, w.err = s.ob.Append(ctx, s.cfg.ID, events, cp); w.err != nil {
+			return
+		}
+		s.set(func(x *Status) {
+			x.Captured += uint64(n)
+			x.Filtered += uint64(f)
+			if !wall.IsZero() {
+				x.LastEvent = wall
+			}
+		})
+	}()
+	b.writing = w
+	b.stored = token
+	b.events = make([][]byte, 0, cap(events))
+	b.filtered = 0
+	b.lastCheckpoint = time.Now()
+	return nil
+}
+
+// wait returns once the batch being written (if any) is in the outbox, or
+// with the halt its failure means.
+func (b *batcher) wait(ctx context.Context) error {
+	w := b.writing
+	if w == nil {
+		return nil
+	}
+	<-w.done
+	b.writing = nil
+	if w.err != nil {
 		if ctx.Err() != nil {
 			return nil // shutting down while capture was paused: not stored, re-read on restart
 		}
-		return haltError{fmt.Sprintf("writing to the outbox failed: %v", err), true}
+		return haltError{fmt.Sprintf("writing to the outbox failed: %v", w.err), true}
 	}
-	n, f := len(b.events), b.filtered
-	s.set(func(x *Status) {
-		x.Captured += uint64(n)
-		x.Filtered += uint64(f)
-		if !b.lastWall.IsZero() {
-			x.LastEvent = b.lastWall
-		}
-	})
-	b.stored = token
-	b.events = b.events[:0]
-	b.filtered = 0
-	b.lastCheckpoint = time.Now()
 	return nil
 }
 
