@@ -58,7 +58,7 @@ func BenchmarkCapture(b *testing.B) {
 		defer engine.Close(ctx)
 		writeDocs(b, engine.Client, b.N)
 		// Start at the first write, as a source that was running then.
-		first := engine.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List[0]
+		first := engine.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List()[0]
 		start, ok := bsonkit.Get(first, "clusterTime").(primitive.Timestamp)
 		if !ok {
 			b.Fatalf("oplog entry without clusterTime: %v", *first)

@@ -88,7 +88,7 @@ func TestContract_DevDB(t *testing.T) {
 				t.Fatal("the oplog never dropped the stored position")
 			}
 			insert(t, engine, db, "c", fmt.Sprintf("filler-%d", i))
-			oplog := engine.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List
+			oplog := engine.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List()
 			if first, _ := bsonkit.Get(oplog[0], "clusterTime").(primitive.Timestamp); at.Before(first) {
 				break
 			}

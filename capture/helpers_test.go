@@ -201,7 +201,7 @@ func insert(t *testing.T, conn *mongodb.Conn, db, coll string, id any) {
 // current second, so this takes up to about a second of writes).
 func overflowOplog(t *testing.T, conn *mongodb.Conn, db, coll string) {
 	t.Helper()
-	oplog := func() []bsonkit.Doc { return conn.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List }
+	oplog := func() []bsonkit.Doc { return conn.Engine.Catalog().Namespaces[lungo.Oplog].Documents.List() }
 	first := bsonkit.Get(oplog()[0], "_id")
 	for i := 0; ; i++ {
 		if i > 100000 {

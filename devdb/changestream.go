@@ -202,7 +202,7 @@ func oplogTime(e bsonkit.Doc) primitive.Timestamp {
 }
 
 func (s *Server) scan(cs *changeStream, n int) (bson.A, bson.D, error) {
-	list := s.engine.Catalog().Namespaces[lungo.Oplog].Documents.List
+	list := s.engine.Catalog().Namespaces[lungo.Oplog].Documents.List()
 	if len(list) > 0 && lost(cs.pos, oplogTime(list[0])) {
 		first := oplogTime(list[0])
 		return nil, nil, errorf(codeChangeStreamHistoryLost, "the change stream fell behind: its position %d.%d is older than the oldest oplog entry %d.%d; the events in between are gone", cs.pos.T, cs.pos.I, first.T, first.I)

@@ -322,7 +322,7 @@ func TestServer_ChangeStreamHistoryLost(t *testing.T) {
 		if _, err := coll.InsertOne(ctx, bson.M{"_id": i}); err != nil {
 			t.Fatal(err)
 		}
-		first := engine.Catalog().Namespaces[lungo.Oplog].Documents.List[0]
+		first := engine.Catalog().Namespaces[lungo.Oplog].Documents.List()[0]
 		if ts, _ := first.Map()["clusterTime"].(primitive.Timestamp); at.Before(ts) {
 			break
 		}
@@ -334,7 +334,7 @@ func TestServer_ChangeStreamHistoryLost(t *testing.T) {
 	}
 
 	// Starting at the oldest entry still in the oplog loses nothing.
-	first := engine.Catalog().Namespaces[lungo.Oplog].Documents.List[0]
+	first := engine.Catalog().Namespaces[lungo.Oplog].Documents.List()[0]
 	firstTS := first.Map()["clusterTime"].(primitive.Timestamp)
 	firstID := first.Map()["documentKey"].(bson.D).Map()["_id"]
 	cs, err = coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetStartAtOperationTime(&firstTS))

@@ -232,7 +232,7 @@ func (s *Server) dbStats(r *request) (bson.D, error) {
 	for h, ns := range txn.Catalog().Namespaces {
 		if h[0] == r.db {
 			colls++
-			objects += len(ns.Documents.List)
+			objects += ns.Documents.Len()
 			indexes += len(ns.Indexes)
 		}
 	}

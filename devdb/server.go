@@ -322,7 +322,7 @@ func (s *Server) handle(c *conn, m *message) (reply []byte) {
 
 // operationTime is the cluster time of the newest oplog entry.
 func (s *Server) operationTime() primitive.Timestamp {
-	list := s.engine.Catalog().Namespaces[lungo.Oplog].Documents.List
+	list := s.engine.Catalog().Namespaces[lungo.Oplog].Documents.List()
 	if len(list) == 0 {
 		return bsonkit.Now()
 	}
@@ -428,7 +428,7 @@ func (s *Server) reap() {
 // (an empty oplog gives no way to tell "nothing happened" from "history
 // lost"). The config database is never part of a change stream.
 func ensureOplog(engine *lungo.Engine) error {
-	if len(engine.Catalog().Namespaces[lungo.Oplog].Documents.List) > 0 {
+	if engine.Catalog().Namespaces[lungo.Oplog].Documents.Len() > 0 {
 		return nil
 	}
 	txn, err := engine.Begin(context.Background(), true)

@@ -147,7 +147,7 @@ func (s *Server) runInSession(r *request) (bson.D, error) {
 func (s *Server) commitTxn(sess *session) error {
 	txn, base := sess.txn, sess.base
 	sess.txn, sess.base = nil, nil
-	entries := txn.Catalog().Namespaces[lungo.Oplog].Documents.List[len(base.Namespaces[lungo.Oplog].Documents.List):]
+	entries := txn.Catalog().Namespaces[lungo.Oplog].Documents.List()[base.Namespaces[lungo.Oplog].Documents.Len():]
 	if len(entries) == 0 {
 		sess.committed = true // read-only
 		return nil
@@ -177,7 +177,7 @@ func (s *Server) commitTxn(sess *session) error {
 	// its change events do (as a real server's) also when they are read
 	// after devdb restarted. The entries were created by this commit and
 	// are not shared with any committed catalog yet.
-	oplog := live.Catalog().Namespaces[lungo.Oplog].Documents.List
+	oplog := live.Catalog().Namespaces[lungo.Oplog].Documents.List()
 	for i := len(oplog) - 1; i >= 0; i-- {
 		if ts, _ := bsonkit.Get(oplog[i], "clusterTime").(primitive.Timestamp); !before.Before(ts) {
 			break
@@ -378,7 +378,7 @@ func (s *Server) read(r *request) (*lungo.Transaction, error) {
 }
 
 func lastOplogTime(c *lungo.Catalog) primitive.Timestamp {
-	list := c.Namespaces[lungo.Oplog].Documents.List
+	list := c.Namespaces[lungo.Oplog].Documents.List()
 	if len(list) == 0 {
 		return primitive.Timestamp{}
 	}
@@ -387,7 +387,7 @@ func lastOplogTime(c *lungo.Catalog) primitive.Timestamp {
 }
 
 func firstOplogTime(c *lungo.Catalog) primitive.Timestamp {
-	list := c.Namespaces[lungo.Oplog].Documents.List
+	list := c.Namespaces[lungo.Oplog].Documents.List()
 	if len(list) == 0 {
 		return primitive.Timestamp{}
 	}

@@ -232,10 +232,10 @@ func (c *Conn) LastOplogTime() (primitive.Timestamp, bool) {
 		return primitive.Timestamp{}, false
 	}
 	oplog := c.Engine.Catalog().Namespaces[lungo.Oplog]
-	if oplog == nil || len(oplog.Documents.List) == 0 {
+	if oplog == nil || oplog.Documents.Len() == 0 {
 		return primitive.Timestamp{}, false
 	}
-	ts, ok := bsonkit.Get(oplog.Documents.List[len(oplog.Documents.List)-1], "clusterTime").(primitive.Timestamp)
+	ts, ok := bsonkit.Get(oplog.Documents.List()[oplog.Documents.Len()-1], "clusterTime").(primitive.Timestamp)
 	return ts, ok
 }
 
@@ -245,10 +245,10 @@ func (c *Conn) LastOplogTime() (primitive.Timestamp, bool) {
 // reuse timestamps, and oplog entry ids (the resume tokens) would collide.
 func advanceClock(ctx context.Context, engine *lungo.Engine) error {
 	oplog := engine.Catalog().Namespaces[lungo.Oplog]
-	if oplog == nil || len(oplog.Documents.List) == 0 {
+	if oplog == nil || oplog.Documents.Len() == 0 {
 		return nil
 	}
-	v := bsonkit.Get(oplog.Documents.List[len(oplog.Documents.List)-1], "clusterTime")
+	v := bsonkit.Get(oplog.Documents.List()[oplog.Documents.Len()-1], "clusterTime")
 	last, ok := v.(primitive.Timestamp)
 	if !ok {
 		return nil

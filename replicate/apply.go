@@ -303,10 +303,10 @@ func (s *Sink) fence(ctx context.Context) error {
 // oplog entry.
 func oplogEnd(e *lungo.Engine) primitive.Timestamp {
 	ns := e.Catalog().Namespaces[lungo.Oplog]
-	if ns == nil || len(ns.Documents.List) == 0 {
+	if ns == nil || ns.Documents.Len() == 0 {
 		return primitive.Timestamp{}
 	}
-	ts, _ := bsonkit.Get(ns.Documents.List[len(ns.Documents.List)-1], "clusterTime").(primitive.Timestamp)
+	ts, _ := bsonkit.Get(ns.Documents.List()[ns.Documents.Len()-1], "clusterTime").(primitive.Timestamp)
 	return ts
 }
 

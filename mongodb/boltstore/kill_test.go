@@ -174,10 +174,10 @@ func checkAfterCrash(t *testing.T, path string, acked int64) {
 		t.Fatal(err)
 	}
 	counter := cat.Namespaces[counterNS]
-	if counter == nil || len(counter.Documents.List) != 1 {
+	if counter == nil || len(counter.Documents.List()) != 1 {
 		t.Fatalf("counter missing after acknowledging commit %d", acked)
 	}
-	n, _ := bsonkit.Get(counter.Documents.List[0], "n").(int64)
+	n, _ := bsonkit.Get(counter.Documents.List()[0], "n").(int64)
 	// The commit after the last acknowledged one may be durable too (killed
 	// before it printed its ack).
 	if n != acked && n != acked+1 {
@@ -189,10 +189,10 @@ func checkAfterCrash(t *testing.T, path string, acked int64) {
 	for i := max(1, n-keep+1); i <= n; i++ {
 		want = append(want, i)
 	}
-	if len(items.Documents.List) != len(want) {
-		t.Fatalf("shop.items has %d documents at commit %d, want %d", len(items.Documents.List), n, len(want))
+	if len(items.Documents.List()) != len(want) {
+		t.Fatalf("shop.items has %d documents at commit %d, want %d", len(items.Documents.List()), n, len(want))
 	}
-	for i, doc := range items.Documents.List {
+	for i, doc := range items.Documents.List() {
 		id, _ := bsonkit.Get(doc, "_id").(int64)
 		if id != want[i] || bsonkit.Get(doc, "u") != fmt.Sprint("u", id) {
 			t.Fatalf("shop.items document %d is %v, want _id %d", i, *doc, want[i])
@@ -203,15 +203,15 @@ func checkAfterCrash(t *testing.T, path string, acked int64) {
 		if index == nil {
 			t.Fatalf("index %s missing", name)
 		}
-		if got := len(index.List()); got != len(items.Documents.List) {
-			t.Fatalf("index %s has %d entries for %d documents", name, got, len(items.Documents.List))
+		if got := len(index.List()); got != len(items.Documents.List()) {
+			t.Fatalf("index %s has %d entries for %d documents", name, got, len(items.Documents.List()))
 		}
 	}
 
 	// The inserts into shop.items in the oplog are consecutive and end with
 	// the last commit.
 	var inserted []int64
-	for _, e := range cat.Namespaces[lungo.Oplog].Documents.List {
+	for _, e := range cat.Namespaces[lungo.Oplog].Documents.List() {
 		if bsonkit.Get(e, "ns.coll") == "items" && bsonkit.Get(e, "operationType") == "insert" {
 			id, _ := bsonkit.Get(e, "documentKey._id").(int64)
 			inserted = append(inserted, id)

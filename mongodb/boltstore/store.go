@@ -250,7 +250,7 @@ func (s *Store) Load() (*lungo.Catalog, error) {
 func (s *Store) setCommitted(cat *lungo.Catalog) {
 	s.committed, s.lastEntry = cat, nil
 	if o := cat.Namespaces[lungo.Oplog]; o != nil && o.Documents.Len() > 0 {
-		s.lastEntry = o.Documents.List[o.Documents.Len()-1]
+		s.lastEntry = o.Documents.List()[o.Documents.Len()-1]
 	}
 }
 
@@ -310,7 +310,7 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 	}
 	if len(entries) > 0 {
 		oplog := cat.Namespaces[lungo.Oplog].Documents
-		if err := s.appendWAL(entries, bsonkit.Get(oplog.List[0], "_id")); err != nil {
+		if err := s.appendWAL(entries, bsonkit.Get(oplog.List()[0], "_id")); err != nil {
 			return fmt.Errorf("store embedded store %s: %w", s.path, err)
 		}
 		s.lastEntry = entries[len(entries)-1]
@@ -328,7 +328,7 @@ func (s *Store) Store(cat *lungo.Catalog) error {
 func (s *Store) checkpoint(cat *lungo.Catalog) error {
 	var list bsonkit.List
 	if o := cat.Namespaces[lungo.Oplog]; o != nil {
-		list = o.Documents.List
+		list = o.Documents.List()
 	}
 
 	// Anchor on the last entry stored or logged since: the stored ones,
@@ -586,14 +586,14 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
 	st := &nsState{coll: coll, count: old.count}
 	prev, next := old.coll.Documents, coll.Documents
-	if ok, err := inStoredOrder(ids, next.List); err != nil || !ok {
+	if ok, err := inStoredOrder(ids, next.List()); err != nil || !ok {
 		if err != nil {
 			return nil, err
 		}
 		return rewrite(root, h, coll)
 	}
 	put := map[string]bool{}
-	for _, doc := range next.List {
+	for _, doc := range next.List() {
 		if prev.Has(doc) {
 			continue
 		}
@@ -622,7 +622,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 		}
 		put[string(id)] = true
 	}
-	for _, doc := range prev.List {
+	for _, doc := range prev.List() {
 		if next.Has(doc) {
 			continue
 		}
@@ -645,7 +645,7 @@ func diff(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection, old *nsS
 		}
 		st.count--
 	}
-	if st.count != len(next.List) {
+	if st.count != len(next.List()) {
 		return rewrite(root, h, coll)
 	}
 	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), old.indexes, coll); err != nil {
@@ -693,8 +693,8 @@ func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsS
 	docs, ids := b.Bucket(bucketDocs), b.Bucket(bucketIDs)
 	docs.FillPercent = 1 // positions only grow
 	type idPos struct{ id, pos []byte }
-	byID := make([]idPos, 0, len(coll.Documents.List))
-	for i, doc := range coll.Documents.List {
+	byID := make([]idPos, 0, coll.Documents.Len())
+	for i, doc := range coll.Documents.List() {
 		raw, err := bson.Marshal(*doc)
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)
@@ -720,7 +720,7 @@ func rewrite(root *bolt.Bucket, h lungo.Handle, coll *mongokit.Collection) (*nsS
 			return nil, err
 		}
 	}
-	st := &nsState{coll: coll, count: len(coll.Documents.List)}
+	st := &nsState{coll: coll, count: coll.Documents.Len()}
 	if st.indexes, err = syncIndexes(b.Bucket(bucketIndexes), nil, coll); err != nil {
 		return nil, err
 	}
@@ -811,7 +811,7 @@ func appendOplog(b *bolt.Bucket, stored []entryRef, head int, fresh bsonkit.List
 func diffOplog(b *bolt.Bucket, stored []entryRef, oplog *mongokit.Collection) ([]entryRef, error) {
 	var list bsonkit.List
 	if oplog != nil {
-		list = oplog.Documents.List
+		list = oplog.Documents.List()
 	}
 	known := make(map[bsonkit.Doc]uint64, len(stored))
 	for _, e := range stored {

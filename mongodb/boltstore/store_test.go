@@ -66,12 +66,12 @@ func mustEqualCatalogs(t testing.TB, want, got *lungo.Catalog) {
 		if !ok {
 			t.Fatalf("namespace %s missing; got %v", h, handles(got))
 		}
-		if len(w.Documents.List) != len(g.Documents.List) {
-			t.Fatalf("%s: %d documents, want %d", h, len(g.Documents.List), len(w.Documents.List))
+		if len(w.Documents.List()) != len(g.Documents.List()) {
+			t.Fatalf("%s: %d documents, want %d", h, len(g.Documents.List()), len(w.Documents.List()))
 		}
-		for i := range w.Documents.List {
-			wb, _ := bson.Marshal(*w.Documents.List[i])
-			gb, _ := bson.Marshal(*g.Documents.List[i])
+		for i := range w.Documents.List() {
+			wb, _ := bson.Marshal(*w.Documents.List()[i])
+			gb, _ := bson.Marshal(*g.Documents.List()[i])
 			if !bytes.Equal(wb, gb) {
 				t.Fatalf("%s document %d: got %v, want %v", h, i, bson.Raw(gb), bson.Raw(wb))
 			}
@@ -85,8 +85,8 @@ func mustEqualCatalogs(t testing.TB, want, got *lungo.Catalog) {
 				t.Fatalf("%s: index %q differs or is missing", h, name)
 			}
 			// The rebuilt index holds exactly the collection's documents.
-			if n := len(gi.List()); n != len(g.Documents.List) && wi.Config().Partial == nil {
-				t.Fatalf("%s: index %q has %d entries, collection %d", h, name, n, len(g.Documents.List))
+			if n := len(gi.List()); n != len(g.Documents.List()) && wi.Config().Partial == nil {
+				t.Fatalf("%s: index %q has %d entries, collection %d", h, name, n, len(g.Documents.List()))
 			}
 		}
 	}
@@ -273,10 +273,10 @@ func TestStore_CommitLargerThanOplog(t *testing.T) {
 	})
 	commit(insert(500, 1))
 	got := cat
-	if n := len(got.Namespaces[h].Documents.List); n != 31 {
+	if n := len(got.Namespaces[h].Documents.List()); n != 31 {
 		t.Fatalf("shop.orders has %d documents, want 31", n)
 	}
-	if n := len(got.Namespaces[lungo.Oplog].Documents.List); n != 5 {
+	if n := len(got.Namespaces[lungo.Oplog].Documents.List()); n != 5 {
 		t.Fatalf("oplog has %d entries, want 5", n)
 	}
 }

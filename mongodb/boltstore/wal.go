@@ -184,7 +184,7 @@ func (s *Store) logEntries(cat *lungo.Catalog) (bsonkit.List, bool) {
 	if !ok {
 		return nil, false
 	}
-	fresh := oplog.Documents.List[pos+1:]
+	fresh := oplog.Documents.List()[pos+1:]
 	changes, err := parseChanges(fresh)
 	if err != nil {
 		return nil, false

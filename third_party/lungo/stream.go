@@ -183,9 +183,9 @@ func (s *Stream) next(ctx context.Context, block bool) bool {
 		}
 
 		// get next event
-		if len(oplog.List) > index+1 {
+		if len(oplog.List()) > index+1 {
 			// get event
-			event := oplog.List[index+1]
+			event := oplog.List()[index+1]
 
 			// get details
 			token := bsonkit.Get(event, "_id")

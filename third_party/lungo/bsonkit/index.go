@@ -210,6 +210,23 @@ func (i *Index) tuples(doc Doc) [][]interface{} {
 	return tuples
 }
 
+// Lookup returns the documents indexed under the given key values (one per
+// column), in ascending index order. A document with array values at an
+// indexed path appears once per matching element.
+func (i *Index) Lookup(keys []interface{}) List {
+	var list List
+	i.btree.Ascend(indexEntry{keys: keys}, func(e indexEntry) bool {
+		for j := range i.columns {
+			if Compare(e.keys[j], keys[j]) != 0 {
+				return false
+			}
+		}
+		list = append(list, e.doc)
+		return true
+	})
+	return list
+}
+
 // hasKey returns whether any entry with the given key tuple exists. It is
 // used to detect unique-index collisions independent of document identity.
 func (i *Index) hasKey(keys []interface{}) bool {

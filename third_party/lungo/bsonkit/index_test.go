@@ -385,3 +385,25 @@ func TestIndexMultiKeyUnique(t *testing.T) {
 	ok = index.Add(d2)
 	assert.True(t, ok)
 }
+
+func TestIndexLookup(t *testing.T) {
+	d1 := MustConvert(bson.M{"a": int64(1)})
+	d2 := MustConvert(bson.M{"a": 1.0})
+	d3 := MustConvert(bson.M{"a": bson.A{int32(1), "x"}})
+	d4 := MustConvert(bson.M{"a": "1"})
+
+	index := NewIndex(false, []Column{{Path: "a"}})
+	assert.True(t, index.Build(List{d1, d2, d3, d4}))
+	// Numbers compare by value across types; an array indexes each element.
+	assert.ElementsMatch(t, List{d1, d2, d3}, index.Lookup([]interface{}{int32(1)}))
+	assert.Equal(t, List{d3}, index.Lookup([]interface{}{"x"}))
+	assert.Equal(t, List{d4}, index.Lookup([]interface{}{"1"}))
+	assert.Empty(t, index.Lookup([]interface{}{int32(2)}))
+
+	index.Remove(d1)
+	assert.ElementsMatch(t, List{d2, d3}, index.Lookup([]interface{}{1.0}))
+
+	unique := NewIndex(true, []Column{{Path: "a"}})
+	assert.True(t, unique.Build(List{d1, d4}))
+	assert.Equal(t, List{d1}, unique.Lookup([]interface{}{1.0}))
+}

@@ -1,38 +1,45 @@
 package bsonkit
 
 import (
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/tidwall/btree"
 )
 
-// godwit: this file is changed from lungo v0.4.0 so that Clone costs O(1)
-// instead of copying the list and a map of every document (see
-// third_party/lungo/README.md). The list stays a plain slice that callers
-// read; versions of a set share its backing array and only append to it past
-// every other version's end, and the document index is a copy-on-write btree.
+// godwit: this file is changed from lungo v0.4.0 so that no operation on a
+// set costs time proportional to its size except reading the whole list
+// (see third_party/lungo/README.godwit.md). lungo clones the sets a
+// transaction writes, so before this change a single-document write copied
+// the list and a map of every document.
+//
+// A set is two copy-on-write btrees, cloned in O(1): the documents by key
+// (keys grow in insertion order; a replacement takes its predecessor's key)
+// and the keys by document identity. List builds the ordered slice from the
+// first and caches it. Appending and removing the first document keep the
+// cache (the oplog does only that); replacing or removing another document
+// drops it, so an update by _id, which never reads the whole list, costs
+// O(log n).
 
-// Set is set of unique documents. The set is not safe from concurrent access.
+// Set is set of unique documents. A set may be read from several goroutines
+// at once, but only one may change it, and not while others read.
 type Set struct {
-	// List holds the documents in insertion order (a replacement keeps its
-	// predecessor's place). Callers may read it but must not modify it: clones
-	// of a set share its backing array.
-	List List
-
-	// index maps a document (by identity) to its key; keys grow in list
-	// order, so a document's position is found by binary search.
+	// order holds the documents by key; index the keys by document.
+	order *btree.BTreeG[setEntry]
 	index *btree.BTreeG[setEntry]
 	next  uint64
 
-	// off is where List starts in its backing array; tail is shared by every
-	// set whose List lives in that array and records how far it is written.
+	// mu serialises building the cache and cloning.
+	mu sync.Mutex
+	// list is the cached ordered slice, nil when it must be rebuilt.
+	// Versions of a set share its backing array: off is where the list
+	// starts in it, and tail, shared by every version using that array,
+	// records how far it is written, so a version appends in place only
+	// past every other version's end.
+	list atomic.Pointer[List]
 	off  int
 	tail *setTail
-
-	// owned is true while no other set shares the backing array: only then
-	// may a slot before the end be overwritten in place.
-	owned atomic.Bool
 }
 
 type setEntry struct {
@@ -44,19 +51,24 @@ type setTail struct {
 	end atomic.Int64
 }
 
-func setLess(a, b setEntry) bool {
+func byDoc(a, b setEntry) bool {
 	return uintptr(unsafe.Pointer(a.doc)) < uintptr(unsafe.Pointer(b.doc))
+}
+
+func byKey(a, b setEntry) bool {
+	return a.key < b.key
 }
 
 // NewSet returns a new set from the specified list.
 func NewSet(list List) *Set {
 	// create set
 	set := &Set{
-		List:  make(List, 0, len(list)),
-		index: btree.NewBTreeG[setEntry](setLess),
+		order: btree.NewBTreeG[setEntry](byKey),
+		index: btree.NewBTreeG[setEntry](byDoc),
 		tail:  &setTail{},
 	}
-	set.owned.Store(true)
+	empty := make(List, 0, len(list))
+	set.list.Store(&empty)
 
 	// add documents
 	for _, doc := range list {
@@ -66,9 +78,35 @@ func NewSet(list List) *Set {
 	return set
 }
 
+// List returns the documents in insertion order (a replacement keeps its
+// predecessor's place). Callers must not modify it: versions of a set
+// share its backing array. Building it costs O(n) after a replacement or
+// a removal other than of the first document; it is cached until the
+// next one.
+func (s *Set) List() List {
+	if p := s.list.Load(); p != nil {
+		return *p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.list.Load(); p != nil {
+		return *p
+	}
+	list := make(List, 0, s.order.Len()+s.order.Len()/4+8)
+	s.order.Scan(func(e setEntry) bool {
+		list = append(list, e.doc)
+		return true
+	})
+	s.off = 0
+	s.tail = &setTail{}
+	s.tail.end.Store(int64(len(list)))
+	s.list.Store(&list)
+	return list
+}
+
 // Len returns the number of documents.
 func (s *Set) Len() int {
-	return len(s.List)
+	return s.order.Len()
 }
 
 // Has reports whether the document has been added.
@@ -85,12 +123,23 @@ func (s *Set) Position(doc Doc) (int, bool) {
 		return 0, false
 	}
 
-	// keys grow along the list: search for the entry's key
-	lo, hi := 0, len(s.List)
+	// keys grow along the list: search for the entry's key, in the cached
+	// list if there is one, else by rank in the btree
+	at := func(i int) uint64 {
+		e, _ := s.order.GetAt(i)
+		return e.key
+	}
+	if p := s.list.Load(); p != nil {
+		list := *p
+		at = func(i int) uint64 {
+			e, _ := s.index.Get(setEntry{doc: list[i]})
+			return e.key
+		}
+	}
+	lo, hi := 0, s.order.Len()
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		other, _ := s.index.Get(setEntry{doc: s.List[mid]})
-		if other.key < entry.key {
+		if at(mid) < entry.key {
 			lo = mid + 1
 		} else {
 			hi = mid
@@ -108,18 +157,24 @@ func (s *Set) Add(doc Doc) bool {
 		return false
 	}
 
-	// append document
-	end := s.off + len(s.List)
-	if len(s.List) < cap(s.List) && s.tail.end.CompareAndSwap(int64(end), int64(end+1)) {
-		// no other set has written past our end: the slot is ours
-		s.List = append(s.List, doc)
-	} else {
-		s.detach(1)
-		s.List = append(s.List, doc)
-		s.tail.end.Store(int64(s.off + len(s.List)))
-	}
-	s.index.Set(setEntry{doc: doc, key: s.next})
+	// add document
+	entry := setEntry{doc: doc, key: s.next}
 	s.next++
+	s.order.Set(entry)
+	s.index.Set(entry)
+
+	// append to the cached list if no other version has written past its
+	// end, else drop the cache
+	if p := s.list.Load(); p != nil {
+		list := *p
+		end := s.off + len(list)
+		if len(list) < cap(list) && s.tail.end.CompareAndSwap(int64(end), int64(end+1)) {
+			list = append(list, doc)
+			s.list.Store(&list)
+		} else {
+			s.list.Store(nil)
+		}
+	}
 
 	return true
 }
@@ -127,8 +182,8 @@ func (s *Set) Add(doc Doc) bool {
 // Replace will replace the first document with the second. It may return false
 // if the first document has not been added and the second already has been added.
 func (s *Set) Replace(d1, d2 Doc) bool {
-	// get index
-	index, ok := s.Position(d1)
+	// get entry
+	entry, ok := s.index.Get(setEntry{doc: d1})
 	if !ok {
 		return false
 	}
@@ -138,15 +193,12 @@ func (s *Set) Replace(d1, d2 Doc) bool {
 		return false
 	}
 
-	// replace document
-	if !s.owned.Load() {
-		s.detach(0)
-	}
-	s.List[index] = d2
-
-	// update index
-	entry, _ := s.index.Delete(setEntry{doc: d1})
-	s.index.Set(setEntry{doc: d2, key: entry.key})
+	// replace document under the same key
+	s.index.Delete(entry)
+	entry.doc = d2
+	s.index.Set(entry)
+	s.order.Set(entry)
+	s.list.Store(nil)
 
 	return true
 }
@@ -155,25 +207,24 @@ func (s *Set) Replace(d1, d2 Doc) bool {
 // document has not been added to the set.
 func (s *Set) Remove(doc Doc) bool {
 	// check if document has been added
-	i, ok := s.Position(doc)
+	entry, ok := s.index.Delete(setEntry{doc: doc})
 	if !ok {
 		return false
 	}
+	first, _ := s.order.Min()
+	s.order.Delete(entry)
 
-	// remove document: the first one by slicing, which every version may
-	// share, others in place when the array is ours
-	switch {
-	case i == 0:
-		s.List = s.List[1:]
-		s.off++
-	case !s.owned.Load():
-		s.detach(0)
-		fallthrough
-	default:
-		s.List = append(s.List[:i], s.List[i+1:]...)
-		s.tail.end.Store(int64(s.off + len(s.List)))
+	// removing the first document slices the cached list, which every
+	// version may share; any other removal drops the cache
+	if p := s.list.Load(); p != nil {
+		if first.key == entry.key {
+			list := (*p)[1:]
+			s.off++
+			s.list.Store(&list)
+		} else {
+			s.list.Store(nil)
+		}
 	}
-	s.index.Delete(setEntry{doc: doc})
 
 	return true
 }
@@ -181,26 +232,17 @@ func (s *Set) Remove(doc Doc) bool {
 // Clone will clone the set. Mutating the new set will not mutate the original
 // set, and the other way around.
 func (s *Set) Clone() *Set {
-	// both now share the backing array
-	s.owned.Store(false)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 
-	return &Set{
-		List:  s.List,
+	clone := &Set{
+		order: s.order.Copy(),
 		index: s.index.Copy(),
 		next:  s.next,
 		off:   s.off,
 		tail:  s.tail,
 	}
-}
+	clone.list.Store(s.list.Load())
 
-// detach copies List into a new backing array with room for extra more
-// documents that only this set uses.
-func (s *Set) detach(extra int) {
-	list := make(List, len(s.List), len(s.List)+extra+len(s.List)/4+8)
-	copy(list, s.List)
-	s.List = list
-	s.off = 0
-	s.tail = &setTail{}
-	s.tail.end.Store(int64(len(list)))
-	s.owned.Store(true)
+	return clone
 }

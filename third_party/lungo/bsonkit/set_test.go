@@ -1,6 +1,8 @@
 package bsonkit
 
 import (
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -71,7 +73,7 @@ func TestSetReplace(t *testing.T) {
 // the map used to show, a position for every document of the list.
 func assertSet(t *testing.T, set *Set, list List) {
 	t.Helper()
-	assert.Equal(t, list, set.List)
+	assert.Equal(t, list, set.List())
 	assert.Equal(t, len(list), set.Len())
 	for i, doc := range list {
 		pos, ok := set.Position(doc)
@@ -121,4 +123,63 @@ func TestSetClone(t *testing.T) {
 	assert.True(t, b.Add(docs[1]))
 	assertSet(t, c, List{docs[2], docs[4], docs[0]})
 	assertSet(t, b, List{docs[2], docs[4], docs[1]})
+}
+
+// godwit: versions of a set, changed at random, against plain slices. Half
+// the checks read positions before List (the btree path), half after (the
+// cached list's path).
+func TestSetVersionsAgainstSlices(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	type version struct {
+		set   *Set
+		model List
+	}
+	versions := []*version{{set: NewSet(nil)}}
+	made := 0
+	newDoc := func() Doc {
+		made++
+		return &bson.D{{Key: "i", Value: made}}
+	}
+	for step := 0; step < 1500; step++ {
+		v := versions[rnd.IntN(len(versions))]
+		switch k := rnd.IntN(10); {
+		case k < 4 || len(v.model) == 0:
+			d := newDoc()
+			assert.True(t, v.set.Add(d))
+			v.model = append(v.model, d)
+		case k < 6:
+			i := rnd.IntN(len(v.model))
+			d := newDoc()
+			assert.True(t, v.set.Replace(v.model[i], d))
+			v.model = append(slices.Clone(v.model[:i]), append(List{d}, v.model[i+1:]...)...)
+		case k < 8:
+			i := rnd.IntN(len(v.model))
+			if rnd.IntN(2) == 0 {
+				i = 0
+			}
+			assert.True(t, v.set.Remove(v.model[i]))
+			v.model = append(slices.Clone(v.model[:i]), v.model[i+1:]...)
+		case k < 9 && len(versions) < 8:
+			versions = append(versions, &version{set: v.set.Clone(), model: slices.Clone(v.model)})
+		default:
+			_ = v.set.List()
+		}
+		for _, v := range versions {
+			if rnd.IntN(2) == 0 {
+				_ = v.set.List()
+			}
+			if !assert.Equal(t, len(v.model), v.set.Len()) {
+				t.FailNow()
+			}
+			for i, doc := range v.model {
+				pos, ok := v.set.Position(doc)
+				if !assert.True(t, ok) || !assert.Equal(t, i, pos, "step %d", step) {
+					t.FailNow()
+				}
+			}
+			if !assert.Equal(t, v.model, v.set.List(), "step %d", step) {
+				t.FailNow()
+			}
+		}
+	}
 }

@@ -76,7 +76,7 @@ func NewCollection(idIndex bool) *Collection {
 // Find will look up the documents that match the specified query.
 func (c *Collection) Find(query, sort bsonkit.Doc, skip, limit int) (*Result, error) {
 	// get documents
-	list := c.Documents.List
+	list := c.candidates(query)
 
 	// sort documents
 	var err error
@@ -108,6 +108,31 @@ func (c *Collection) Find(query, sort bsonkit.Doc, skip, limit int) (*Result, er
 	return &Result{
 		Matched: list,
 	}, nil
+}
+
+// candidates returns the documents that query may match, in natural order:
+// the one with the query's _id when the query's top-level _id is a plain
+// value (found in the _id index, so a write by _id does not scan the
+// collection), else all of them. The caller still filters by the whole
+// query.
+func (c *Collection) candidates(query bsonkit.Doc) bsonkit.List {
+	idx := c.Indexes["_id_"]
+	if idx == nil || query == nil {
+		return c.Documents.List()
+	}
+	id := bsonkit.Get(query, "_id")
+	switch v := id.(type) {
+	case string, int32, int64, bool, primitive.ObjectID, primitive.DateTime, primitive.Timestamp:
+	case float64:
+		if v != v { // NaN
+			return c.Documents.List()
+		}
+	default:
+		// Operators, embedded documents, arrays, regular expressions,
+		// null and the rest keep the scan and its full semantics.
+		return c.Documents.List()
+	}
+	return idx.Lookup(id)
 }
 
 // Insert will add the specified document to the collection.
@@ -144,7 +169,7 @@ func (c *Collection) Insert(doc bsonkit.Doc) (*Result, error) {
 // replace it with the specified document.
 func (c *Collection) Replace(query, repl, sort bsonkit.Doc) (*Result, error) {
 	// get documents
-	list := c.Documents.List
+	list := c.candidates(query)
 
 	// sort documents
 	var err error
@@ -218,7 +243,7 @@ func (c *Collection) Replace(query, repl, sort bsonkit.Doc) (*Result, error) {
 // them according to the update document.
 func (c *Collection) Update(query, update, sort bsonkit.Doc, skip, limit int, arrayFilters bsonkit.List) (*Result, error) {
 	// get documents
-	list := c.Documents.List
+	list := c.candidates(query)
 
 	// sort documents
 	var err error
@@ -402,7 +427,7 @@ func (c *Collection) Upsert(query, repl, update bsonkit.Doc, arrayFilters bsonki
 // Delete will remove all documents that match the specified query.
 func (c *Collection) Delete(query, sort bsonkit.Doc, skip, limit int) (*Result, error) {
 	// get documents
-	list := c.Documents.List
+	list := c.candidates(query)
 
 	// sort documents
 	var err error
@@ -494,7 +519,7 @@ func (c *Collection) CreateIndex(name string, config IndexConfig) (string, error
 	c.Indexes[name] = index
 
 	// build index
-	ok, err := index.Build(c.Documents.List)
+	ok, err := index.Build(c.Documents.List())
 	if err != nil {
 		return "", err
 	} else if !ok {

@@ -189,6 +189,12 @@ func (i *Index) Remove(doc bsonkit.Doc) (bool, error) {
 	return i.base.Remove(doc), nil
 }
 
+// Lookup returns the documents indexed under the given key values (one per
+// key field). A partial index holds only the documents its filter matched.
+func (i *Index) Lookup(keys ...interface{}) bsonkit.List {
+	return i.base.Lookup(keys)
+}
+
 // List will return an ascending list of all documents in the index.
 func (i *Index) List() bsonkit.List {
 	return i.base.List()
