@@ -1,6 +1,7 @@
 package devdb
 
 import (
+	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -383,8 +384,14 @@ func (s *Server) createIndexes(r *request) (bson.D, error) {
 			if p, ok := lookup(spec, "partialFilterExpression").(bson.D); ok {
 				cfg.Partial = &p
 			}
-			if secs, ok := asInt(lookup(spec, "expireAfterSeconds")); ok {
-				cfg.Expiry = time.Duration(secs) * time.Second
+			if v := lookup(spec, "expireAfterSeconds"); v != nil {
+				secs, ok := asInt(v)
+				if !ok || secs < 0 || secs > math.MaxInt32 {
+					return errorf(codeCannotCreateIndex, "index %q: TTL index 'expireAfterSeconds' option must be a number of seconds from 0 to 2147483647, got %v", name, v)
+				}
+				// The engine's zero means "no TTL"; the server's 0 means
+				// "expire at the date in the field".
+				cfg.Expiry = max(time.Duration(secs)*time.Second, time.Nanosecond)
 			}
 			if _, err := txn.CreateIndex(h, name, cfg); err != nil {
 				return s.engineError(err, h, nil)

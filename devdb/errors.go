@@ -18,6 +18,8 @@ const (
 	codeNamespaceNotFound       = 26
 	codeIndexNotFound           = 27
 	codeCursorNotFound          = 43
+	codeCannotCreateIndex       = 67
+	codeIndexOptionsConflict    = 85
 	codeNamespaceExists         = 48
 	codeMaxTimeMSExpired        = 50
 	codeCommandNotFound         = 59
@@ -44,6 +46,8 @@ var codeNames = map[int32]string{
 	codeNamespaceNotFound:       "NamespaceNotFound",
 	codeIndexNotFound:           "IndexNotFound",
 	codeCursorNotFound:          "CursorNotFound",
+	codeCannotCreateIndex:       "CannotCreateIndex",
+	codeIndexOptionsConflict:    "IndexOptionsConflict",
 	codeNamespaceExists:         "NamespaceExists",
 	codeMaxTimeMSExpired:        "MaxTimeMSExpired",
 	codeCommandNotFound:         "CommandNotFound",
@@ -97,6 +101,10 @@ func (e *cmdError) writeError(index int) bson.D {
 
 var dupIndexRE = regexp.MustCompile(`duplicate document for index "([^"]*)"`)
 
+// sameKeyRE matches the engine's error for a new index whose key an existing
+// index (named in the match) already has.
+var sameKeyRE = regexp.MustCompile(`existing index "([^"]*)" has same key`)
+
 // engineError maps an error from the embedded engine to the code a real
 // server would send. doc is the document being written (for a duplicate
 // key's keyValue), ns the namespace it was written to.
@@ -128,6 +136,8 @@ func (s *Server) engineError(err error, h lungo.Handle, doc bson.D) *cmdError {
 		ce := errorf(codeDuplicateKey, "E11000 duplicate key error collection: %s index: %s dup key: %s", h.String(), name, fmtKey(value))
 		ce.extra = bson.D{{Key: "keyPattern", Value: key}, {Key: "keyValue", Value: value}}
 		return ce
+	case sameKeyRE.MatchString(msg):
+		return errorf(codeIndexOptionsConflict, "Index already exists with a different name: %s", sameKeyRE.FindStringSubmatch(msg)[1])
 	case strings.Contains(msg, "token acquisition timeout"):
 		return errorf(codeWriteConflict, "write conflict: another transaction held the write lock too long")
 	}

@@ -1,10 +1,15 @@
 package devdb_test
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/256dpi/lungo"
+	"github.com/godwit-dev/godwit/devdb"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -160,4 +165,73 @@ func TestServer_CRUD(t *testing.T) {
 			t.Fatalf("databases after dropDatabase = %v", dbs)
 		}
 	})
+}
+
+// Index options as a real server takes them: a TTL index with
+// expireAfterSeconds: 0 expires each document at the date in its field; a
+// negative value is refused with 67, and a second index on the same key
+// with 85.
+func TestServer_IndexOptions(t *testing.T) {
+	_, engine, err := lungo.Open(context.Background(), lungo.Options{Store: lungo.NewMemoryStore(), ExpireInterval: 20 * time.Millisecond, ExpireErrors: func(err error) { t.Error(err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	client := connect(t, serve(t, engine, devdb.Config{}).URI())
+	ctx := longCtx(t)
+	coll := client.Database("app").Collection("sessions")
+	if _, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "expiresAt", Value: 1}}, Options: options.Index().SetExpireAfterSeconds(0)}); err != nil {
+		t.Fatal(err)
+	}
+	specs, err := coll.Indexes().ListSpecifications(ctx)
+	if err != nil || len(specs) != 2 || specs[1].ExpireAfterSeconds == nil || *specs[1].ExpireAfterSeconds != 0 {
+		t.Fatalf("indexes = %+v, %v; want expiresAt_1 with expireAfterSeconds 0", specs, err)
+	}
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "other", Value: 1}}, Options: options.Index().SetExpireAfterSeconds(-1)})
+	var cmdErr mongo.CommandError
+	if !errors.As(err, &cmdErr) || cmdErr.Code != 67 || cmdErr.Name != "CannotCreateIndex" {
+		t.Fatalf("negative expireAfterSeconds: %v, want 67 CannotCreateIndex", err)
+	}
+	// The same key under another name.
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "expiresAt", Value: 1}}, Options: options.Index().SetName("again")})
+	if !errors.As(err, &cmdErr) || cmdErr.Code != 85 || cmdErr.Name != "IndexOptionsConflict" || !strings.Contains(cmdErr.Message, "expiresAt_1") {
+		t.Fatalf("same key, other name: %v, want 85 IndexOptionsConflict naming expiresAt_1", err)
+	}
+
+	// The engine expires documents in the background: watch for the delete.
+	cs, err := coll.Watch(ctx, mongo.Pipeline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close(ctx)
+	now := time.Now()
+	if _, err := coll.InsertMany(ctx, []any{
+		bson.M{"_id": "past", "expiresAt": now.Add(-time.Hour)},
+		bson.M{"_id": "future", "expiresAt": now.Add(time.Hour)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for cs.Next(ctx) {
+		var ev struct {
+			OperationType string `bson:"operationType"`
+			DocumentKey   bson.M `bson:"documentKey"`
+		}
+		if err := cs.Decode(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.OperationType == "delete" {
+			if ev.DocumentKey["_id"] != "past" {
+				t.Fatalf("expired %v, want past", ev.DocumentKey)
+			}
+			break
+		}
+	}
+	if err := cs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var left []bson.M
+	cur, err := coll.Find(ctx, bson.M{})
+	if err != nil || cur.All(ctx, &left) != nil || len(left) != 1 || left[0]["_id"] != "future" {
+		t.Fatalf("after expiry: %v, %v; want only future", left, err)
+	}
 }
