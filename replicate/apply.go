@@ -127,7 +127,7 @@ func (s *Sink) group(ctx context.Context, tc lungo.ISessionContext, ops []*op, s
 	meta := s.target.Client.Database(s.metadataDB)
 	markers := meta.Collection(MarkersCollection)
 	mid := primitive.NewObjectID()
-	if _, err := markers.InsertOne(tc, bson.D{
+	if err := insertMarker(tc, markers, bson.D{
 		{Key: "_id", Value: mid}, {Key: "kind", Value: markerDML}, {Key: "pipeline", Value: s.cfg.ID},
 		{Key: "source", Value: s.cfg.Source}, {Key: "n", Value: int32(len(ops))}, {Key: "at", Value: time.Now().UTC()},
 	}); err != nil {

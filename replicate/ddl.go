@@ -186,12 +186,26 @@ func (s *Sink) runDDL(ctx context.Context, db string, cmd bson.D) error {
 	return s.target.Client.Database(db).RunCommand(ctx, cmd).Err()
 }
 
+// insertMarker inserts an origin marker, whose _id is a new ObjectID. A
+// duplicate key error can then only mean that this insert already landed:
+// the driver retried it (a retryable write) after the connection broke
+// before the reply, and the retry found the first attempt's document.
+// Taking that as success keeps a target restart from halting the
+// pipeline.
+func insertMarker(ctx context.Context, markers lungo.ICollection, doc bson.D) error {
+	_, err := markers.InsertOne(ctx, doc)
+	if err != nil && isDuplicateKey(err) {
+		return nil
+	}
+	return err
+}
+
 // bracket runs a DDL between a marker insert and its delete, so that the
 // target's capture drops the DDL's events instead of replicating them back.
 func (s *Sink) bracket(ctx context.Context, op string, ns change.Namespace, fn func() error) error {
 	markers := s.db(s.metadataDB).Collection(MarkersCollection)
 	id := primitive.NewObjectID()
-	if _, err := markers.InsertOne(ctx, bson.D{
+	if err := insertMarker(ctx, markers, bson.D{
 		{Key: "_id", Value: id}, {Key: "kind", Value: markerDDL}, {Key: "pipeline", Value: s.cfg.ID},
 		{Key: "op", Value: op}, {Key: "ns", Value: bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll}}},
 		{Key: "at", Value: time.Now().UTC()},
@@ -297,7 +311,7 @@ func (s *Sink) rename(ctx context.Context, from, to change.Namespace, log zerolo
 		_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
 			markers := s.target.Client.Database(s.metadataDB).Collection(MarkersCollection)
 			mid := primitive.NewObjectID()
-			if _, err := markers.InsertOne(tc, bson.D{{Key: "_id", Value: mid}, {Key: "kind", Value: markerDML}, {Key: "pipeline", Value: s.cfg.ID}}); err != nil {
+			if err := insertMarker(tc, markers, bson.D{{Key: "_id", Value: mid}, {Key: "kind", Value: markerDML}, {Key: "pipeline", Value: s.cfg.ID}}); err != nil {
 				return nil, err
 			}
 			cur, err := src.Find(tc, bson.D{})
