@@ -370,7 +370,12 @@ func TestManager_UpdateFunction(t *testing.T) {
 	t.Run("SwapsModuleAfterCallInFlight", func(t *testing.T) {
 		ctx := testwait.Context(t)
 		d := newRig(t)
-		m := d.open(t, trigger.Config{})
+		// Only the update may end the held call: with the default call
+		// deadline, a compile slowed by a loaded machine let the deadline
+		// end it first, and the trigger was still running.
+		cfg := trigger.Config{}
+		cfg.Wasm.Timeout = testwait.Long
+		m := d.open(t, cfg)
 		runStarted(t, ctx, m)
 		fn, tr := createItems(t, ctx, m)
 		old := trigger.RunningModule(m, tr.ID)

@@ -87,8 +87,14 @@ func (m *Manager) fireScheduled(ctx context.Context, a *active, at time.Time, lo
 		{Key: "scheduledTime", Value: primitive.NewDateTimeFromTime(at)},
 		{Key: "firedAt", Value: primitive.NewDateTimeFromTime(m.cfg.Clock.Now())},
 	})
+	var prev time.Time
 	if err == nil {
-		_, err = m.queue.Append(ctx, queueSchedule, [][]byte{ev}, outbox.Checkpoint{})
+		// Shown by Status before the append, which makes the run visible
+		// to the runner; taken back if the append fails.
+		m.update(t.ID, func(s *stats) { prev, s.queued = s.queued, at })
+		if _, err = m.queue.Append(ctx, queueSchedule, [][]byte{ev}, outbox.Checkpoint{}); err != nil {
+			m.update(t.ID, func(s *stats) { s.queued = prev })
+		}
 	}
 	if err != nil {
 		if ctx.Err() == nil {

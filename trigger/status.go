@@ -56,7 +56,12 @@ type stats struct {
 	invocations uint64
 	lastErr     string
 	lastFired   time.Time
-	startErr    string
+	// queued is the scheduled time of the newest scheduled run queued in
+	// this process. Status shows it as soon as the run can be invoked: the
+	// stored last_fired is written only after the queue append, so it can
+	// lag an invocation that is already counted.
+	queued   time.Time
+	startErr string
 	changed     chan struct{}
 }
 
@@ -126,6 +131,9 @@ func (m *Manager) Status(t Trigger) Status {
 	st := Status{Invocations: s.invocations, LastError: s.lastErr, LastFired: s.lastFired}
 	if t.Type == TypeScheduled {
 		st.LastFired = t.LastFired
+		if s.queued.After(st.LastFired) {
+			st.LastFired = s.queued
+		}
 	}
 	switch {
 	case !t.Enabled:
