@@ -62,7 +62,7 @@ type stats struct {
 	// lag an invocation that is already counted.
 	queued   time.Time
 	startErr string
-	changed     chan struct{}
+	changed  chan struct{}
 }
 
 // stats
