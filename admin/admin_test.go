@@ -66,6 +66,7 @@ func TestService_Status(t *testing.T) {
 	}
 	conn := srv.Dial(t)
 	events := eventpb.NewEventServiceClient(conn)
+	var app eventpb.EventService_SubscribeClient
 	for _, name := range []string{"gone", "app"} {
 		sctx, scancel := context.WithCancel(ctx)
 		stream, err := events.Subscribe(sctx, &eventpb.SubscribeRequest{DurableName: name})
@@ -78,6 +79,7 @@ func TestService_Status(t *testing.T) {
 		if name == "gone" {
 			scancel()
 		} else {
+			app = stream
 			defer scancel()
 		}
 	}
@@ -96,6 +98,16 @@ func TestService_Status(t *testing.T) {
 	}
 	if err := srv.Triggers.WaitAcked(ctx, trg.ID, n); err != nil {
 		t.Fatal(err)
+	}
+	// The connected subscriber has received every event.
+	for got := 0; got < n; {
+		m, err := app.Recv()
+		if err != nil {
+			t.Fatalf("app subscription after %d events: %v", got, err)
+		}
+		if m.GetEvent() != nil {
+			got++
+		}
 	}
 
 	res, err := adminpb.NewAdminServiceClient(conn).Status(ctx, &adminpb.StatusRequest{})

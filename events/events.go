@@ -434,10 +434,13 @@ func (e *Engine) stream(ctx context.Context, s *sub, f *filter, pos uint64, send
 			if !ok {
 				continue
 			}
+			// Counted before the send: a subscriber that received the
+			// event must never see a status that has not counted it.
+			s.sent.Add(1)
 			if err := send(Message{Event: &Event{Record: r, Change: ev}}); err != nil {
+				s.sent.Add(^uint64(0))
 				return err
 			}
-			s.sent.Add(1)
 			reported = r.Seq
 		}
 		e.advance(s, pos)
