@@ -115,6 +115,21 @@ func testSeed(t testing.TB) uint64 {
 	return seed
 }
 
+// storeCommit applies change to cat in one lungo transaction, trims the
+// oplog to 5 entries as the engine would, stores the result and returns it.
+func storeCommit(t testing.TB, s *boltstore.Store, cat *lungo.Catalog, change func(*lungo.Transaction) error) *lungo.Catalog {
+	t.Helper()
+	txn := lungo.NewTransaction(cat)
+	if err := change(txn); err != nil {
+		t.Fatal(err)
+	}
+	txn.Clean(5, 5, 0, 0)
+	if err := s.Store(txn.Catalog()); err != nil {
+		t.Fatal(err)
+	}
+	return txn.Catalog()
+}
+
 // reload reads the file as a new process would.
 func reload(t testing.TB, path string) *lungo.Catalog {
 	t.Helper()
@@ -229,18 +244,11 @@ func TestStore_CommitLargerThanOplog(t *testing.T) {
 	// load and continues from that.
 	commit := func(change func(*lungo.Transaction) error) {
 		t.Helper()
-		txn := lungo.NewTransaction(cat)
-		if err := change(txn); err != nil {
-			t.Fatal(err)
-		}
-		txn.Clean(5, 5, 0, 0)
-		if err := s.Store(txn.Catalog()); err != nil {
-			t.Fatal(err)
-		}
+		next := storeCommit(t, s, cat, change)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		mustEqualCatalogs(t, txn.Catalog(), reload(t, path))
+		mustEqualCatalogs(t, next, reload(t, path))
 		if s, err = boltstore.Open(path, boltstore.Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -563,15 +571,7 @@ func TestStore_ReinsertMovesToEnd(t *testing.T) {
 			}
 			commit := func(change func(*lungo.Transaction) error) {
 				t.Helper()
-				txn := lungo.NewTransaction(cat)
-				if err := change(txn); err != nil {
-					t.Fatal(err)
-				}
-				txn.Clean(5, 5, 0, 0)
-				cat = txn.Catalog()
-				if err := s.Store(cat); err != nil {
-					t.Fatal(err)
-				}
+				cat = storeCommit(t, s, cat, change)
 			}
 			open()
 			for i := range 10 {
