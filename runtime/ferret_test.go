@@ -16,6 +16,7 @@ import (
 	"github.com/godwit-dev/godwit/demo/guests"
 	"github.com/godwit-dev/godwit/internal/ferrettest"
 	"github.com/godwit-dev/godwit/mongodb"
+	"github.com/godwit-dev/godwit/outbox"
 	"github.com/godwit-dev/godwit/replicate"
 	"github.com/godwit-dev/godwit/runtime/runtimetest"
 	"github.com/godwit-dev/godwit/trigger"
@@ -63,7 +64,7 @@ sinks:
 	}
 	// Streaming: updates, deletes and a dropped collection (audited).
 	for i := range 20 {
-		if _, err := orders.UpdateOne(ctx, bson.D{{Key: "_id", Value: i}}, bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: -i}}}}); err != nil {
+		if _, err := orders.UpdateOne(ctx, bson.D{{Key: "_id", Value: i}}, bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: -i - 1}}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,11 +78,21 @@ sinks:
 	if err := tmp.Drop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	last := srv.Outbox().LastSeq()
-	for _, r := range srv.Runners() {
-		if err := r.WaitAcked(ctx, last); err != nil {
-			t.Fatalf("sink %s: %v (%+v)", r.ID(), err, r.Status())
-		}
+	// Wait until capture stored every event written above (20 updates that
+	// each change a document, 10 deletes, the insert and the drop), then
+	// until every sink acked them: the outbox's last sequence read right
+	// after the writes can predate the last of them.
+	const written = 20 + 10 + 2
+	var last uint64
+	if err := srv.Outbox().WaitUntil(ctx, func(v outbox.View) (bool, error) {
+		st, _, err := v.Source("shop")
+		last = v.Last()
+		return st.Captured >= written, err
+	}); err != nil {
+		t.Fatalf("capture of the writes: %v (%+v)", err, srv.Status())
+	}
+	if errs := srv.WaitDelivered(ctx, last); len(errs) != 0 {
+		t.Fatalf("sinks: %v (%+v)", errs, srv.Status())
 	}
 	srv.Stop() // the audit mirror catches up at close
 
