@@ -468,6 +468,15 @@ func parseChanges(entries bsonkit.List) (map[lungo.Handle][]change, error) {
 			out[h] = append(out[h], c)
 		case "drop":
 			out[h] = append(out[h], change{op: 'x'})
+		case "rename":
+			// The source is gone; the target's previous documents (if
+			// dropTarget replaced it) are too, and its new ones are in no
+			// entry: the count check then rewrites it from the catalog.
+			toDB, _ := bsonkit.Get(e, "to.db").(string)
+			toColl, _ := bsonkit.Get(e, "to.coll").(string)
+			to := lungo.Handle{toDB, toColl}
+			out[h] = append(out[h], change{op: 'x'})
+			out[to] = append(out[to], change{op: 'x'})
 		case "dropDatabase":
 			// Each of its collections has its own drop entry first.
 		default:

@@ -182,6 +182,17 @@ func randomOp(ctx context.Context, t testing.TB, client lungo.IClient, rnd *rand
 	case k < 86:
 		_, err = c.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "tag", Value: 1}},
 			Options: options.Index().SetPartialFilterExpression(bson.M{"tag": bson.M{"$exists": true}})})
+	case k < 89:
+		// A rename, within the database or to the other one, replacing
+		// the target or not; a missing source or an existing target
+		// fails as on a server.
+		to := dbs[rnd.IntN(len(dbs))] + "." + colls[rnd.IntN(len(colls))]
+		err = client.Database("admin").RunCommand(ctx, bson.D{{Key: "renameCollection", Value: db.Name() + "." + c.Name()},
+			{Key: "to", Value: to}, {Key: "dropTarget", Value: rnd.IntN(2) == 0}}).Err()
+		var ce mongo.CommandError
+		if errors.As(err, &ce) && (ce.Code == 26 || ce.Code == 48 || ce.Code == 20) {
+			err = nil
+		}
 	default:
 		// A multi-document transaction: one commit, several namespaces.
 		err = client.UseSession(ctx, func(sc lungo.ISessionContext) error {

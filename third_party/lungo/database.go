@@ -2,6 +2,10 @@ package lungo
 
 import (
 	"context"
+	"fmt"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/bson"
 
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -180,9 +184,103 @@ func (d *Database) ReadPreference() *readpref.ReadPref {
 	return readpref.Primary()
 }
 
-// RunCommand implements the IDatabase.RunCommand method.
-func (d *Database) RunCommand(context.Context, interface{}, ...*options.RunCmdOptions) ISingleResult {
-	panic("lungo: not implemented")
+// RunCommand implements the IDatabase.RunCommand method. The one command
+// supported is renameCollection (on the admin database, as on a server):
+//
+//	{renameCollection: "db.from", to: "db.to", dropTarget: bool}
+//
+// Any other command returns an error.
+func (d *Database) RunCommand(ctx context.Context, command interface{}, opts ...*options.RunCmdOptions) ISingleResult {
+	// assert supported options
+	assertOptions(options.MergeRunCmdOptions(opts...), map[string]string{
+		"ReadPreference": ignored,
+	})
+
+	// convert command
+	cmd, err := bsonkit.Convert(command)
+	if err != nil {
+		return &SingleResult{err: err}
+	}
+	if len(*cmd) == 0 {
+		return &SingleResult{err: fmt.Errorf("lungo: empty command")}
+	}
+	if name := (*cmd)[0].Key; name != "renameCollection" {
+		return &SingleResult{err: fmt.Errorf("lungo: command %q is not supported (only renameCollection is)", name)}
+	}
+
+	// run rename
+	err = d.renameCollection(ctx, cmd)
+	if err != nil {
+		return &SingleResult{err: err}
+	}
+
+	return &SingleResult{doc: bsonkit.MustConvert(bson.M{"ok": 1.0})}
+}
+
+func (d *Database) renameCollection(ctx context.Context, cmd bsonkit.Doc) error {
+	// check database
+	if d.name != "admin" {
+		return commandError(13, "Unauthorized", "renameCollection may only be run against the admin database.")
+	}
+
+	// get arguments
+	var from, to Handle
+	dropTarget := false
+	for _, e := range *cmd {
+		var err error
+		switch e.Key {
+		case "renameCollection":
+			from, err = parseNamespace(e.Key, e.Value)
+		case "to":
+			to, err = parseNamespace(e.Key, e.Value)
+		case "dropTarget":
+			b, ok := e.Value.(bool)
+			if !ok {
+				err = commandError(14, "TypeMismatch", "dropTarget must be a boolean")
+			}
+			dropTarget = b
+		case "writeConcern", "comment", "stayTemp":
+		default:
+			err = commandError(40415, "Location40415", "BSON field 'renameCollection.%s' is an unknown field.", e.Key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if to[0] == "" {
+		return commandError(40414, "Location40414", "BSON field 'renameCollection.to' is missing but a required field")
+	}
+
+	// begin transaction
+	txn, err := d.engine.Begin(ctx, true)
+	if err != nil {
+		return err
+	}
+
+	// ensure abortion
+	defer d.engine.Abort(txn)
+
+	// rename namespace
+	err = txn.Rename(from, to, dropTarget)
+	if err != nil {
+		return err
+	}
+
+	// commit transaction
+	return d.engine.Commit(txn)
+}
+
+// parseNamespace parses a "db.coll" argument of a command.
+func parseNamespace(field string, v interface{}) (Handle, error) {
+	s, ok := v.(string)
+	if !ok {
+		return Handle{}, commandError(14, "TypeMismatch", "%s must be a string of the form \"db.collection\"", field)
+	}
+	db, coll, ok := strings.Cut(s, ".")
+	if !ok || db == "" || coll == "" {
+		return Handle{}, commandError(73, "InvalidNamespace", "invalid namespace %q for %s: want \"db.collection\"", s, field)
+	}
+	return Handle{db, coll}, nil
 }
 
 // RunCommandCursor implements the IDatabase.RunCommandCursor method.

@@ -193,8 +193,15 @@ func (s *Stream) next(ctx context.Context, block bool) bool {
 			nsColl := bsonkit.Get(event, "ns.coll")
 			opType := bsonkit.Get(event, "operationType")
 
+			// a rename also shows on the streams of its target collection,
+			// whose previous contents it replaced
+			target := opType == "rename" && s.handle[1] != "" &&
+				s.handle[0] == bsonkit.Get(event, "to.db") && s.handle[1] == bsonkit.Get(event, "to.coll")
+
 			// match database and collection
-			if s.handle[0] != "" && s.handle[0] != nsDB {
+			if target {
+				// shown
+			} else if s.handle[0] != "" && s.handle[0] != nsDB {
 				s.last = event
 				s.mutex.Unlock()
 				continue
@@ -208,7 +215,7 @@ func (s *Stream) next(ctx context.Context, block bool) bool {
 			}
 
 			// check drop and drop database
-			if s.handle[0] != "" && s.handle[1] != "" && opType == "drop" {
+			if s.handle[0] != "" && s.handle[1] != "" && (opType == "drop" || opType == "rename") {
 				s.dropped = true
 			} else if s.handle[0] != "" && opType == "dropDatabase" {
 				s.dropped = true

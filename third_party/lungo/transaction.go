@@ -7,6 +7,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
@@ -676,6 +677,72 @@ func (t *Transaction) Drop(handle Handle) error {
 	}
 
 	return nil
+}
+
+// Rename moves the namespace from to the handle to, with its documents and
+// indexes, as MongoDB's renameCollection does. A namespace already at to is
+// replaced if dropTarget is set, else the rename fails. The oplog gets one
+// "rename" entry ({ns: from, to: to}), as a real server's change stream
+// shows. Errors are mongo.CommandErrors with the server's codes.
+func (t *Transaction) Rename(from, to Handle, dropTarget bool) error {
+	// acquire write lock
+	t.mutex.Lock()
+	defer t.mutex.Unlock()
+
+	// validate handles
+	for _, h := range []Handle{from, to} {
+		if err := h.Validate(true); err != nil {
+			return commandError(73, "InvalidNamespace", "invalid namespace %q: %v", h.String(), err)
+		}
+		if h[0] == Local {
+			return commandError(20, "IllegalOperation", "cannot rename %s: namespace local.* is read only", h.String())
+		}
+	}
+
+	// check namespaces
+	if from == to {
+		return commandError(20, "IllegalOperation", "Can't rename a collection to itself")
+	}
+	coll := t.catalog.Namespaces[from]
+	if coll == nil {
+		return commandError(26, "NamespaceNotFound", "Source collection %s does not exist", from.String())
+	}
+	if t.catalog.Namespaces[to] != nil && !dropTarget {
+		return commandError(48, "NamespaceExists", "target namespace exists")
+	}
+
+	// clone catalog and oplog
+	clone := t.catalog.Clone()
+	oplog := clone.Namespaces[Oplog].Clone()
+	clone.Namespaces[Oplog] = oplog
+
+	// move namespace (a committed collection is never changed in place, so
+	// the new handle can share it)
+	delete(clone.Namespaces, from)
+	clone.Namespaces[to] = coll
+
+	// append oplog
+	now := bsonkit.Now()
+	_, err := oplog.Insert(bsonkit.MustConvert(bson.M{
+		"ns":            bson.M{"db": from[0], "coll": from[1]},
+		"to":            bson.M{"db": to[0], "coll": to[1]},
+		"_id":           bson.M{"ts": now},
+		"clusterTime":   now,
+		"operationType": "rename",
+	}))
+	if err != nil {
+		return err
+	}
+
+	// set catalog and flag
+	t.catalog = clone
+	t.dirty = true
+
+	return nil
+}
+
+func commandError(code int32, name, format string, args ...interface{}) error {
+	return mongo.CommandError{Code: code, Name: name, Message: fmt.Sprintf(format, args...)}
 }
 
 func (t *Transaction) append(oplog *mongokit.Collection, handle Handle, op string, doc bsonkit.Doc, changes *mongokit.Changes) error {
