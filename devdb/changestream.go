@@ -218,7 +218,11 @@ func (s *Server) scan(cs *changeStream, n int) (bson.A, bson.D, error) {
 		db, _ := bsonkit.Get(e, "ns.db").(string)
 		coll, _ := bsonkit.Get(e, "ns.coll").(string)
 		op, _ := bsonkit.Get(e, "operationType").(string)
+		// A rename shows on the streams of its target collection too: it
+		// replaced what was there.
+		target := op == "rename" && cs.coll != "" && bsonkit.Get(e, "to.db") == cs.db && bsonkit.Get(e, "to.coll") == cs.coll
 		switch {
+		case target:
 		case cs.db == "" && systemDBs[db]:
 			continue
 		case cs.db != "" && db != cs.db:
@@ -234,7 +238,7 @@ func (s *Server) scan(cs *changeStream, n int) (bson.A, bson.D, error) {
 		if !cs.done {
 			evs = append(evs, s.render(cs, e, ts))
 		}
-		if (cs.coll != "" && op == "drop") || (cs.coll == "" && cs.db != "" && op == "dropDatabase") || cs.done {
+		if (cs.coll != "" && (op == "drop" || op == "rename")) || (cs.coll == "" && cs.db != "" && op == "dropDatabase") || cs.done {
 			cs.done = true
 			pbrtKind = tokenInvalidate
 			evs = append(evs, bson.D{{Key: "_id", Value: encodeToken(ts, tokenInvalidate)}, {Key: "operationType", Value: "invalidate"},
@@ -276,6 +280,9 @@ func (s *Server) render(cs *changeStream, e bsonkit.Doc, ts primitive.Timestamp)
 	}
 	if ns, ok := bsonkit.Get(e, "ns").(bson.D); ok {
 		ev = append(ev, bson.E{Key: "ns", Value: ns})
+	}
+	if to, ok := bsonkit.Get(e, "to").(bson.D); ok {
+		ev = append(ev, bson.E{Key: "to", Value: to})
 	}
 	if dk, ok := bsonkit.Get(e, "documentKey").(bson.D); ok {
 		ev = append(ev, bson.E{Key: "documentKey", Value: dk})

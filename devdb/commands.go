@@ -55,6 +55,7 @@ func init() {
 		"create":            (*Server).create,
 		"drop":              (*Server).drop,
 		"dropDatabase":      (*Server).dropDatabase,
+		"renameCollection":  (*Server).renameCollection,
 		"createIndexes":     (*Server).createIndexes,
 		"dropIndexes":       (*Server).dropIndexes,
 		"insert":            (*Server).insert,
@@ -75,7 +76,7 @@ func init() {
 
 // ddl are the commands a transaction refuses: their effects are not in the
 // oplog a transaction's commit replays.
-var ddl = map[string]bool{"create": true, "drop": true, "dropDatabase": true, "createIndexes": true, "dropIndexes": true}
+var ddl = map[string]bool{"create": true, "drop": true, "dropDatabase": true, "renameCollection": true, "createIndexes": true, "dropIndexes": true}
 
 func (s *Server) dispatch(r *request) (bson.D, error) {
 	h := handlers[r.name]
@@ -353,6 +354,54 @@ func (s *Server) dropDatabase(r *request) (bson.D, error) {
 		}
 		return nil
 	})
+}
+
+// renameCollection moves a collection with its documents and indexes,
+// within a database or to another one; the change stream shows one rename
+// event ({ns, to}), which invalidates streams on either collection.
+func (s *Server) renameCollection(r *request) (bson.D, error) {
+	if r.db != "admin" {
+		return nil, errorf(codeUnauthorized, "renameCollection may only be run against the admin database.")
+	}
+	from, err := namespaceArg(r.cmd, "renameCollection")
+	if err != nil {
+		return nil, err
+	}
+	to, err := namespaceArg(r.cmd, "to")
+	if err != nil {
+		return nil, err
+	}
+	dropTarget := false
+	if v := lookup(r.cmd, "dropTarget"); v != nil {
+		b, ok := v.(bool)
+		if !ok {
+			return nil, errorf(codeTypeMismatch, "renameCollection: dropTarget must be a boolean, not %T", v)
+		}
+		dropTarget = b
+	}
+	return bson.D{}, s.write(r, func(txn *lungo.Transaction) error {
+		if err := txn.Rename(from, to, dropTarget); err != nil {
+			return s.engineError(err, from, nil)
+		}
+		return nil
+	})
+}
+
+// namespaceArg reads a "db.collection" argument of a command.
+func namespaceArg(cmd bson.D, field string) (lungo.Handle, error) {
+	v := lookup(cmd, field)
+	ns, ok := v.(string)
+	if !ok {
+		if v == nil {
+			return lungo.Handle{}, errorf(codeFailedToParse, "renameCollection: %s is missing; it names a collection as \"db.collection\"", field)
+		}
+		return lungo.Handle{}, errorf(codeTypeMismatch, "renameCollection: %s must be a string \"db.collection\", not %T", field, v)
+	}
+	db, coll, ok := strings.Cut(ns, ".")
+	if !ok || db == "" || coll == "" || strings.ContainsRune(ns, 0) || strings.HasPrefix(coll, "$") {
+		return lungo.Handle{}, errorf(codeInvalidNamespace, "renameCollection: invalid %s namespace %q; want \"db.collection\"", field, ns)
+	}
+	return lungo.Handle{db, coll}, nil
 }
 
 func (s *Server) createIndexes(r *request) (bson.D, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/256dpi/lungo"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
 )
 
 // Error codes and names as a real server sends them (error_codes.yml of
@@ -15,6 +16,9 @@ import (
 const (
 	codeBadValue                = 2
 	codeFailedToParse           = 9
+	codeUnauthorized            = 13
+	codeTypeMismatch            = 14
+	codeIllegalOperation        = 20
 	codeNamespaceNotFound       = 26
 	codeIndexNotFound           = 27
 	codeCursorNotFound          = 43
@@ -43,6 +47,9 @@ var codeNames = map[int32]string{
 	codeInternalError:           "InternalError",
 	codeBadValue:                "BadValue",
 	codeFailedToParse:           "FailedToParse",
+	codeUnauthorized:            "Unauthorized",
+	codeTypeMismatch:            "TypeMismatch",
+	codeIllegalOperation:        "IllegalOperation",
 	codeNamespaceNotFound:       "NamespaceNotFound",
 	codeIndexNotFound:           "IndexNotFound",
 	codeCursorNotFound:          "CursorNotFound",
@@ -112,6 +119,11 @@ func (s *Server) engineError(err error, h lungo.Handle, doc bson.D) *cmdError {
 	var ce *cmdError
 	if errors.As(err, &ce) {
 		return ce
+	}
+	var me mongo.CommandError
+	if errors.As(err, &me) {
+		// The engine's catalog operations fail with a server's codes.
+		return errorf(me.Code, "%s", me.Message)
 	}
 	msg := err.Error()
 	switch {
