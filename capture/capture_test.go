@@ -45,6 +45,12 @@ func TestSource_CapturesEveryWriteInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, fmt.Sprintf("delete %s.orders 5", db))
+	// A rename, the way drivers and mongosh send it.
+	rename := bson.D{{Key: "renameCollection", Value: db + ".orders"}, {Key: "to", Value: db + ".archive"}}
+	if err := conn.Client.Database("admin").RunCommand(ctx, rename).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, fmt.Sprintf("rename %s.orders -> %s.archive", db, db))
 
 	recs := waitEvents(t, ob, len(want))
 	if got := summaries(t, recs); !slices.Equal(got, want) {

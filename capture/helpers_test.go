@@ -156,7 +156,7 @@ func readAll(t *testing.T, ob *outbox.Outbox) []outbox.Record {
 	return recs
 }
 
-// summary describes a record as "op ns _id".
+// summary describes a record as "op ns _id" (a rename as "rename ns -> to").
 func summary(t *testing.T, r outbox.Record) string {
 	t.Helper()
 	ev, err := change.Parse(r.Raw)
@@ -169,6 +169,9 @@ func summary(t *testing.T, r outbox.Record) string {
 		idStr = fmt.Sprint(" ", n)
 	} else if id.Type != 0 {
 		idStr = " " + id.String()
+	}
+	if ev.OperationType == change.OpRename {
+		idStr = " -> " + ev.To.String()
 	}
 	return ev.OperationType + " " + ev.NS.String() + idStr
 }

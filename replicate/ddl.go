@@ -151,7 +151,7 @@ func (s *Sink) ddl(ctx context.Context, ev *change.Event, log zerolog.Logger) er
 		to := s.mapper.Map(ev.To)
 		switch {
 		case fromKept && toKept:
-			return s.rename(ctx, dst, to, log)
+			return s.rename(ctx, dst, to)
 		case fromKept:
 			log.Info().Msg("collection renamed out of the replicated namespaces: dropped on the target")
 			return s.bracket(ctx, change.OpDrop, dst, func() error {
@@ -289,58 +289,15 @@ func (s *Sink) createIndexes(ctx context.Context, ns change.Namespace, specs []b
 	return nil
 }
 
-// rename renames a target collection. A real server does it in one command;
-// the embedded engine has none, so the documents are copied in one marked
-// transaction and the old collection is dropped.
-func (s *Sink) rename(ctx context.Context, from, to change.Namespace, log zerolog.Logger) error {
-	if s.target.Engine == nil {
-		cmd := bson.D{{Key: "renameCollection", Value: from.String()}, {Key: "to", Value: to.String()}, {Key: "dropTarget", Value: true}}
-		return s.bracket(ctx, change.OpRename, from, func() error {
-			return ignoreCodes(s.runDDL(ctx, "admin", cmd), codeNamespaceNotFound)
-		})
-	}
-	src := s.target.Client.Database(from.DB).Collection(from.Coll)
-	specs, err := listIndexes(ctx, src)
-	if err != nil {
-		return err
-	}
-	if err := s.bracket(ctx, change.OpCreateIndexes, to, func() error { return s.createIndexes(ctx, to, specs, log) }); err != nil {
-		return err
-	}
-	err = s.target.Client.UseSession(ctx, func(sc lungo.ISessionContext) error {
-		_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
-			markers := s.target.Client.Database(s.metadataDB).Collection(MarkersCollection)
-			mid := primitive.NewObjectID()
-			if err := insertMarker(tc, markers, bson.D{{Key: "_id", Value: mid}, {Key: "kind", Value: markerDML}, {Key: "pipeline", Value: s.cfg.ID}}); err != nil {
-				return nil, err
-			}
-			cur, err := src.Find(tc, bson.D{})
-			if err != nil {
-				return nil, err
-			}
-			var models []mongo.WriteModel
-			for cur.Next(tc) {
-				var doc bson.Raw
-				if err := cur.Decode(&doc); err != nil {
-					return nil, err
-				}
-				models = append(models, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: doc.Lookup("_id")}}).
-					SetReplacement(doc).SetUpsert(true))
-			}
-			if len(models) > 0 {
-				if _, err := s.target.Client.Database(to.DB).Collection(to.Coll).BulkWrite(tc, models, ordered); err != nil {
-					return nil, err
-				}
-			}
-			_, err = markers.DeleteOne(tc, bson.D{{Key: "_id", Value: mid}})
-			return nil, err
-		})
-		return err
+// rename renames a target collection with one renameCollection command,
+// replacing what is at to (the source's rename did, or failed). Real
+// servers, devdb and the embedded engine all run it. Applied again after a
+// crash, the source is gone and the command's NamespaceNotFound means done.
+func (s *Sink) rename(ctx context.Context, from, to change.Namespace) error {
+	cmd := bson.D{{Key: "renameCollection", Value: from.String()}, {Key: "to", Value: to.String()}, {Key: "dropTarget", Value: true}}
+	return s.bracket(ctx, change.OpRename, from, func() error {
+		return ignoreCodes(s.runDDL(ctx, "admin", cmd), codeNamespaceNotFound)
 	})
-	if err != nil {
-		return fmt.Errorf("rename %s to %s: copy documents: %w", from, to, err)
-	}
-	return s.bracket(ctx, change.OpDrop, from, func() error { return src.Drop(ctx) })
 }
 
 func listIndexes(ctx context.Context, c lungo.ICollection) ([]bson.Raw, error) {

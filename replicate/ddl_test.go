@@ -134,6 +134,35 @@ func ddlPolicies(t *testing.T, open deployment) {
 			t.Fatalf("shop.orders: source %d documents, target %d", n, m)
 		}
 	})
+	t.Run("ApplyRenamesOntoACollection", func(t *testing.T) {
+		// A collection written and renamed onto another one
+		// (dropTarget) while the workload runs: the target does the same
+		// with one renameCollection command.
+		src, dst := open(t), open(t)
+		ob := openOutbox(t)
+		no := false
+		cfg := replicate.Config{ID: "ren", Source: "a", Target: dst.Redacted, Include: []string{"shop.*"}, InitialSync: &no}
+		p := startRunner(t, ob, "ren", openSink(t, cfg, dst), sink.PolicyHalt)
+		c := startCapture(t, ob, src, "a")
+		w := newWorkload(5, "shop", "orders")
+		w.run(t, src.Client, 100)
+		insertMany(t, src.Client, "shop", "imported", 1, 3)
+		insertMany(t, src.Client, "shop", "staging", 100, 20)
+		w.run(t, src.Client, 100)
+		rename := bson.D{{Key: "renameCollection", Value: "shop.staging"}, {Key: "to", Value: "shop.imported"}, {Key: "dropTarget", Value: true}}
+		if err := src.Client.Database("admin").RunCommand(testCtx(t), rename).Err(); err != nil {
+			t.Fatal(err)
+		}
+		w.run(t, src.Client, 100)
+		insertMany(t, src.Client, "shop", "imported", 200, 2)
+		// 3 + 20 + 2 inserts and the rename besides the workload's.
+		waitCaptured(t, ob, c.id, w.events+26)
+		waitApplied(t, ob, p)
+		mustEqual(t, src.Client, dst.Client, replicate.VerifyConfig(cfg, meta, nil))
+		if n, m := count(t, dst.Client, "shop", "staging"), count(t, dst.Client, "shop", "imported"); n != 0 || m != 22 {
+			t.Fatalf("target: shop.staging %d documents, shop.imported %d; want 0 and 22", n, m)
+		}
+	})
 	t.Run("HaltStopsAtTheDrop", func(t *testing.T) {
 		r := runDDLUnderLoad(t, open, replicate.DDLHalt)
 		err := r.p.runner.WaitAcked(testCtx(t), 1<<62)
