@@ -481,17 +481,19 @@ func storedNext(ctx context.Context, client lungo.IClient) (int, error) {
 // one source transaction.
 func writeOp(ctx context.Context, client lungo.IClient, op Op, i int) error {
 	progress := client.Database(metadataDB).Collection(progressColl)
-	if op.Kind == change.OpDrop {
-		// The embedded engine cannot drop inside a transaction. Dropping
-		// again after a crash is harmless: a missing collection drops
-		// without an event, so the history still has exactly one.
+	ddl := op.Kind == change.OpDrop || op.Kind == change.OpRename
+	if ddl {
+		// The embedded engine cannot drop or rename inside a transaction.
+		// Doing it again after a crash is harmless: a missing collection
+		// drops without an event, and renaming a missing one fails without
+		// one (NamespaceNotFound), so the history still has exactly one.
 		if err := apply(ctx, client, op); err != nil {
-			return fmt.Errorf("workload operation %d (drop %s): %w", i, op.NS, err)
+			return fmt.Errorf("workload operation %d (%s %s): %w", i, op.Kind, op.NS, err)
 		}
 	}
 	err := client.UseSession(ctx, func(sc lungo.ISessionContext) error {
 		_, err := sc.WithTransaction(sc, func(tc lungo.ISessionContext) (any, error) {
-			if op.Kind != change.OpDrop {
+			if !ddl {
 				if err := apply(tc, client, op); err != nil {
 					return nil, err
 				}
@@ -526,6 +528,13 @@ func apply(ctx context.Context, client lungo.IClient, op Op) error {
 		_, err = coll.DeleteOne(ctx, bson.M{"_id": op.ID})
 	case change.OpDrop:
 		err = coll.Drop(ctx)
+	case change.OpRename:
+		err = client.Database("admin").RunCommand(ctx, bson.D{{Key: "renameCollection", Value: op.NS.String()},
+			{Key: "to", Value: op.To.String()}, {Key: "dropTarget", Value: true}}).Err()
+		var ce mongo.CommandError
+		if errors.As(err, &ce) && ce.Code == 26 { // NamespaceNotFound: renamed before a crash
+			err = nil
+		}
 	}
 	return err
 }
@@ -566,7 +575,7 @@ func Verify(ob *outbox.Outbox, eventsFile string, seed uint64, n int) []string {
 		id, _ := ev.DocumentID()
 		gotID, _ := id.AsInt64OK()
 		w := want[i]
-		if ev.OperationType != w.Kind || ev.NS != w.NS || gotID != int64(w.ID) {
+		if ev.OperationType != w.Kind || ev.NS != w.NS || gotID != int64(w.ID) || ev.To != w.To {
 			problems = append(problems, fmt.Sprintf("outbox event %d is %s %s _id=%s, workload operation %d was %s %s _id=%d",
 				got[i].Seq, ev.OperationType, ev.NS, id, i, w.Kind, w.NS, w.ID))
 			bad++
@@ -593,9 +602,10 @@ type mongoUpdateResult = mongo.UpdateResult
 
 var lungoErrNoDocuments = mongo.ErrNoDocuments
 
-// verifyAudit checks the audit log: its hash chain is intact, every drop in
-// the outbox has exactly one drop record, and the deliberate delete burst is
-// recorded as a mass delete whenever this run wrote a whole one.
+// verifyAudit checks the audit log: its hash chain is intact, every drop
+// and rename in the outbox has exactly one record of its class, and the
+// deliberate delete burst is recorded as a mass delete whenever this run
+// wrote a whole one.
 func verifyAudit(ob *outbox.Outbox, sum *Summary, opts Options) (uint64, []string) {
 	path, written := sum.AuditLog, sum.Written
 	var problems []string
@@ -627,15 +637,20 @@ func verifyAudit(ob *outbox.Outbox, sum *Summary, opts Options) (uint64, []strin
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return n, []string{err.Error()}
 	}
-	drops := map[uint64]int{}
+	// Records of drops and renames by class and outbox sequence.
+	type key struct {
+		class string
+		seq   uint64
+	}
+	ddl := map[key]int{}
 	bursts := 0
 	for r, err := range audit.Query(f, audit.Filter{}) {
 		if err != nil {
 			return n, []string{fmt.Sprintf("audit log: %v", err)}
 		}
 		switch r.Class {
-		case audit.ClassDrop:
-			drops[r.Seq]++
+		case audit.ClassDrop, audit.ClassRename:
+			ddl[key{r.Class, r.Seq}]++
 		case audit.ClassMassDelete:
 			if r.NS == nil || *r.NS != SessionsNS {
 				problems = append(problems, fmt.Sprintf("unexpected mass delete record %d for %v", r.Index, r.NS))
@@ -643,24 +658,26 @@ func verifyAudit(ob *outbox.Outbox, sum *Summary, opts Options) (uint64, []strin
 			bursts++
 		}
 	}
-	wantDrops := 0
+	wantDDL := 0
 	for after := uint64(0); ; {
 		recs, err := ob.Read(after, 10000, 0)
 		if err != nil || len(recs) == 0 {
 			break
 		}
 		for _, r := range recs {
-			if ev, err := change.Parse(r.Raw); err == nil && ev.OperationType == change.OpDrop {
-				wantDrops++
-				if drops[r.Seq] != 1 {
-					problems = append(problems, fmt.Sprintf("drop at outbox sequence %d has %d audit records, want 1", r.Seq, drops[r.Seq]))
-				}
+			ev, err := change.Parse(r.Raw)
+			if err != nil || ev.OperationType != change.OpDrop && ev.OperationType != change.OpRename {
+				continue
+			}
+			wantDDL++
+			if n := ddl[key{ev.OperationType, r.Seq}]; n != 1 {
+				problems = append(problems, fmt.Sprintf("%s at outbox sequence %d has %d audit records, want 1", ev.OperationType, r.Seq, n))
 			}
 		}
 		after = recs[len(recs)-1].Seq
 	}
-	if len(drops) != wantDrops {
-		problems = append(problems, fmt.Sprintf("audit log has drop records for %d events, the outbox has %d drops", len(drops), wantDrops))
+	if len(ddl) != wantDDL {
+		problems = append(problems, fmt.Sprintf("audit log has drop and rename records for %d events, the outbox has %d drops and renames", len(ddl), wantDDL))
 	}
 	// A delete phase wholly written by this run must have produced a burst.
 	first := opts.Ops - written

@@ -17,20 +17,25 @@ var Namespaces = []change.Namespace{
 }
 
 // Fixed phases of every block of BlockOps operations: a burst of deletes in
-// SessionsNS (a mass delete for the audit sink) and a drop of DropNS. They
-// sit at fixed positions so a continued workload always finds them where the
-// model expects them.
+// SessionsNS (a mass delete for the audit sink), a drop of DropNS and a
+// rename of RenameNS onto RenamedNS. They sit at fixed positions so a
+// continued workload always finds them where the model expects them.
 const (
 	BlockOps      = 500
 	sessionsStart = 200 // inserts into SessionsNS
 	sessionsN     = 30
 	dropInsertAt  = 290 // one insert into DropNS, then its drop
+	renameAt      = 292 // one insert into RenameNS, then its rename
 )
 
-// SessionsNS receives the mass-delete phase; DropNS is created and dropped.
+// SessionsNS receives the mass-delete phase; DropNS is created and dropped;
+// RenameNS is created and renamed onto RenamedNS (replacing the previous
+// block's).
 var (
 	SessionsNS = change.Namespace{DB: "shop", Coll: "sessions"}
 	DropNS     = change.Namespace{DB: "shop", Coll: "tmp_import"}
+	RenameNS   = change.Namespace{DB: "shop", Coll: "tmp_staging"}
+	RenamedNS  = change.Namespace{DB: "shop", Coll: "tmp_archive"}
 )
 
 // MassDeleteThreshold is the audit threshold the demo uses: the delete phase
@@ -48,8 +53,10 @@ type Op struct {
 	// Kind is the operationType the write produces.
 	Kind string
 	// Variant says which update operator an update uses ($set, $inc,
-	// $unset, $push). Kind "drop" drops the collection NS.
+	// $unset, $push). Kind "drop" drops the collection NS; kind "rename"
+	// renames it to To, replacing what is there.
 	Variant string
+	To      change.Namespace
 	ID      int32
 	// Doc is the document for inserts and replaces; Update the update
 	// document for updates.
@@ -112,6 +119,10 @@ func (w *Workload) Next() Op {
 		return Op{Index: i, NS: DropNS, Kind: change.OpInsert, ID: 1, Doc: bson.D{{Key: "_id", Value: int32(1)}}}
 	case p == dropInsertAt+1:
 		return Op{Index: i, NS: DropNS, Kind: change.OpDrop}
+	case p == renameAt:
+		return Op{Index: i, NS: RenameNS, Kind: change.OpInsert, ID: 1, Doc: bson.D{{Key: "_id", Value: int32(1)}, {Key: "block", Value: int32(i / BlockOps)}}}
+	case p == renameAt+1:
+		return Op{Index: i, NS: RenameNS, Kind: change.OpRename, To: RenamedNS}
 	}
 	nsIdx := w.rng.IntN(len(Namespaces))
 	live := &w.live[nsIdx]

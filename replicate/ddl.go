@@ -151,7 +151,7 @@ func (s *Sink) ddl(ctx context.Context, ev *change.Event, log zerolog.Logger) er
 		to := s.mapper.Map(ev.To)
 		switch {
 		case fromKept && toKept:
-			return s.rename(ctx, dst, to)
+			return s.rename(ctx, dst, to, log)
 		case fromKept:
 			log.Info().Msg("collection renamed out of the replicated namespaces: dropped on the target")
 			return s.bracket(ctx, change.OpDrop, dst, func() error {
@@ -291,12 +291,22 @@ func (s *Sink) createIndexes(ctx context.Context, ns change.Namespace, specs []b
 
 // rename renames a target collection with one renameCollection command,
 // replacing what is at to (the source's rename did, or failed). Real
-// servers, devdb and the embedded engine all run it. Applied again after a
-// crash, the source is gone and the command's NamespaceNotFound means done.
-func (s *Sink) rename(ctx context.Context, from, to change.Namespace) error {
-	cmd := bson.D{{Key: "renameCollection", Value: from.String()}, {Key: "to", Value: to.String()}, {Key: "dropTarget", Value: true}}
+// servers, devdb and the embedded engine all run it. A server without
+// dropTarget (FerretDB answers NotImplemented) gets the target dropped
+// first, then a plain rename. Applied again after a crash, the source is
+// gone and the command's NamespaceNotFound means done.
+func (s *Sink) rename(ctx context.Context, from, to change.Namespace, log zerolog.Logger) error {
+	cmd := bson.D{{Key: "renameCollection", Value: from.String()}, {Key: "to", Value: to.String()}}
 	return s.bracket(ctx, change.OpRename, from, func() error {
-		return ignoreCodes(s.runDDL(ctx, "admin", cmd), codeNamespaceNotFound)
+		err := s.runDDL(ctx, "admin", append(cmd, bson.E{Key: "dropTarget", Value: true}))
+		if unsupportedCode(err) {
+			log.Info().Err(err).Msg("the target cannot replace a collection by renaming onto it: dropping the target collection first")
+			if err := ignoreCodes(s.target.Client.Database(to.DB, majority).Collection(to.Coll).Drop(ctx), codeNamespaceNotFound); err != nil {
+				return fmt.Errorf("drop %s before renaming onto it: %w", to, err)
+			}
+			err = s.runDDL(ctx, "admin", cmd)
+		}
+		return ignoreCodes(err, codeNamespaceNotFound)
 	})
 }
 
