@@ -51,6 +51,13 @@ func TestSink_embeddedEngine(t *testing.T) {
 	if err := shop.Collection("carts").Drop(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := shop.Collection("drafts").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
+		t.Fatal(err)
+	}
+	rename := bson.D{{Key: "renameCollection", Value: "shop.drafts"}, {Key: "to", Value: "shop.archive"}}
+	if err := client.Database("admin").RunCommand(ctx, rename).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := client.Database("staging").Collection("x").InsertOne(ctx, bson.M{"_id": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +116,15 @@ func TestSink_embeddedEngine(t *testing.T) {
 		if r.Burst != nil {
 			s += fmt.Sprintf(" %d", r.Burst.Count)
 		}
+		if r.To != nil {
+			s += " -> " + r.To.String()
+		}
 		got = append(got, s)
 	}
 	// The burst is written when a later event shows its window closed,
 	// or at Close if all events fell within it.
-	want1 := "[mass_delete shop.orders 20 drop shop.carts drop staging.x dropDatabase staging]"
-	want2 := "[drop shop.carts drop staging.x dropDatabase staging mass_delete shop.orders 20]"
+	want1 := "[mass_delete shop.orders 20 drop shop.carts rename shop.drafts -> shop.archive drop staging.x dropDatabase staging]"
+	want2 := "[drop shop.carts rename shop.drafts -> shop.archive drop staging.x dropDatabase staging mass_delete shop.orders 20]"
 	if fmt.Sprint(got) != want1 && fmt.Sprint(got) != want2 {
 		t.Fatalf("records %v", got)
 	}
