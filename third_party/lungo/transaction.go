@@ -722,14 +722,9 @@ func (t *Transaction) Rename(from, to Handle, dropTarget bool) error {
 	clone.Namespaces[to] = coll
 
 	// append oplog
-	now := bsonkit.Now()
-	_, err := oplog.Insert(bsonkit.MustConvert(bson.M{
-		"ns":            bson.M{"db": from[0], "coll": from[1]},
-		"to":            bson.M{"db": to[0], "coll": to[1]},
-		"_id":           bson.M{"ts": now},
-		"clusterTime":   now,
-		"operationType": "rename",
-	}))
+	event := oplogEvent(from, "rename")
+	event["to"] = bson.M{"db": to[0], "coll": to[1]}
+	_, err := oplog.Insert(bsonkit.MustConvert(event))
 	if err != nil {
 		return err
 	}
@@ -745,7 +740,9 @@ func commandError(code int32, name, format string, args ...interface{}) error {
 	return mongo.CommandError{Code: code, Name: name, Message: fmt.Sprintf(format, args...)}
 }
 
-func (t *Transaction) append(oplog *mongokit.Collection, handle Handle, op string, doc bsonkit.Doc, changes *mongokit.Changes) error {
+// oplogEvent returns the fields every oplog entry has: the namespace, the
+// token and cluster time (now) and the operation type.
+func oplogEvent(handle Handle, op string) bson.M {
 	// get time
 	now := bsonkit.Now()
 
@@ -755,8 +752,7 @@ func (t *Transaction) append(oplog *mongokit.Collection, handle Handle, op strin
 		ns["coll"] = handle[1]
 	}
 
-	// prepare event
-	event := bson.M{
+	return bson.M{
 		"ns": ns,
 		"_id": bson.M{
 			"ts": now,
@@ -764,6 +760,11 @@ func (t *Transaction) append(oplog *mongokit.Collection, handle Handle, op strin
 		"clusterTime":   now,
 		"operationType": op,
 	}
+}
+
+func (t *Transaction) append(oplog *mongokit.Collection, handle Handle, op string, doc bsonkit.Doc, changes *mongokit.Changes) error {
+	// prepare event
+	event := oplogEvent(handle, op)
 
 	// add document info
 	if doc != nil {
