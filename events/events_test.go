@@ -437,7 +437,7 @@ func TestEngine_Close(t *testing.T) {
 	// outbox may be closed next; a stream stuck in its send holds it.
 	t.Run("WaitsForStreams", func(t *testing.T) {
 		v := newEnv(t, outbox.Options{})
-		started, sending, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		started, sending, release, sent := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
 			done <- v.e.Subscribe(context.Background(), events.Request{}, func(m events.Message) error {
@@ -447,6 +447,7 @@ func TestEngine_Close(t *testing.T) {
 				case m.Event != nil:
 					close(sending)
 					<-release
+					close(sent)
 				}
 				return nil
 			})
@@ -471,13 +472,20 @@ func TestEngine_Close(t *testing.T) {
 		if err := v.e.Close(testwait.Context(t)); err != nil {
 			t.Fatalf("Close after the send returned = %v", err)
 		}
+		// The send returned before the stream ended, so before Close could;
+		// Subscribe returns right after (its caller sees that later).
+		select {
+		case <-sent:
+		default:
+			t.Fatal("Close returned before the stream did")
+		}
 		select {
 		case err := <-done:
 			if !errors.Is(err, events.ErrClosed) {
 				t.Fatalf("stream ended with %v, want ErrClosed", err)
 			}
-		default:
-			t.Fatal("Close returned before the stream did")
+		case <-time.After(wait):
+			t.Fatal("Subscribe did not return after Close")
 		}
 	})
 }
